@@ -1,0 +1,224 @@
+"""S2CA model configuration.
+
+S2CA: *Shared Concept Prototypes and Concept-level Alignment for text-video retrieval*, Li, Xin, Qian and Dong,
+Neurocomputing 614, 128851 (2024), https://doi.org/10.1016/j.neucom.2024.128851.
+
+Only the paper's abstract is public. Every choice the abstract leaves open is a field of `S2CAConfig`, so that it
+can be changed when the full paper is read (see the package README, "The method is a reconstruction").
+"""
+
+import math
+
+from huggingface_hub.dataclasses import strict
+from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+
+
+_CHOICES = {
+    "temporal_module": ("mean", "transformer"),
+    "allocation": ("gumbel", "soft"),
+    "video_tokens": ("patches", "frames"),
+    "retrieval_loss": ("separate", "combined"),
+}
+
+
+@strict
+class S2CAConfig(PretrainedConfig):
+    r"""
+    Configuration of an [`S2CAModel`]: two CLIP towers, a temporal module and the shared concept prototypes.
+
+    The defaults reproduce S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512,
+    12 frames, a 4-layer temporal transformer, 8 shared concepts allocated with a hard Gumbel-softmax over patch
+    tokens.
+
+    Args:
+        text_config (`dict` or `CLIPTextConfig`, *optional*):
+            The CLIP text tower. `None` gives the ViT-B/32 text tower.
+        vision_config (`dict` or `CLIPVisionConfig`, *optional*):
+            The CLIP vision tower. `None` gives the ViT-B/32 vision tower.
+        projection_dim (`int`, *optional*, defaults to 512):
+            D, the joint text-video dimension (CLIP's projection size). Must equal the `projection_dim` of both
+            sub-configs.
+        num_frames (`int`, *optional*, defaults to 12):
+            F, the number of frames per video the model is trained with (64 for DiDeMo and ActivityNet). The
+            processor's `max_frames` defaults to it; the model accepts any count up to
+            `temporal_max_position_embeddings`.
+        temporal_module (`str`, *optional*, defaults to `"transformer"`):
+            `"mean"` (CLIP4Clip meanP: no temporal parameters) or `"transformer"` (CLIP4Clip seqTransf: frame
+            position embeddings, a small transformer over frames and a residual to its input).
+        temporal_num_hidden_layers (`int`, *optional*, defaults to 4):
+            Layers of the temporal transformer.
+        temporal_num_attention_heads (`int`, *optional*, defaults to 8):
+            Attention heads of the temporal transformer; must divide `projection_dim`.
+        temporal_intermediate_size (`int`, *optional*, defaults to 2048):
+            MLP width of the temporal transformer.
+        temporal_max_position_embeddings (`int`, *optional*, defaults to 128):
+            Largest number of frames the temporal transformer has position embeddings for.
+        temporal_hidden_act (`str`, *optional*, defaults to `"quick_gelu"`):
+            Activation of the temporal transformer's MLP (CLIP's QuickGELU, as CLIP4Clip).
+        use_concepts (`bool`, *optional*, defaults to `True`):
+            Whether the shared concept prototypes are used. `False` gives the CLIP4Clip baseline (meanP or seqTransf
+            by `temporal_module`): the score is the instance score alone.
+        num_concepts (`int`, *optional*, defaults to 8):
+            K, the number of shared concept prototypes.
+        allocation (`str`, *optional*, defaults to `"gumbel"`):
+            How tokens are allocated to concepts. `"gumbel"`: Gumbel-softmax with a hard one-hot forward pass and a
+            straight-through gradient in training, argmax (no noise) in evaluation. `"soft"` (ablation): a plain
+            softmax over the concepts, no noise, no one-hot.
+        gumbel_tau (`float`, *optional*, defaults to 1.0):
+            Temperature of the Gumbel-softmax at the start of training.
+        gumbel_tau_min (`float`, *optional*):
+            Floor of an optional cosine anneal of the temperature from `gumbel_tau` over training (see
+            `S2CAModel.set_training_progress`). `None` keeps the temperature constant.
+        video_tokens (`str`, *optional*, defaults to `"patches"`):
+            The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
+            frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
+            refined frame features.
+        share_concept_projections (`bool`, *optional*, defaults to `True`):
+            Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
+            prototypes themselves are always shared.
+        concept_eps (`float`, *optional*, defaults to 1.0):
+            epsilon in the aggregation `sum_n A_kn V_n / (n_k + epsilon)` (GroupViT's smoothing).
+        concept_score_weight (`float`, *optional*, defaults to 1.0):
+            lambda_e, the weight of the concept similarity in the retrieval score `s = s_inst + lambda_e * s_con`.
+        concept_loss_weight (`float`, *optional*, defaults to 1.0):
+            lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
+        retrieval_loss (`str`, *optional*, defaults to `"separate"`):
+            `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation): `NCE(S_inst + lambda_e S_con)`.
+        diversity_loss_weight (`float`, *optional*, defaults to 0.01):
+            Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
+        balance_loss_weight (`float`, *optional*, defaults to 0.01):
+            Weight of the anti-collapse balance regulariser `K sum_k f_k P_k` (Switch-Transformer form), averaged
+            over the two modalities.
+        prototype_init_std (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the truncated-normal prototype initialisation.
+        logit_scale_init_value (`float`, *optional*, defaults to 2.6592):
+            Initial log of the inverse temperature (CLIP's ln(1/0.07)). `S2CAModel.from_clip` copies the
+            checkpoint's value instead.
+        logit_scale_max (`float`, *optional*, defaults to 4.6052):
+            The logit scale is clamped at this value (ln 100) in the forward pass, as CLIP and CLIP4Clip do.
+        initializer_range (`float`, *optional*, defaults to 0.02):
+            Standard deviation of the normal initialisation of the new linear layers and embeddings.
+        initializer_factor (`float`, *optional*, defaults to 1.0):
+            Scale of the CLIP-style initialisation of the text and video projections.
+
+    Example:
+
+    ```python
+    >>> from s2ca_hf import S2CAConfig, S2CAModel
+
+    >>> config = S2CAConfig()  # ViT-B/32 towers, K = 8 concepts
+    >>> model = S2CAModel(config)  # randomly initialised; use S2CAModel.from_clip(...) to start from CLIP
+    >>> config.num_concepts
+    8
+    ```"""
+
+    model_type = "s2ca"
+    # transformers <= 5.20 reads `sub_configs`; later releases read `sub_configs_defaults`. Declaring both keeps the
+    # sub-config machinery (attention implementation, dtype, save/load) working across the supported range.
+    sub_configs = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
+    sub_configs_defaults = {"text_config": CLIPTextConfig, "vision_config": CLIPVisionConfig}
+
+    text_config: dict | CLIPTextConfig | None = None
+    vision_config: dict | CLIPVisionConfig | None = None
+    projection_dim: int = 512
+    num_frames: int = 12
+    temporal_module: str = "transformer"
+    temporal_num_hidden_layers: int = 4
+    temporal_num_attention_heads: int = 8
+    temporal_intermediate_size: int = 2048
+    temporal_max_position_embeddings: int = 128
+    temporal_hidden_act: str = "quick_gelu"
+    use_concepts: bool = True
+    num_concepts: int = 8
+    allocation: str = "gumbel"
+    gumbel_tau: float | int = 1.0
+    gumbel_tau_min: float | int | None = None
+    video_tokens: str = "patches"
+    share_concept_projections: bool = True
+    concept_eps: float | int = 1.0
+    concept_score_weight: float | int = 1.0
+    concept_loss_weight: float | int = 1.0
+    retrieval_loss: str = "separate"
+    diversity_loss_weight: float | int = 1e-2
+    balance_loss_weight: float | int = 1e-2
+    prototype_init_std: float | int = 0.02
+    logit_scale_init_value: float | int = 2.6592
+    logit_scale_max: float | int = math.log(100.0)
+    initializer_range: float | int = 0.02
+    initializer_factor: float | int = 1.0
+
+    def __post_init__(self, **kwargs):
+        self.text_config = self._build_sub_config("text_config", self.text_config, CLIPTextConfig)
+        self.vision_config = self._build_sub_config("vision_config", self.vision_config, CLIPVisionConfig)
+        self._check_values()
+        super().__post_init__(**kwargs)
+
+    def _build_sub_config(self, name, value, config_class):
+        if value is None:
+            value = {}
+        if isinstance(value, dict):
+            value = {k: v for k, v in value.items() if k != "model_type"}
+            # A sub-config that does not name its projection size follows the joint dimension.
+            value.setdefault("projection_dim", self.projection_dim)
+            value = config_class(**value)
+        if not isinstance(value, config_class):
+            raise TypeError(f"`{name}` must be a dict or a {config_class.__name__}, got {type(value).__name__}.")
+        if value.projection_dim != self.projection_dim:
+            raise ValueError(
+                f"`projection_dim` ({self.projection_dim}) must equal `{name}.projection_dim` "
+                f"({value.projection_dim}): both towers project into the joint space."
+            )
+        return value
+
+    def _check_values(self):
+        for field, allowed in _CHOICES.items():
+            if getattr(self, field) not in allowed:
+                raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
+        positive_ints = (
+            "projection_dim",
+            "num_frames",
+            "num_concepts",
+            "temporal_num_hidden_layers",
+            "temporal_num_attention_heads",
+            "temporal_intermediate_size",
+            "temporal_max_position_embeddings",
+        )
+        for field in positive_ints:
+            if getattr(self, field) < 1:
+                raise ValueError(f"`{field}` must be an integer >= 1, got {getattr(self, field)!r}.")
+        for field in ("gumbel_tau", "concept_eps", "prototype_init_std"):
+            if not getattr(self, field) > 0:
+                raise ValueError(f"`{field}` must be > 0, got {getattr(self, field)!r}.")
+        non_negative = (
+            "concept_score_weight",
+            "concept_loss_weight",
+            "diversity_loss_weight",
+            "balance_loss_weight",
+        )
+        for field in non_negative:
+            if not getattr(self, field) >= 0:
+                raise ValueError(f"`{field}` must be >= 0, got {getattr(self, field)!r}.")
+        if self.gumbel_tau_min is not None and not 0 < self.gumbel_tau_min <= self.gumbel_tau:
+            raise ValueError(
+                f"`gumbel_tau_min` must be None or in (0, gumbel_tau={self.gumbel_tau}], got {self.gumbel_tau_min!r}."
+            )
+        if self.projection_dim % self.temporal_num_attention_heads:
+            raise ValueError(
+                f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "
+                f"`projection_dim` ({self.projection_dim})."
+            )
+        if self.num_frames > self.temporal_max_position_embeddings:
+            raise ValueError(
+                f"`num_frames` ({self.num_frames}) must be <= `temporal_max_position_embeddings` "
+                f"({self.temporal_max_position_embeddings})."
+            )
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D (1 + 2K)."""
+        if not self.use_concepts:
+            return self.projection_dim
+        return self.projection_dim * (1 + 2 * self.num_concepts)
+
+
+__all__ = ["S2CAConfig"]

@@ -1,0 +1,772 @@
+"""PyTorch S2CA model: CLIP towers, a temporal module and shared concept prototypes for text-video retrieval.
+
+S2CA: *Shared Concept Prototypes and Concept-level Alignment for text-video retrieval*, Li, Xin, Qian and Dong,
+Neurocomputing 614, 128851 (2024), https://doi.org/10.1016/j.neucom.2024.128851.
+
+Only the abstract is public; what it leaves open is reconstructed from GroupViT (Gumbel hard assignment of tokens to
+learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compared concept by concept) and CLIP4Clip
+(backbone, temporal module, loss). Every such choice is a field of `S2CAConfig`.
+
+The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
+base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
+"""
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import transformers.initialization as init
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from .configuration_s2ca import S2CAConfig
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Outputs
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _NestedModelOutput(ModelOutput):
+    def to_tuple(self) -> tuple[Any, ...]:
+        # Nested outputs become tuples too, as `CLIPOutput.to_tuple` does, so `return_dict=False` is all tuples.
+        return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+@dataclass
+class S2CAConceptOutput(_NestedModelOutput):
+    r"""
+    How one modality's tokens were allocated to the K shared concepts, and what the concepts became (METHOD.md §3-4).
+    B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
+
+    concept_features (`torch.FloatTensor` of shape `(B, K, D)`):
+        The normalised conceptual aggregated features c-hat; an empty concept is all zeros.
+    concept_weights (`torch.FloatTensor` of shape `(B, K)`):
+        alpha: 1 / (number of non-empty concepts) for each non-empty concept, 0 for an empty one.
+    empty_concepts (`torch.FloatTensor` of shape `(B, K)`):
+        e: 1.0 where no token was allocated to the concept.
+    token_counts (`torch.FloatTensor` of shape `(B, K)`):
+        n: how many (valid) tokens were allocated to each concept.
+    allocation (`torch.FloatTensor` of shape `(B, K, N)`):
+        A: the allocation matrix, one-hot over K for every valid token (soft under `allocation="soft"`), zero for
+        padding. In training with Gumbel allocation it carries the straight-through gradient.
+    allocation_logits (`torch.FloatTensor` of shape `(B, K, N)`):
+        Z: the cross-attention logits between the prototypes and the tokens, before noise.
+    token_mask (`torch.FloatTensor` of shape `(B, N)`):
+        1.0 for the tokens that take part in the allocation.
+    """
+
+    concept_features: torch.FloatTensor | None = None
+    concept_weights: torch.FloatTensor | None = None
+    empty_concepts: torch.FloatTensor | None = None
+    token_counts: torch.FloatTensor | None = None
+    allocation: torch.FloatTensor | None = None
+    allocation_logits: torch.FloatTensor | None = None
+    token_mask: torch.FloatTensor | None = None
+
+
+@dataclass
+class S2CAEncoderOutput(_NestedModelOutput):
+    r"""
+    Everything one tower produces for a batch of texts or of videos. E is `config.embedding_dim`, D `projection_dim`.
+
+    embeds (`torch.FloatTensor` of shape `(B, E)`):
+        The retrieval vector: phi(text) or psi(video) of METHOD.md §5, so that `phi @ psi.T` is the score.
+    instance_embeds (`torch.FloatTensor` of shape `(B, D)`):
+        The L2-normalised instance feature t (end-of-text state) or v (masked mean of the refined frames).
+    concepts ([`S2CAConceptOutput`], *optional*):
+        The concept allocation and features; `None` when `use_concepts=False`.
+    tokens (`torch.FloatTensor` of shape `(B, N, D)`):
+        The projected tokens X that are allocated to concepts (text tokens, or video patch / frame tokens).
+    token_mask (`torch.FloatTensor` of shape `(B, N)`):
+        m: 1.0 for word tokens and end-of-text (text), or for every token of a real frame (video).
+    frame_features (`torch.FloatTensor` of shape `(B, F, D)`, *optional*):
+        Video only: the temporally refined per-frame features, before normalisation.
+    model_output (`BaseModelOutputWithPooling`):
+        The CLIP tower's own output. For video, its batch is the real (unpadded) frames of the batch.
+    """
+
+    embeds: torch.FloatTensor | None = None
+    instance_embeds: torch.FloatTensor | None = None
+    concepts: S2CAConceptOutput | None = None
+    tokens: torch.FloatTensor | None = None
+    token_mask: torch.FloatTensor | None = None
+    frame_features: torch.FloatTensor | None = None
+    model_output: ModelOutput | None = None
+
+
+@dataclass
+class S2CAOutput(_NestedModelOutput):
+    r"""
+    T is the number of texts, V the number of videos (equal when `return_loss=True`), E `config.embedding_dim`,
+    D `projection_dim`.
+
+    loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+        The local-batch training loss: retrieval loss plus the weighted concept regularisers (METHOD.md §6).
+    logits_per_text (`torch.FloatTensor` of shape `(T, V)`):
+        `exp(logit_scale) * (s_inst + concept_score_weight * s_con)`, the scaled retrieval score.
+    logits_per_video (`torch.FloatTensor` of shape `(V, T)`):
+        The transpose of `logits_per_text`.
+    text_embeds (`torch.FloatTensor` of shape `(T, E)`):
+        phi(text), as `get_text_features` returns it.
+    video_embeds (`torch.FloatTensor` of shape `(V, E)`):
+        psi(video), as `get_video_features` returns it.
+    text_instance_embeds (`torch.FloatTensor` of shape `(T, D)`):
+        The normalised instance text features t.
+    video_instance_embeds (`torch.FloatTensor` of shape `(V, D)`):
+        The normalised instance video features v.
+    instance_similarity (`torch.FloatTensor` of shape `(T, V)`):
+        s_inst = t . v, unscaled.
+    concept_similarity (`torch.FloatTensor` of shape `(T, V)`, *optional*):
+        s_con, unscaled; `None` when `use_concepts=False`.
+    retrieval_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        L_ret, returned when `return_loss=True`.
+    diversity_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        L_div (unweighted), returned when `return_loss=True` and `use_concepts=True`.
+    balance_loss (`torch.FloatTensor` of shape `()`, *optional*):
+        L_bal (unweighted, mean of the two modalities), returned when `return_loss=True` and `use_concepts=True`.
+    text_concepts ([`S2CAConceptOutput`], *optional*):
+        The text concept allocation and features.
+    video_concepts ([`S2CAConceptOutput`], *optional*):
+        The video concept allocation and features.
+    text_model_output (`BaseModelOutputWithPooling`):
+        The output of the CLIP text tower.
+    vision_model_output (`BaseModelOutputWithPooling`):
+        The output of the CLIP vision tower over the real frames of the batch.
+    """
+
+    loss: torch.FloatTensor | None = None
+    logits_per_text: torch.FloatTensor | None = None
+    logits_per_video: torch.FloatTensor | None = None
+    text_embeds: torch.FloatTensor | None = None
+    video_embeds: torch.FloatTensor | None = None
+    text_instance_embeds: torch.FloatTensor | None = None
+    video_instance_embeds: torch.FloatTensor | None = None
+    instance_similarity: torch.FloatTensor | None = None
+    concept_similarity: torch.FloatTensor | None = None
+    retrieval_loss: torch.FloatTensor | None = None
+    diversity_loss: torch.FloatTensor | None = None
+    balance_loss: torch.FloatTensor | None = None
+    text_concepts: S2CAConceptOutput | None = None
+    video_concepts: S2CAConceptOutput | None = None
+    text_model_output: ModelOutput | None = None
+    vision_model_output: ModelOutput | None = None
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Small helpers (written here rather than imported: private transformers helpers get renamed between releases)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
+    """Symmetric InfoNCE over a square logit matrix whose diagonal holds the positives (CLIP4Clip's loss)."""
+    labels = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
+    return 0.5 * (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels))
+
+
+def masked_mean(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean of `features` `(B, N, D)` over the positions where `mask` `(B, N)` is 1, denominator clamped at 1."""
+    mask = mask.to(features.dtype).unsqueeze(-1)
+    return (features * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
+def concept_similarity(
+    text_features: torch.Tensor,
+    text_weights: torch.Tensor,
+    video_features: torch.Tensor,
+    video_weights: torch.Tensor,
+) -> torch.Tensor:
+    """s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk> (METHOD.md §5).
+
+    Takes `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)` and returns `(T, V)`. Written as two matrix products so that the
+    training loss can call it on features gathered from every process.
+    """
+    text_weighted = (text_weights.unsqueeze(-1) * text_features).flatten(1)
+    video_weighted = (video_weights.unsqueeze(-1) * video_features).flatten(1)
+    return 0.5 * (text_weighted @ video_features.flatten(1).t() + text_features.flatten(1) @ video_weighted.t())
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Temporal module (CLIP4Clip seqTransf)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class S2CATemporalAttention(nn.Module):
+    def __init__(self, hidden_size: int, num_heads: int):
+        super().__init__()
+        self.num_heads = num_heads
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size)
+        self.out_proj = nn.Linear(hidden_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        batch, frames, width = hidden_states.shape
+        qkv = self.qkv(hidden_states).view(batch, frames, 3, self.num_heads, width // self.num_heads)
+        query, key, value = qkv.permute(2, 0, 3, 1, 4)
+        # Boolean mask: padded frames are never attended to, whatever their values, in every dtype.
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=key_mask[:, None, None, :])
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, frames, width))
+
+
+class S2CATemporalMLP(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int, hidden_act: str):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden_size, intermediate_size)
+        self.act = ACT2FN[hidden_act]
+        self.fc2 = nn.Linear(intermediate_size, hidden_size)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.act(self.fc1(hidden_states)))
+
+
+class S2CATemporalLayer(nn.Module):
+    """A pre-norm transformer block over frames (CLIP's residual attention block, as CLIP4Clip's `transformerClip`)."""
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        width = config.projection_dim
+        self.norm1 = nn.LayerNorm(width)
+        self.attn = S2CATemporalAttention(width, config.temporal_num_attention_heads)
+        self.norm2 = nn.LayerNorm(width)
+        self.mlp = S2CATemporalMLP(width, config.temporal_intermediate_size, config.temporal_hidden_act)
+
+    def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
+        hidden_states = hidden_states + self.attn(self.norm1(hidden_states), key_mask)
+        return hidden_states + self.mlp(self.norm2(hidden_states))
+
+
+class S2CATemporalTransformer(nn.Module):
+    """CLIP4Clip's seqTransf: frame position embeddings, a few transformer layers, and a residual to the input."""
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        self.position_embedding = nn.Embedding(config.temporal_max_position_embeddings, config.projection_dim)
+        self.layers = nn.ModuleList([S2CATemporalLayer(config) for _ in range(config.temporal_num_hidden_layers)])
+        self.gradient_checkpointing = False
+
+    def forward(self, frame_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
+        num_frames = frame_features.shape[1]
+        if num_frames > self.position_embedding.num_embeddings:
+            raise ValueError(
+                f"Got {num_frames} frames but the temporal transformer has position embeddings for "
+                f"{self.position_embedding.num_embeddings} (`temporal_max_position_embeddings`)."
+            )
+        key_mask = frame_mask.bool()
+        # A video with no real frame (one that failed to decode) attends to all its slots instead of to none, which
+        # would give NaN; its features are masked out downstream anyway.
+        key_mask = key_mask | ~key_mask.any(dim=1, keepdim=True)
+        hidden_states = frame_features + self.position_embedding.weight[:num_frames]
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training:
+                hidden_states = checkpoint(layer, hidden_states, key_mask, use_reentrant=False)
+            else:
+                hidden_states = layer(hidden_states, key_mask)
+        return hidden_states + frame_features
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Shared concept prototypes: allocation (METHOD.md §3) and conceptual aggregated features (§4)
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class S2CAConceptAllocator(nn.Module):
+    """Allocates one modality's tokens to the shared prototypes and aggregates them into one feature per concept."""
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        width = config.projection_dim
+        self.allocation = config.allocation
+        self.eps = config.concept_eps
+        self.scale = width**-0.5
+        self.norm_prototypes = nn.LayerNorm(width)
+        self.norm_tokens = nn.LayerNorm(width)
+        self.q_proj = nn.Linear(width, width)
+        self.k_proj = nn.Linear(width, width)
+        self.v_proj = nn.Linear(width, width)
+        self.o_proj = nn.Linear(width, width)
+        self.norm_out = nn.LayerNorm(width)
+
+    def allocate(self, logits: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the allocation A `(B, K, N)` and the hard one-hot it stands for (no gradient)."""
+        num_concepts = logits.shape[1]
+        if self.allocation == "soft":
+            allocation = logits.softmax(dim=1)
+            return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+        if self.training:
+            gumbels = -torch.empty_like(logits).exponential_().log()
+            noisy = logits + gumbels
+            soft = (noisy / tau).softmax(dim=1)
+            hard = F.one_hot(noisy.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+            # Straight-through: the forward pass sees the one-hot, the backward pass the softmax's gradient.
+            return hard - soft.detach() + soft, hard
+        # Evaluation is noise-free, so the same input always gives the same vectors (a stored index relies on it).
+        hard = F.one_hot(logits.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+        return hard, hard
+
+    def forward(
+        self, prototypes: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, tau: float
+    ) -> S2CAConceptOutput:
+        token_mask = token_mask.to(tokens.dtype)
+        normed_tokens = self.norm_tokens(tokens)
+        queries = self.q_proj(self.norm_prototypes(prototypes))
+        logits = torch.einsum("kd,bnd->bkn", queries, self.k_proj(normed_tokens)) * self.scale
+        allocation, hard = self.allocate(logits, tau)
+        # Padding is removed after the softmax over K: -inf in Z would turn a padded token's column into NaN.
+        allocation = allocation * token_mask.unsqueeze(1)
+        hard = hard * token_mask.unsqueeze(1)
+        token_counts = allocation.sum(dim=-1)
+        aggregated = torch.einsum("bkn,bnd->bkd", allocation, self.v_proj(normed_tokens))
+        aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
+        features = self.norm_out(prototypes + self.o_proj(aggregated))
+        # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
+        if self.allocation == "soft":
+            empty = (token_counts.detach() == 0).to(tokens.dtype)
+        else:
+            empty = (hard.sum(dim=-1) == 0).to(tokens.dtype)
+        present = 1.0 - empty
+        features = present.unsqueeze(-1) * F.normalize(features, dim=-1)
+        weights = present / present.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        return S2CAConceptOutput(
+            concept_features=features,
+            concept_weights=weights,
+            empty_concepts=empty,
+            token_counts=token_counts,
+            allocation=allocation,
+            allocation_logits=logits,
+            token_mask=token_mask,
+        )
+
+
+class S2CAConceptModule(nn.Module):
+    """The K prototypes shared by text and video, and the allocators (one shared, or one per modality)."""
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        self.prototypes = nn.Parameter(torch.empty(config.num_concepts, config.projection_dim))
+        num_allocators = 1 if config.share_concept_projections else 2
+        self.allocators = nn.ModuleList([S2CAConceptAllocator(config) for _ in range(num_allocators)])
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float) -> S2CAConceptOutput:
+        allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
+        return allocator(self.prototypes, tokens, token_mask, tau)
+
+    def diversity_loss(self) -> torch.Tensor:
+        """L_div: mean over k != l of the squared cosine between prototypes k and l."""
+        normed = F.normalize(self.prototypes, dim=-1)
+        cosines = normed @ normed.t()
+        num_concepts = cosines.shape[0]
+        if num_concepts < 2:
+            return cosines.new_zeros(())
+        off_diagonal = ~torch.eye(num_concepts, dtype=torch.bool, device=cosines.device)
+        return cosines[off_diagonal].pow(2).mean()
+
+
+def balance_loss(concepts: S2CAConceptOutput) -> torch.Tensor:
+    """L_bal = K sum_k f_k P_k over the valid tokens of a batch (Switch Transformer's load-balancing loss).
+
+    f_k is the fraction of tokens hard-allocated to concept k (no gradient), P_k the mean noise-free softmax
+    probability of k; the loss is smallest when the allocation is uniform over the concepts.
+    """
+    logits, mask = concepts.allocation_logits, concepts.token_mask
+    num_concepts = logits.shape[1]
+    num_tokens = mask.sum().clamp(min=1.0)
+    hard = F.one_hot(concepts.allocation.detach().argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+    fraction = (hard * mask.unsqueeze(1)).sum(dim=(0, 2)) / num_tokens
+    probability = (logits.softmax(dim=1) * mask.unsqueeze(1)).sum(dim=(0, 2)) / num_tokens
+    return num_concepts * (fraction * probability).sum()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Pretrained-model base
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class S2CAPreTrainedModel(PreTrainedModel):
+    config: S2CAConfig
+    config_class = S2CAConfig
+    base_model_prefix = "s2ca"
+    input_modalities = ("video", "text")
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+    _supports_flash_attn = True
+    _supports_flex_attn = True
+    _supports_attention_backend = True
+    _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "S2CATemporalLayer"]
+
+    def _init_weights(self, module: nn.Module):
+        # The CLIP towers are sub-models and are initialised by CLIP's own `_init_weights`.
+        super()._init_weights(module)
+        config = self.config
+        if isinstance(module, S2CAModel):
+            factor = config.initializer_factor
+            init.normal_(module.text_projection.weight, std=config.text_config.hidden_size**-0.5 * factor)
+            init.normal_(module.visual_projection.weight, std=config.vision_config.hidden_size**-0.5 * factor)
+            init.constant_(module.logit_scale, config.logit_scale_init_value)
+        elif isinstance(module, S2CAConceptModule):
+            init.trunc_normal_(module.prototypes, std=config.prototype_init_std)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class S2CAModel(S2CAPreTrainedModel):
+    r"""
+    S2CA for text-video retrieval: CLIP text and vision towers, a temporal module over frames, and K concept prototypes
+    shared by both modalities. A text and a video each become an instance feature and K concept features; the score
+    is `s_inst + concept_score_weight * s_con`, and it factorises as `get_text_features(...) @ get_video_features(...).T`
+    so that videos can be encoded once and searched with a dot product.
+
+    Example:
+
+    ```python
+    >>> import torch
+    >>> from s2ca_hf import S2CAModel, S2CAProcessor
+
+    >>> model = S2CAModel.from_pretrained("org/s2ca-msrvtt").eval()  # or S2CAModel.from_clip("openai/clip-vit-base-patch32")
+    >>> processor = S2CAProcessor.from_pretrained("org/s2ca-msrvtt")
+    >>> inputs = processor(text=["a man is cooking"], videos=["clip.mp4"], return_tensors="pt")
+    >>> with torch.inference_mode():
+    ...     outputs = model(**inputs)
+    >>> outputs.logits_per_text.shape
+    torch.Size([1, 1])
+    ```
+    """
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__(config)
+        self.text_model = CLIPTextModel._from_config(config.text_config)
+        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        self.text_projection = nn.Linear(config.text_config.hidden_size, config.projection_dim, bias=False)
+        self.visual_projection = nn.Linear(config.vision_config.hidden_size, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
+        self.temporal = S2CATemporalTransformer(config) if config.temporal_module == "transformer" else None
+        self.concepts = S2CAConceptModule(config) if config.use_concepts else None
+        # The Gumbel temperature is training state, not a weight; `set_training_progress` anneals it.
+        self.gumbel_tau = float(config.gumbel_tau)
+        self.post_init()
+
+    @classmethod
+    def from_clip(
+        cls,
+        clip_name_or_path: str,
+        *,
+        revision: str | None = None,
+        cache_dir: str | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool = False,
+        attn_implementation: str | None = None,
+        dtype: torch.dtype | None = None,
+        **config_overrides,
+    ) -> "S2CAModel":
+        """Builds an S2CA model whose towers, projections and logit scale are copied from a `CLIPModel` checkpoint.
+
+        `clip_name_or_path` is a Hub id (`"openai/clip-vit-base-patch32"`) or a local folder saved with
+        `CLIPModel.save_pretrained`. The temporal module and the concept modules are freshly initialised;
+        `config_overrides` set any other `S2CAConfig` field (`num_concepts=16`, `temporal_module="mean"`, ...).
+        """
+        clip = CLIPModel.from_pretrained(
+            clip_name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+        )
+        projection_dim = clip.config.projection_dim
+        text_config = {**clip.config.text_config.to_dict(), "projection_dim": projection_dim}
+        vision_config = {**clip.config.vision_config.to_dict(), "projection_dim": projection_dim}
+        config = S2CAConfig(
+            text_config=text_config,
+            vision_config=vision_config,
+            projection_dim=projection_dim,
+            logit_scale_init_value=float(clip.logit_scale.detach()),
+            **config_overrides,
+        )
+        model = cls._from_config(config, attn_implementation=attn_implementation)
+        clip_state = clip.state_dict()
+        result = model.load_state_dict(clip_state, strict=False)
+        if result.unexpected_keys:
+            raise ValueError(f"{clip_name_or_path}: CLIP weights with no place in S2CAModel: {result.unexpected_keys}")
+        not_copied = [key for key in clip_state if key in result.missing_keys]
+        if not_copied:
+            raise ValueError(f"{clip_name_or_path}: CLIP weights that were not copied: {not_copied}")
+        if dtype is not None:
+            model = model.to(dtype)
+        return model
+
+    def set_training_progress(self, progress: float) -> float:
+        """Anneals the Gumbel temperature on a cosine from `gumbel_tau` (progress 0) to `gumbel_tau_min` (progress 1).
+
+        Call it from the training loop with `step / total_steps`; returns the temperature now in use. Without
+        `gumbel_tau_min` the temperature stays `gumbel_tau`.
+        """
+        start, floor = self.config.gumbel_tau, self.config.gumbel_tau_min
+        if floor is None:
+            self.gumbel_tau = float(start)
+        else:
+            progress = min(max(progress, 0.0), 1.0)
+            self.gumbel_tau = float(floor + 0.5 * (start - floor) * (1.0 + math.cos(math.pi * progress)))
+        return self.gumbel_tau
+
+    def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
+        # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
+        # product is s_inst + lambda_e * s_con exactly (METHOD.md §5).
+        if concepts is None:
+            return instance
+        root = math.sqrt(self.config.concept_score_weight / 2.0)
+        plain = concepts.concept_features
+        weighted = concepts.concept_weights.unsqueeze(-1) * plain
+        first, second = (weighted, plain) if modality == "text" else (plain, weighted)
+        return torch.cat([instance, root * first.flatten(1), root * second.flatten(1)], dim=-1)
+
+    def encode_text(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> S2CAEncoderOutput:
+        r"""
+        Encodes texts into their instance feature, concept features and retrieval vector phi.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(T, L)`): CLIP token ids (start token, words, end-of-text).
+            attention_mask (`torch.LongTensor` of shape `(T, L)`, *optional*): 1 for real tokens, 0 for padding.
+        """
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        outputs = self.text_model(input_ids=input_ids, attention_mask=attention_mask, return_dict=True, **kwargs)
+        tokens = self.text_projection(outputs.last_hidden_state)
+        instance = F.normalize(self.text_projection(outputs.pooler_output), dim=-1)
+
+        # Concept tokens are the words and the end-of-text token: not the start token, nothing after end-of-text.
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+        eos_token_id = self.config.text_config.eos_token_id
+        if eos_token_id == 2:  # old CLIP configs: end-of-text is the largest id, as CLIP's own pooling assumes
+            eos_position = input_ids.argmax(dim=-1)
+        else:
+            eos_position = (input_ids == eos_token_id).int().argmax(dim=-1)
+        start_position = attention_mask.int().argmax(dim=-1)
+        token_mask = (
+            attention_mask.bool()
+            & (positions[None, :] <= eos_position[:, None])
+            & (positions[None, :] != start_position[:, None])
+        ).to(tokens.dtype)
+
+        concepts = None
+        if self.concepts is not None:
+            concepts = self.concepts(tokens, token_mask, "text", self.gumbel_tau)
+        return S2CAEncoderOutput(
+            embeds=self._retrieval_vector(instance, concepts, "text"),
+            instance_embeds=instance,
+            concepts=concepts,
+            tokens=tokens,
+            token_mask=token_mask,
+            model_output=outputs,
+        )
+
+    def encode_video(
+        self, pixel_values_videos: torch.Tensor, frame_mask: torch.Tensor | None = None, **kwargs
+    ) -> S2CAEncoderOutput:
+        r"""
+        Encodes videos into their instance feature, concept features and retrieval vector psi.
+
+        Args:
+            pixel_values_videos (`torch.FloatTensor` of shape `(V, F, 3, H, W)`): normalised frames, as
+                `S2CAVideoProcessor` returns them.
+            frame_mask (`torch.LongTensor` of shape `(V, F)`, *optional*): 1 for real frames, 0 for padding; missing
+                means every frame is real. Padded frames never enter the vision tower.
+        """
+        batch, num_frames = pixel_values_videos.shape[:2]
+        if frame_mask is None:
+            frame_mask = torch.ones(batch, num_frames, dtype=torch.long, device=pixel_values_videos.device)
+        real = frame_mask.reshape(-1).bool()
+        if not real.any():  # a batch of failed decodes: run the tower on the zeros rather than on an empty batch
+            real = torch.ones_like(real)
+        outputs = self.vision_model(pixel_values=pixel_values_videos.flatten(0, 1)[real], return_dict=True, **kwargs)
+        want_patches = self.concepts is not None and self.config.video_tokens == "patches"
+        if want_patches:
+            hidden = self.vision_model.post_layernorm(outputs.last_hidden_state)
+        else:
+            hidden = outputs.pooler_output.unsqueeze(1)
+        hidden = self.visual_projection(hidden)
+        # Scatter the real frames back into their slots; padded slots hold zeros.
+        frame_tokens = hidden.new_zeros(batch * num_frames, *hidden.shape[1:])
+        frame_tokens[real] = hidden
+        frame_tokens = frame_tokens.view(batch, num_frames, *hidden.shape[1:])
+
+        frame_mask = frame_mask.to(frame_tokens.dtype)
+        frame_features = frame_tokens[:, :, 0]
+        if self.temporal is not None:
+            frame_features = self.temporal(frame_features, frame_mask)
+        instance = F.normalize(masked_mean(F.normalize(frame_features, dim=-1), frame_mask), dim=-1)
+
+        if want_patches:
+            # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own.
+            tokens = torch.cat([frame_features.unsqueeze(2), frame_tokens[:, :, 1:]], dim=2).flatten(1, 2)
+            token_mask = frame_mask.unsqueeze(-1).expand(-1, -1, frame_tokens.shape[2]).flatten(1)
+        else:
+            tokens, token_mask = frame_features, frame_mask
+
+        concepts = None
+        if self.concepts is not None:
+            concepts = self.concepts(tokens, token_mask, "video", self.gumbel_tau)
+        return S2CAEncoderOutput(
+            embeds=self._retrieval_vector(instance, concepts, "video"),
+            instance_embeds=instance,
+            concepts=concepts,
+            tokens=tokens,
+            token_mask=token_mask,
+            frame_features=frame_features,
+            model_output=outputs,
+        )
+
+    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+        r"""
+        Returns phi(text), `(T, E)` with E = `config.embedding_dim`: D (1 + 2K) with concepts, D without.
+
+        Layout (D = `projection_dim`, K = `num_concepts`, r = sqrt(`concept_score_weight` / 2)):
+        `[t (D) ; r * alpha_k * c_k for k = 1..K (K*D) ; r * c_k for k = 1..K (K*D)]`, where t is the normalised
+        instance feature, c_k the normalised concept features (zero if empty) and alpha_k the concept weights.
+        `get_text_features(...) @ get_video_features(...).T` is the retrieval score (unscaled).
+
+        Example:
+
+        ```python
+        >>> phi = model.get_text_features(**processor(text=["a dog runs"], return_tensors="pt"))
+        ```
+        """
+        return self.encode_text(input_ids, attention_mask, **kwargs).embeds
+
+    def get_video_features(self, pixel_values_videos: torch.Tensor, frame_mask: torch.Tensor | None = None, **kwargs):
+        r"""
+        Returns psi(video), `(V, E)`: `[v (D) ; r * c_k for k = 1..K ; r * alpha_k * c_k for k = 1..K]`.
+
+        The two concept blocks are in the opposite order to `get_text_features`, so that the dot product pairs the
+        text's weighted concepts with the video's plain ones and the reverse. Store it once per video.
+
+        Example:
+
+        ```python
+        >>> psi = model.get_video_features(**processor(videos=["clip.mp4"], return_tensors="pt"))
+        ```
+        """
+        return self.encode_video(pixel_values_videos, frame_mask, **kwargs).embeds
+
+    @staticmethod
+    def score(text_embeds: torch.Tensor, video_embeds: torch.Tensor) -> torch.Tensor:
+        """The retrieval score `(T, V)` of vectors from `get_text_features` and `get_video_features` (unscaled)."""
+        return text_embeds @ video_embeds.t()
+
+    def similarities(
+        self, text: S2CAEncoderOutput, video: S2CAEncoderOutput
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """s_inst `(T, V)` and s_con `(T, V)` (or None without concepts), both unscaled."""
+        instance = text.instance_embeds @ video.instance_embeds.t()
+        if text.concepts is None:
+            return instance, None
+        concept = concept_similarity(
+            text.concepts.concept_features,
+            text.concepts.concept_weights,
+            video.concepts.concept_features,
+            video.concepts.concept_weights,
+        )
+        return instance, concept
+
+    def logit_scale_value(self) -> torch.Tensor:
+        # Clamped at ln(100), as CLIP and CLIP4Clip do, so the temperature cannot collapse during training.
+        return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
+
+    def retrieval_loss(
+        self, instance_similarity: torch.Tensor, concept_similarity: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """L_ret over a square similarity matrix (local here; the training script passes gathered matrices)."""
+        scale = self.logit_scale_value()
+        if concept_similarity is None:
+            return contrastive_loss(scale * instance_similarity)
+        if self.config.retrieval_loss == "combined":
+            return contrastive_loss(scale * (instance_similarity + self.config.concept_score_weight * concept_similarity))
+        return contrastive_loss(scale * instance_similarity) + self.config.concept_loss_weight * contrastive_loss(
+            scale * concept_similarity
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        pixel_values_videos: torch.Tensor | None = None,
+        frame_mask: torch.Tensor | None = None,
+        return_loss: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> S2CAOutput | tuple:
+        r"""
+        Scores every text against every video.
+
+        Args:
+            input_ids (`torch.LongTensor` of shape `(T, L)`): token ids from `S2CAProcessor`.
+            attention_mask (`torch.LongTensor` of shape `(T, L)`, *optional*): 1 for real tokens.
+            pixel_values_videos (`torch.FloatTensor` of shape `(V, F, 3, H, W)`): frames from `S2CAProcessor`.
+            frame_mask (`torch.LongTensor` of shape `(V, F)`, *optional*): 1 for real frames.
+            return_loss (`bool`, *optional*, defaults to `False`): also compute the local-batch loss (needs T == V,
+                text i describing video i).
+            return_dict (`bool`, *optional*): return a tuple instead of an [`S2CAOutput`] when `False`.
+
+        Example:
+
+        ```python
+        >>> outputs = model(**processor(text=["a dog runs", "a cat"], videos=[clip_a, clip_b], return_tensors="pt"))
+        >>> outputs.logits_per_text.softmax(dim=-1)  # which video each text describes
+        ```
+        """
+        if input_ids is None or pixel_values_videos is None:
+            raise ValueError("S2CAModel.forward needs both `input_ids` and `pixel_values_videos`.")
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        text = self.encode_text(input_ids, attention_mask, **kwargs)
+        video = self.encode_video(pixel_values_videos, frame_mask, **kwargs)
+
+        instance_sim, concept_sim = self.similarities(text, video)
+        score = instance_sim if concept_sim is None else instance_sim + self.config.concept_score_weight * concept_sim
+        logits_per_text = self.logit_scale_value() * score
+
+        loss = retrieval = diversity = balance = None
+        if return_loss:
+            if logits_per_text.shape[0] != logits_per_text.shape[1]:
+                raise ValueError(
+                    f"return_loss=True needs one text per video (text i describes video i); got "
+                    f"{logits_per_text.shape[0]} texts and {logits_per_text.shape[1]} videos."
+                )
+            loss = retrieval = self.retrieval_loss(instance_sim, concept_sim)
+            if self.concepts is not None:
+                diversity = self.concepts.diversity_loss()
+                balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
+                loss = loss + self.config.diversity_loss_weight * diversity + self.config.balance_loss_weight * balance
+
+        output = S2CAOutput(
+            loss=loss,
+            logits_per_text=logits_per_text,
+            logits_per_video=logits_per_text.t(),
+            text_embeds=text.embeds,
+            video_embeds=video.embeds,
+            text_instance_embeds=text.instance_embeds,
+            video_instance_embeds=video.instance_embeds,
+            instance_similarity=instance_sim,
+            concept_similarity=concept_sim,
+            retrieval_loss=retrieval,
+            diversity_loss=diversity,
+            balance_loss=balance,
+            text_concepts=text.concepts,
+            video_concepts=video.concepts,
+            text_model_output=text.model_output,
+            vision_model_output=video.model_output,
+        )
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = [
+    "S2CAConceptOutput",
+    "S2CAEncoderOutput",
+    "S2CAModel",
+    "S2CAOutput",
+    "S2CAPreTrainedModel",
+    "balance_loss",
+    "concept_similarity",
+    "contrastive_loss",
+]
