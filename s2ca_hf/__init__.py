@@ -1,0 +1,38 @@
+"""s2ca-hf: S2CA text-video retrieval (shared concept prototypes, concept-level alignment) for Hugging Face.
+
+Importing the package registers `S2CAConfig`, `S2CAModel`, `S2CAVideoProcessor` and `S2CAProcessor` with the Auto
+classes, so `AutoModel.from_pretrained(folder)` works without `trust_remote_code` for pip users.
+"""
+
+from transformers import AutoConfig, AutoModel, AutoProcessor, AutoVideoProcessor
+
+from .configuration_s2ca import S2CAConfig
+from .modeling_s2ca import (
+    S2CAConceptOutput,
+    S2CAEncoderOutput,
+    S2CAModel,
+    S2CAOutput,
+    S2CAPreTrainedModel,
+)
+from .processing_s2ca import S2CAProcessor
+from .video_processing_s2ca import S2CAVideoProcessor
+
+
+__version__ = "0.1.0"
+
+AutoConfig.register("s2ca", S2CAConfig, exist_ok=True)
+AutoModel.register(S2CAConfig, S2CAModel, exist_ok=True)
+AutoVideoProcessor.register(S2CAConfig, S2CAVideoProcessor, exist_ok=True)
+AutoProcessor.register(S2CAConfig, S2CAProcessor, exist_ok=True)
+
+__all__ = [
+    "S2CAConceptOutput",
+    "S2CAConfig",
+    "S2CAEncoderOutput",
+    "S2CAModel",
+    "S2CAOutput",
+    "S2CAPreTrainedModel",
+    "S2CAProcessor",
+    "S2CAVideoProcessor",
+    "__version__",
+]

@@ -1,0 +1,62 @@
+"""Processor for S2CA: the CLIP tokenizer and `S2CAVideoProcessor` in one object."""
+
+from transformers import BatchFeature
+from transformers.processing_utils import ProcessorMixin
+
+
+class S2CAProcessor(ProcessorMixin):
+    r"""
+    Pairs a CLIP tokenizer with an [`S2CAVideoProcessor`]. `processor(text=..., videos=..., return_tensors="pt")`
+    returns exactly the keyword arguments of `S2CAModel.forward`: `input_ids`, `attention_mask`,
+    `pixel_values_videos` and `frame_mask`.
+
+    Args:
+        video_processor ([`S2CAVideoProcessor`]): frame sampling, resizing and normalisation.
+        tokenizer ([`CLIPTokenizer`]): the CLIP BPE tokenizer.
+        max_text_length (`int`, *optional*, defaults to 32):
+            Texts are truncated to this many tokens, start and end-of-text included (32 words for MSR-VTT and
+            MSVD, 64 for the DiDeMo and ActivityNet paragraphs; CLIP's limit is 77). End-of-text is always kept.
+
+    Example:
+
+    ```python
+    >>> inputs = processor(text=["a man is cooking"], videos=["clip.mp4"], return_tensors="pt")
+    >>> sorted(inputs.keys())
+    ['attention_mask', 'frame_mask', 'input_ids', 'pixel_values_videos']
+    ```
+    """
+
+    def __init__(self, video_processor=None, tokenizer=None, max_text_length: int = 32, **kwargs):
+        if max_text_length < 2:
+            raise ValueError(f"`max_text_length` must be >= 2 (start and end-of-text tokens), got {max_text_length}.")
+        self.max_text_length = max_text_length
+        super().__init__(video_processor, tokenizer, **kwargs)
+
+    def __call__(self, text=None, videos=None, return_tensors=None, max_length: int | None = None, **video_kwargs):
+        """Tokenizes `text` (a string or a list) and/or processes `videos` (paths or decoded frames)."""
+        if text is None and videos is None:
+            raise ValueError("S2CAProcessor needs `text`, `videos`, or both.")
+        data = {}
+        if text is not None:
+            texts = [text] if isinstance(text, str) else list(text)
+            if not all(isinstance(item, str) for item in texts):
+                raise TypeError("`text` must be a string or a list of strings.")
+            encoded = self.tokenizer(
+                texts,
+                padding=True,
+                truncation=True,
+                max_length=max_length or self.max_text_length,
+                return_attention_mask=True,
+            )
+            data["input_ids"] = encoded["input_ids"]
+            data["attention_mask"] = encoded["attention_mask"]
+        if videos is not None:
+            data.update(self.video_processor(videos, return_tensors=return_tensors, **video_kwargs))
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+    @property
+    def model_input_names(self) -> list[str]:
+        return ["input_ids", "attention_mask", "pixel_values_videos", "frame_mask"]
+
+
+__all__ = ["S2CAProcessor"]

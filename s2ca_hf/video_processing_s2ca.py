@@ -1,0 +1,285 @@
+"""Video processor for S2CA: CLIP4Clip's frame sampling and CLIP's resize, crop and normalisation.
+
+The frame policy follows CLIP4Clip (`RawVideoExtractorCV2` and its loaders): read the first frame of every second at
+the integer frame rate, keep at most `max_frames` of them by head, tail or uniform slicing (the first and the last
+frame kept), and zero-pad the rest with `frame_mask` 0. X-Pool's "exactly N frames" policy is the alternative.
+
+The index functions below are plain Python so that the corpus loaders and the frame cache (`s2ca_hf.data`) apply
+the same policy as the processor.
+"""
+
+import os
+
+import numpy as np
+import torch
+from transformers import BatchFeature
+from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
+from transformers.processing_utils import VideosKwargs
+from transformers.utils import is_av_available
+from transformers.video_processing_utils import BaseVideoProcessor
+from transformers.video_utils import VideoMetadata
+
+
+if is_av_available():
+    import av
+
+
+FRAME_SAMPLINGS = ("clip4clip", "xpool")
+SLICE_FRAMEPOS = ("head", "tail", "uniform")
+
+
+def clip4clip_frame_indices(
+    num_video_frames: int,
+    fps: float,
+    sample_fps: int = 1,
+    start_time: float | None = None,
+    end_time: float | None = None,
+) -> list[int]:
+    """The frames CLIP4Clip reads from a video, before `max_frames` slicing.
+
+    The frame rate is truncated to an integer (29.97 -> 29); the video lasts `ceil(num_video_frames / fps)` seconds;
+    every second `sec` of the window `[start, end]` (both inclusive, end clipped to the duration) gives the frames
+    `sec * fps + ind` for `ind` in `arange(0, fps, fps // sample_fps)[:sample_fps]`, stopping at the first frame past the
+    end of the video. At `sample_fps=1` that is the first frame of every second.
+    """
+    if num_video_frames <= 0:
+        return []
+    fps = max(int(fps), 1)
+    total_duration = (num_video_frames + fps - 1) // fps
+    start_sec, end_sec = 0, total_duration
+    if start_time is not None or end_time is not None:
+        start_sec = int(start_time or 0)
+        end_sec = total_duration if end_time is None else int(end_time)
+        # CLIP4Clip's loaders swap a reversed window and widen an empty one to one second.
+        start_sec, end_sec = min(start_sec, end_sec), max(start_sec, end_sec)
+        end_sec = min(max(end_sec, start_sec + 1), total_duration)
+    interval = max(fps // sample_fps, 1)
+    offsets = list(range(0, fps, interval))[:sample_fps]
+    indices = []
+    for second in range(start_sec, end_sec + 1):
+        for offset in offsets:
+            index = second * fps + offset
+            if index >= num_video_frames:
+                return indices
+            indices.append(index)
+    return indices
+
+
+def slice_frame_positions(num_candidates: int, max_frames: int, slice_framepos: str = "uniform") -> list[int]:
+    """Which of `num_candidates` sampled frames CLIP4Clip keeps: all of them if they fit in `max_frames`, else the
+    head, the tail, or `np.linspace(0, n - 1, max_frames, dtype=int)` (uniform: first and last frame always kept)."""
+    if slice_framepos not in SLICE_FRAMEPOS:
+        raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {slice_framepos!r}.")
+    if num_candidates <= max_frames:
+        return list(range(num_candidates))
+    if slice_framepos == "head":
+        return list(range(max_frames))
+    if slice_framepos == "tail":
+        return list(range(num_candidates - max_frames, num_candidates))
+    return np.linspace(0, num_candidates - 1, num=max_frames, dtype=int).tolist()
+
+
+def xpool_frame_indices(num_video_frames: int, num_frames: int) -> list[int]:
+    """X-Pool's "exactly N frames": split `[0, n)` into N equal segments and take the middle frame of each; a video
+    with fewer than N frames repeats its last frame."""
+    if num_video_frames <= 0:
+        return []
+    segments = min(num_frames, num_video_frames)
+    bounds = np.linspace(0, num_video_frames, num=segments + 1).astype(int)
+    indices = [int((bounds[i] + bounds[i + 1] - 1) // 2) for i in range(segments)]
+    return indices + [indices[-1]] * (num_frames - segments)
+
+
+def select_frame_indices(
+    num_video_frames: int,
+    fps: float | None,
+    max_frames: int,
+    sample_fps: int = 1,
+    slice_framepos: str = "uniform",
+    frame_sampling: str = "clip4clip",
+    start_time: float | None = None,
+    end_time: float | None = None,
+) -> list[int]:
+    """The indices of the frames to keep from a video of `num_video_frames` frames, under the processor's policy.
+
+    With `fps=None` the frames are taken to be sampled already (one per second, as the frame cache stores them), so
+    `"clip4clip"` only applies the `max_frames` slicing.
+    """
+    if frame_sampling not in FRAME_SAMPLINGS:
+        raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {frame_sampling!r}.")
+    if frame_sampling == "xpool":
+        return xpool_frame_indices(num_video_frames, max_frames)
+    if fps is None:
+        candidates = list(range(num_video_frames))
+    else:
+        candidates = clip4clip_frame_indices(num_video_frames, fps, sample_fps, start_time, end_time)
+    return [candidates[i] for i in slice_frame_positions(len(candidates), max_frames, slice_framepos)]
+
+
+def decode_video_frames(path: str, sample_indices_fn) -> tuple[np.ndarray, VideoMetadata]:
+    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV, as `(n, H, W, 3)` uint8.
+
+    Raises `FileNotFoundError` for a missing file and `ValueError` naming the file for anything PyAV cannot read
+    (corrupt, truncated, not a video, no frames); errors can surface mid-stream, so the whole decode is wrapped.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Video file not found: {path}")
+    if not is_av_available():
+        raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or `pip install s2ca-hf[train]`).")
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
+            num_frames = stream.frames
+            if not num_frames:  # some containers do not record a frame count: count the packets
+                num_frames = sum(1 for packet in container.demux(stream) if packet.size)
+                container.seek(0)
+            metadata = VideoMetadata(
+                total_num_frames=int(num_frames),
+                fps=fps,
+                duration=num_frames / fps if fps else None,
+                video_backend="pyav",
+                height=stream.height,
+                width=stream.width,
+            )
+            indices = [int(i) for i in sample_indices_fn(metadata=metadata)]
+            wanted = set(indices)
+            decoded = {}
+            last = max(indices, default=-1)
+            for position, frame in enumerate(container.decode(stream)):
+                if position > last:
+                    break
+                if position in wanted:
+                    decoded[position] = frame.to_ndarray(format="rgb24")
+    except (av.FFmpegError, OSError, ValueError) as error:
+        raise ValueError(f"Could not decode video {path}: {error}") from error
+    found = [i for i in indices if i in decoded]
+    if not found:
+        raise ValueError(f"Could not decode video {path}: no frame could be read.")
+    # A container that claims more frames than it holds gives fewer frames; keep those that exist, in order.
+    metadata.frames_indices = found
+    return np.stack([decoded[i] for i in found]), metadata
+
+
+class S2CAVideoProcessorKwargs(VideosKwargs, total=False):
+    max_frames: int
+    sample_fps: int
+    slice_framepos: str
+    frame_sampling: str
+
+
+class S2CAVideoProcessor(BaseVideoProcessor):
+    r"""
+    Turns videos into `pixel_values_videos` `(V, max_frames, 3, 224, 224)` and `frame_mask` `(V, max_frames)`.
+
+    Input: a video file path (decoded with PyAV), or decoded frames (an array or tensor `(n, H, W, 3)` or
+    `(n, 3, H, W)` per video). Frames: shorter side resized to 224 (bicubic), centre crop 224, CLIP mean/std.
+
+    Args:
+        max_frames (`int`, *optional*, defaults to 12):
+            The number of frame slots per video (12 for MSR-VTT and MSVD, 64 for DiDeMo and ActivityNet).
+        sample_fps (`int`, *optional*, defaults to 1):
+            Frames read per second of a video file (CLIP4Clip's `feature_framerate`).
+        slice_framepos (`str`, *optional*, defaults to `"uniform"`):
+            How a video with more than `max_frames` sampled frames is cut: `"head"`, `"tail"`, or `"uniform"`
+            (`linspace(0, n - 1, max_frames)`, first and last frame kept). Shorter videos keep every frame and are
+            zero-padded with `frame_mask` 0: nothing is duplicated.
+        frame_sampling (`str`, *optional*, defaults to `"clip4clip"`):
+            `"clip4clip"` as above; `"xpool"` always gives exactly `max_frames` frames, the middle frame of
+            `max_frames` equal segments, repeating the last frame of a short video (every slot real).
+
+    Decoded frames given without `video_metadata` are taken to be sampled already (one per second, as the frame
+    cache holds them): only the slicing applies. With metadata that gives their `fps`, they are sampled per second
+    as a file would be.
+    """
+
+    resample = PILImageResampling.BICUBIC
+    image_mean = OPENAI_CLIP_MEAN
+    image_std = OPENAI_CLIP_STD
+    size = {"shortest_edge": 224}
+    crop_size = {"height": 224, "width": 224}
+    default_to_square = False
+    do_resize = True
+    do_center_crop = True
+    do_rescale = True
+    do_normalize = True
+    do_convert_rgb = True
+    do_sample_frames = True
+    max_frames = 12
+    sample_fps = 1
+    slice_framepos = "uniform"
+    frame_sampling = "clip4clip"
+    valid_kwargs = S2CAVideoProcessorKwargs
+    model_input_names = ["pixel_values_videos", "frame_mask"]
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        if self.frame_sampling not in FRAME_SAMPLINGS:
+            raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {self.frame_sampling!r}.")
+        if self.slice_framepos not in SLICE_FRAMEPOS:
+            raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {self.slice_framepos!r}.")
+        if self.max_frames < 1 or self.sample_fps < 1:
+            raise ValueError(f"`max_frames` and `sample_fps` must be >= 1, got {self.max_frames}, {self.sample_fps}.")
+
+    def sample_frames(
+        self,
+        metadata: VideoMetadata,
+        max_frames: int | None = None,
+        sample_fps: int | None = None,
+        slice_framepos: str | None = None,
+        frame_sampling: str | None = None,
+        **kwargs,
+    ) -> list[int]:
+        indices = select_frame_indices(
+            metadata.total_num_frames,
+            metadata.fps,
+            max_frames=max_frames or self.max_frames,
+            sample_fps=sample_fps or self.sample_fps,
+            slice_framepos=slice_framepos or self.slice_framepos,
+            frame_sampling=frame_sampling or self.frame_sampling,
+        )
+        if not indices:
+            raise ValueError("A video has no frames.")
+        return indices
+
+    def fetch_videos(self, video_url_or_urls: str | list[str], sample_indices_fn=None):
+        # PyAV rather than transformers' default torchcodec, which needs system FFmpeg libraries to be present.
+        if isinstance(video_url_or_urls, (list, tuple)):
+            return tuple(zip(*[self.fetch_videos(path, sample_indices_fn) for path in video_url_or_urls]))
+        if sample_indices_fn is None:
+            sample_indices_fn = self.sample_frames
+        return decode_video_frames(str(video_url_or_urls), sample_indices_fn)
+
+    def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, max_frames: int | None = None, **kwargs):
+        max_frames = max_frames or self.max_frames
+        for index, video in enumerate(videos):
+            if video.shape[0] == 0:
+                raise ValueError(f"Video {index} of the batch has no frames.")
+            if video.shape[0] > max_frames:
+                raise ValueError(
+                    f"Video {index} of the batch has {video.shape[0]} frames, more than `max_frames={max_frames}`; "
+                    "sample its frames (`do_sample_frames=True`) or raise `max_frames`."
+                )
+        frames = super()._preprocess(videos, return_tensors=None, **kwargs)["pixel_values_videos"]
+        # Zero padding in normalised space with frame_mask 0, as CLIP4Clip pads.
+        pixel_values = frames[0].new_zeros(len(frames), max_frames, *frames[0].shape[1:])
+        frame_mask = torch.zeros(len(frames), max_frames, dtype=torch.long)
+        for index, video in enumerate(frames):
+            pixel_values[index, : video.shape[0]] = video
+            frame_mask[index, : video.shape[0]] = 1
+        data = {"pixel_values_videos": pixel_values, "frame_mask": frame_mask}
+        if return_tensors is None:
+            data = {key: list(value) for key, value in data.items()}
+        return BatchFeature(data=data, tensor_type=return_tensors)
+
+
+__all__ = [
+    "S2CAVideoProcessor",
+    "clip4clip_frame_indices",
+    "decode_video_frames",
+    "select_frame_indices",
+    "slice_frame_positions",
+    "xpool_frame_indices",
+]

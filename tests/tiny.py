@@ -1,0 +1,102 @@
+"""Tiny S2CA building blocks for the tests: CLIP towers of width 32, a byte-level CLIP tokenizer, generated videos."""
+
+import json
+import os
+
+import numpy as np
+from transformers import CLIPTokenizer
+from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+from s2ca_hf import S2CAConfig, S2CAProcessor, S2CAVideoProcessor
+
+
+IMAGE_SIZE = 32
+NUM_FRAMES = 4
+
+
+def text_config(vocab_size: int = 99, **overrides) -> dict:
+    config = dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        max_position_embeddings=32,
+        bos_token_id=vocab_size - 2,
+        eos_token_id=vocab_size - 1,
+        pad_token_id=vocab_size - 1,
+    )
+    return {**config, **overrides}
+
+
+def vision_config(**overrides) -> dict:
+    config = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=37,
+        image_size=IMAGE_SIZE,
+        patch_size=8,
+    )
+    return {**config, **overrides}
+
+
+def tiny_config(vocab_size: int = 99, **overrides) -> S2CAConfig:
+    fields = dict(
+        text_config=text_config(vocab_size),
+        vision_config=vision_config(),
+        projection_dim=32,
+        num_frames=NUM_FRAMES,
+        temporal_num_hidden_layers=2,
+        temporal_num_attention_heads=4,
+        temporal_intermediate_size=37,
+        temporal_max_position_embeddings=16,
+        num_concepts=4,
+    )
+    return S2CAConfig(**{**fields, **overrides})
+
+
+def write_tokenizer_files(folder: str) -> None:
+    """A byte-level CLIP BPE vocabulary (every byte, alone and word-final) with a few merges, in CLIP's file layout."""
+    symbols = list(bytes_to_unicode().values())
+    merges = [("t", "h"), ("th", "e</w>"), ("o", "g</w>"), ("d", "og</w>"), ("c", "a"), ("ca", "t</w>")]
+    vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
+    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, "vocab.json"), "w") as f:
+        json.dump({token: i for i, token in enumerate(vocab_list)}, f)
+    with open(os.path.join(folder, "merges.txt"), "w") as f:
+        f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+
+
+def tiny_processor(folder: str, **video_overrides) -> S2CAProcessor:
+    write_tokenizer_files(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(folder)
+    video_fields = dict(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, max_frames=NUM_FRAMES
+    )
+    video_processor = S2CAVideoProcessor(**{**video_fields, **video_overrides})
+    return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=16)
+
+
+def numbered_frames(num_frames: int, height: int = 40, width: int = 48) -> np.ndarray:
+    """`(n, H, W, 3)` uint8 frames whose brightness encodes their index, so a test can tell which were kept."""
+    values = (np.arange(num_frames) * 255 // max(num_frames - 1, 1)).astype(np.uint8)
+    return np.broadcast_to(values[:, None, None, None], (num_frames, height, width, 3)).copy()
+
+
+def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec: str = "mpeg4") -> str:
+    """Encodes a clip with PyAV whose frame i has brightness 8 * (i mod 32), so decoded frames can be identified."""
+    import av
+
+    with av.open(path, "w") as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        for i in range(num_frames):
+            image = np.full((size, size, 3), 8 * (i % 32), dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
