@@ -10,7 +10,6 @@ the same policy as the processor.
 
 import os
 
-import numpy as np
 import torch
 from transformers import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
@@ -65,6 +64,15 @@ def clip4clip_frame_indices(
     return indices
 
 
+def _linspace_int(start: int, stop: int, num: int) -> list[int]:
+    """`np.linspace(start, stop, num).astype(int)` in plain Python, with numpy's arithmetic (i * step + start, the
+    last point exactly `stop`), so the indices match the reference code without importing numpy here."""
+    if num == 1:
+        return [int(start)]
+    step = (stop - start) / (num - 1)
+    return [int(i * step + start) for i in range(num - 1)] + [int(stop)]
+
+
 def slice_frame_positions(num_candidates: int, max_frames: int, slice_framepos: str = "uniform") -> list[int]:
     """Which of `num_candidates` sampled frames CLIP4Clip keeps: all of them if they fit in `max_frames`, else the
     head, the tail, or `np.linspace(0, n - 1, max_frames, dtype=int)` (uniform: first and last frame always kept)."""
@@ -76,7 +84,7 @@ def slice_frame_positions(num_candidates: int, max_frames: int, slice_framepos: 
         return list(range(max_frames))
     if slice_framepos == "tail":
         return list(range(num_candidates - max_frames, num_candidates))
-    return np.linspace(0, num_candidates - 1, num=max_frames, dtype=int).tolist()
+    return _linspace_int(0, num_candidates - 1, max_frames)
 
 
 def xpool_frame_indices(num_video_frames: int, num_frames: int) -> list[int]:
@@ -85,8 +93,8 @@ def xpool_frame_indices(num_video_frames: int, num_frames: int) -> list[int]:
     if num_video_frames <= 0:
         return []
     segments = min(num_frames, num_video_frames)
-    bounds = np.linspace(0, num_video_frames, num=segments + 1).astype(int)
-    indices = [int((bounds[i] + bounds[i + 1] - 1) // 2) for i in range(segments)]
+    bounds = _linspace_int(0, num_video_frames, segments + 1)
+    indices = [(bounds[i] + bounds[i + 1] - 1) // 2 for i in range(segments)]
     return indices + [indices[-1]] * (num_frames - segments)
 
 
@@ -116,8 +124,8 @@ def select_frame_indices(
     return [candidates[i] for i in slice_frame_positions(len(candidates), max_frames, slice_framepos)]
 
 
-def decode_video_frames(path: str, sample_indices_fn) -> tuple[np.ndarray, VideoMetadata]:
-    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV, as `(n, H, W, 3)` uint8.
+def decode_video_frames(path: str, sample_indices_fn) -> tuple[torch.Tensor, VideoMetadata]:
+    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV, as a `(n, H, W, 3)` uint8 tensor.
 
     Raises `FileNotFoundError` for a missing file and `ValueError` naming the file for anything PyAV cannot read
     (corrupt, truncated, not a video, no frames); errors can surface mid-stream, so the whole decode is wrapped.
@@ -152,7 +160,7 @@ def decode_video_frames(path: str, sample_indices_fn) -> tuple[np.ndarray, Video
                 if position > last:
                     break
                 if position in wanted:
-                    decoded[position] = frame.to_ndarray(format="rgb24")
+                    decoded[position] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
     except (av.FFmpegError, OSError, ValueError) as error:
         raise ValueError(f"Could not decode video {path}: {error}") from error
     found = [i for i in indices if i in decoded]
@@ -160,7 +168,7 @@ def decode_video_frames(path: str, sample_indices_fn) -> tuple[np.ndarray, Video
         raise ValueError(f"Could not decode video {path}: no frame could be read.")
     # A container that claims more frames than it holds gives fewer frames; keep those that exist, in order.
     metadata.frames_indices = found
-    return np.stack([decoded[i] for i in found]), metadata
+    return torch.stack([decoded[i] for i in found]), metadata
 
 
 class S2CAVideoProcessorKwargs(VideosKwargs, total=False):

@@ -1,0 +1,95 @@
+import math
+
+import pytest
+from transformers import AutoConfig, CLIPTextConfig, CLIPVisionConfig
+
+from tiny import tiny_config
+
+from s2ca_hf import S2CAConfig
+
+
+def test_defaults_reproduce_vit_b32_with_s2ca():
+    config = S2CAConfig()
+    # ViT-B/32: joint dimension 512, image 224, patch 32 (49 patches), 12-layer towers of width 512 / 768.
+    assert config.projection_dim == 512
+    assert (config.vision_config.image_size, config.vision_config.patch_size) == (224, 32)
+    assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers) == (768, 12)
+    assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (512, 12)
+    assert config.text_config.projection_dim == config.vision_config.projection_dim == 512
+    # METHOD.md defaults.
+    assert config.num_frames == 12
+    assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
+    assert config.use_concepts and config.num_concepts == 8
+    assert config.allocation == "gumbel" and config.gumbel_tau == 1.0 and config.gumbel_tau_min is None
+    assert config.video_tokens == "patches" and config.share_concept_projections
+    assert config.concept_eps == 1.0 and config.concept_score_weight == 1.0 and config.concept_loss_weight == 1.0
+    assert config.diversity_loss_weight == 0.01 and config.balance_loss_weight == 0.01
+    assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)
+    assert config.logit_scale_max == pytest.approx(math.log(100))
+    # phi and psi have D (1 + 2K) = 8,704 dimensions (METHOD.md §9).
+    assert config.embedding_dim == 8704
+    assert S2CAConfig(use_concepts=False).embedding_dim == 512
+
+
+def test_sub_configs_accept_dicts_objects_and_none():
+    from_dict = tiny_config()
+    assert isinstance(from_dict.text_config, CLIPTextConfig)
+    assert isinstance(from_dict.vision_config, CLIPVisionConfig)
+    assert from_dict.text_config.hidden_size == 32 and from_dict.text_config.projection_dim == 32
+    from_objects = S2CAConfig(
+        text_config=from_dict.text_config, vision_config=from_dict.vision_config, projection_dim=32
+    )
+    assert from_objects.vision_config.patch_size == 8
+
+
+def test_save_and_load_round_trip(tmp_path):
+    config = tiny_config(num_concepts=16, allocation="soft", gumbel_tau_min=0.5, video_tokens="frames")
+    config.save_pretrained(tmp_path)
+    loaded = AutoConfig.from_pretrained(tmp_path)
+    assert isinstance(loaded, S2CAConfig)
+    saved, original = loaded.to_dict(), config.to_dict()
+    saved.pop("_name_or_path"), original.pop("_name_or_path")
+    assert saved == original
+    assert isinstance(loaded.text_config, CLIPTextConfig) and loaded.text_config.hidden_size == 32
+    assert (loaded.num_concepts, loaded.allocation, loaded.gumbel_tau_min) == (16, "soft", 0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field", "allowed"),
+    [
+        ({"num_concepts": 0}, "num_concepts", ">= 1"),
+        ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
+        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft')"),
+        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames')"),
+        ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined')"),
+        ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
+        ({"gumbel_tau_min": 2.0}, "gumbel_tau_min", "gumbel_tau"),
+        ({"concept_eps": -1.0}, "concept_eps", "> 0"),
+        ({"concept_score_weight": -0.5}, "concept_score_weight", ">= 0"),
+        ({"balance_loss_weight": -1.0}, "balance_loss_weight", ">= 0"),
+        ({"temporal_num_attention_heads": 5}, "temporal_num_attention_heads", "divide"),
+        ({"num_frames": 64}, "num_frames", "temporal_max_position_embeddings"),
+    ],
+)
+def test_invalid_values_name_the_field(overrides, field, allowed):
+    with pytest.raises(ValueError) as error:
+        tiny_config(**overrides)
+    message = str(error.value)
+    assert f"`{field}`" in message and allowed in message
+
+
+def test_projection_dim_must_match_explicit_sub_config():
+    with pytest.raises(ValueError, match="vision_config.projection_dim"):
+        S2CAConfig(projection_dim=256, text_config={"projection_dim": 256}, vision_config={"projection_dim": 512})
+
+
+def test_wrong_type_is_rejected_with_the_field_name():
+    with pytest.raises(Exception, match="num_concepts"):
+        S2CAConfig(num_concepts="eight")
+
+
+def test_docstring_has_an_args_entry_per_field():
+    own_fields = [name for name in S2CAConfig.__annotations__ if not name.startswith("_")]
+    assert "num_concepts" in own_fields and "logit_scale_init_value" in own_fields
+    missing = [name for name in own_fields if f"\n        {name} (" not in S2CAConfig.__doc__]
+    assert not missing, f"no Args: entry for {missing}"
