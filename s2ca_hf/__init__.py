@@ -25,6 +25,18 @@ AutoModel.register(S2CAConfig, S2CAModel, exist_ok=True)
 AutoVideoProcessor.register(S2CAConfig, S2CAVideoProcessor, exist_ok=True)
 AutoProcessor.register(S2CAConfig, S2CAProcessor, exist_ok=True)
 
+
+
+def register_for_auto_class() -> None:
+    """Makes `save_pretrained` write Hub custom code: the model files next to the weights and an `auto_map`, so that
+    `AutoModel` / `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` load the folder where `s2ca_hf` is
+    not installed."""
+    S2CAConfig.register_for_auto_class()
+    S2CAModel.register_for_auto_class("AutoModel")
+    S2CAVideoProcessor.register_for_auto_class("AutoVideoProcessor")
+    S2CAProcessor.register_for_auto_class("AutoProcessor")
+
+
 __all__ = [
     "S2CAConceptOutput",
     "S2CAConfig",
@@ -35,4 +47,5 @@ __all__ = [
     "S2CAProcessor",
     "S2CAVideoProcessor",
     "__version__",
+    "register_for_auto_class",
 ]

@@ -9,7 +9,6 @@ can be changed when the full paper is read (see the package README, "The method 
 
 import math
 
-from huggingface_hub.dataclasses import strict
 from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 
 
@@ -21,7 +20,11 @@ _CHOICES = {
 }
 
 
-@strict
+def _is_number(value, integer: bool = False) -> bool:
+    allowed = int if integer else (int, float)
+    return isinstance(value, allowed) and not isinstance(value, bool)
+
+
 class S2CAConfig(PretrainedConfig):
     r"""
     Configuration of an [`S2CAModel`]: two CLIP towers, a temporal module and the shared concept prototypes.
@@ -174,6 +177,9 @@ class S2CAConfig(PretrainedConfig):
         for field, allowed in _CHOICES.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
+        for field in ("use_concepts", "share_concept_projections"):
+            if not isinstance(getattr(self, field), bool):
+                raise ValueError(f"`{field}` must be True or False, got {getattr(self, field)!r}.")
         positive_ints = (
             "projection_dim",
             "num_frames",
@@ -184,11 +190,13 @@ class S2CAConfig(PretrainedConfig):
             "temporal_max_position_embeddings",
         )
         for field in positive_ints:
-            if getattr(self, field) < 1:
-                raise ValueError(f"`{field}` must be an integer >= 1, got {getattr(self, field)!r}.")
-        for field in ("gumbel_tau", "concept_eps", "prototype_init_std"):
-            if not getattr(self, field) > 0:
-                raise ValueError(f"`{field}` must be > 0, got {getattr(self, field)!r}.")
+            value = getattr(self, field)
+            if not _is_number(value, integer=True) or value < 1:
+                raise ValueError(f"`{field}` must be an integer >= 1, got {value!r}.")
+        for field in ("gumbel_tau", "concept_eps", "prototype_init_std", "initializer_range", "initializer_factor"):
+            value = getattr(self, field)
+            if not _is_number(value) or not value > 0:
+                raise ValueError(f"`{field}` must be a number > 0, got {value!r}.")
         non_negative = (
             "concept_score_weight",
             "concept_loss_weight",
@@ -196,9 +204,15 @@ class S2CAConfig(PretrainedConfig):
             "balance_loss_weight",
         )
         for field in non_negative:
-            if not getattr(self, field) >= 0:
-                raise ValueError(f"`{field}` must be >= 0, got {getattr(self, field)!r}.")
-        if self.gumbel_tau_min is not None and not 0 < self.gumbel_tau_min <= self.gumbel_tau:
+            value = getattr(self, field)
+            if not _is_number(value) or not value >= 0:
+                raise ValueError(f"`{field}` must be a number >= 0, got {value!r}.")
+        for field in ("logit_scale_init_value", "logit_scale_max"):
+            if not _is_number(getattr(self, field)):
+                raise ValueError(f"`{field}` must be a number, got {getattr(self, field)!r}.")
+        if self.gumbel_tau_min is not None and (
+            not _is_number(self.gumbel_tau_min) or not 0 < self.gumbel_tau_min <= self.gumbel_tau
+        ):
             raise ValueError(
                 f"`gumbel_tau_min` must be None or in (0, gumbel_tau={self.gumbel_tau}], got {self.gumbel_tau_min!r}."
             )

@@ -171,6 +171,10 @@ def decode_video_frames(path: str, sample_indices_fn) -> tuple[torch.Tensor, Vid
     return torch.stack([decoded[i] for i in found]), metadata
 
 
+def _all_frames(metadata: VideoMetadata, **kwargs) -> list[int]:
+    return list(range(metadata.total_num_frames))
+
+
 class S2CAVideoProcessorKwargs(VideosKwargs, total=False):
     max_frames: int
     sample_fps: int
@@ -252,13 +256,30 @@ class S2CAVideoProcessor(BaseVideoProcessor):
             raise ValueError("A video has no frames.")
         return indices
 
-    def fetch_videos(self, video_url_or_urls: str | list[str], sample_indices_fn=None):
-        # PyAV rather than transformers' default torchcodec, which needs system FFmpeg libraries to be present.
-        if isinstance(video_url_or_urls, (list, tuple)):
-            return tuple(zip(*[self.fetch_videos(path, sample_indices_fn) for path in video_url_or_urls]))
-        if sample_indices_fn is None:
+    def _decode_and_sample_videos(self, videos, video_metadata=None, do_sample_frames=None, sample_indices_fn=None):
+        # transformers decides "paths or frames" from the first video alone; a batch may mix both, so paths are
+        # decoded here, one by one, with PyAV (not torchcodec, which needs system FFmpeg libraries).
+        if isinstance(videos, (str, os.PathLike)):
+            videos = [videos]
+        if not (isinstance(videos, (list, tuple)) and any(isinstance(v, (str, os.PathLike)) for v in videos)):
+            return super()._decode_and_sample_videos(videos, video_metadata, do_sample_frames, sample_indices_fn)
+        if not do_sample_frames:
+            sample_indices_fn = _all_frames
+        elif sample_indices_fn is None:
             sample_indices_fn = self.sample_frames
-        return decode_video_frames(str(video_url_or_urls), sample_indices_fn)
+        decoded, metadata = [], []
+        for index, video in enumerate(videos):
+            item_metadata = video_metadata[index] if isinstance(video_metadata, (list, tuple)) else None
+            if isinstance(video, (str, os.PathLike)):
+                frames, meta = decode_video_frames(os.fspath(video), sample_indices_fn)
+            else:
+                frames, meta = super()._decode_and_sample_videos(
+                    [video], None if item_metadata is None else [item_metadata], do_sample_frames, sample_indices_fn
+                )
+                frames, meta = frames[0], meta[0]
+            decoded.append(frames)
+            metadata.append(meta)
+        return decoded, metadata
 
     def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, max_frames: int | None = None, **kwargs):
         max_frames = max_frames or self.max_frames

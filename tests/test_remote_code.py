@@ -1,0 +1,83 @@
+"""The Hub custom-code path: a saved folder loads with trust_remote_code in a process that cannot import s2ca_hf."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import torch
+from transformers.dynamic_module_utils import get_imports
+
+from tiny import numbered_frames, tiny_config, tiny_processor, write_video
+
+import s2ca_hf
+from s2ca_hf import S2CAModel
+
+
+MODEL_FILES = ["configuration_s2ca.py", "modeling_s2ca.py", "video_processing_s2ca.py", "processing_s2ca.py"]
+
+
+def test_model_files_import_only_torch_transformers_torchvision():
+    package = os.path.dirname(s2ca_hf.__file__)
+    for name in MODEL_FILES:
+        third_party = set(get_imports(os.path.join(package, name))) - set(sys.stdlib_module_names)
+        assert third_party <= {"torch", "transformers", "torchvision"}, (name, third_party)
+
+
+def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
+    processor = tiny_processor(str(tmp_path / "tokenizer"))
+    torch.manual_seed(0)
+    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).eval()
+    s2ca_hf.register_for_auto_class()
+    export = tmp_path / "export"
+    model.save_pretrained(export)
+    processor.save_pretrained(export)
+    for name in MODEL_FILES:
+        assert (export / name).is_file(), name
+    assert json.loads((export / "config.json").read_text())["auto_map"]["AutoModel"] == "modeling_s2ca.S2CAModel"
+
+    video_path = write_video(str(tmp_path / "clip.mp4"), num_frames=25, fps=10)
+    np.save(tmp_path / "frames.npy", numbered_frames(9))
+    texts = ["the dog", "a cat runs fast"]
+    inputs = processor(text=texts, videos=[numbered_frames(9), video_path], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs)
+    torch.save(
+        {**{k: v for k, v in inputs.items()}, "logits": expected.logits_per_text, "phi": expected.text_embeds,
+         "psi": expected.video_embeds},
+        tmp_path / "expected.pt",
+    )
+
+    child = textwrap.dedent(
+        f"""
+        import sys
+        sys.modules["s2ca_hf"] = None  # the package is installed here: make sure it cannot be used
+        try:
+            import s2ca_hf
+            raise SystemExit("s2ca_hf was importable")
+        except ImportError:
+            pass
+        import numpy as np, torch
+        from transformers import AutoModel, AutoProcessor
+        model = AutoModel.from_pretrained({str(export)!r}, trust_remote_code=True).eval()
+        processor = AutoProcessor.from_pretrained({str(export)!r}, trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        assert type(processor.video_processor).__name__ == "S2CAVideoProcessor"
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        inputs = processor(text={texts!r}, videos=[np.load({str(tmp_path / "frames.npy")!r}), {video_path!r}],
+                           return_tensors="pt")
+        for key in ("input_ids", "attention_mask", "pixel_values_videos", "frame_mask"):
+            assert torch.equal(inputs[key], expected[key]), key
+        with torch.no_grad():
+            out = model(**inputs)
+        assert torch.equal(out.logits_per_text, expected["logits"])
+        assert torch.equal(out.text_embeds, expected["phi"]) and torch.equal(out.video_embeds, expected["psi"])
+        print("REMOTE-CODE-OK")
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "REMOTE-CODE-OK" in result.stdout
