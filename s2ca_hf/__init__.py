@@ -26,7 +26,6 @@ AutoVideoProcessor.register(S2CAConfig, S2CAVideoProcessor, exist_ok=True)
 AutoProcessor.register(S2CAConfig, S2CAProcessor, exist_ok=True)
 
 
-
 def register_for_auto_class() -> None:
     """Makes `save_pretrained` write Hub custom code: the model files next to the weights and an `auto_map`, so that
     `AutoModel` / `AutoProcessor.from_pretrained(folder, trust_remote_code=True)` load the folder where `s2ca_hf` is

@@ -86,7 +86,8 @@ class S2CAConfig(PretrainedConfig):
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
         retrieval_loss (`str`, *optional*, defaults to `"separate"`):
-            `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation): `NCE(S_inst + lambda_e S_con)`.
+            `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation):
+            `NCE(S_inst + lambda_e * S_con)`.
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):

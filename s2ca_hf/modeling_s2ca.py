@@ -419,8 +419,9 @@ class S2CAModel(S2CAPreTrainedModel):
     r"""
     S2CA for text-video retrieval: CLIP text and vision towers, a temporal module over frames, and K concept prototypes
     shared by both modalities. A text and a video each become an instance feature and K concept features; the score
-    is `s_inst + concept_score_weight * s_con`, and it factorises as `get_text_features(...) @ get_video_features(...).T`
-    so that videos can be encoded once and searched with a dot product.
+    is `s_inst + concept_score_weight * s_con`, and it factorises as
+    `get_text_features(...) @ get_video_features(...).T`, so that videos can be encoded once and searched with a dot
+    product.
 
     Example:
 
@@ -428,7 +429,7 @@ class S2CAModel(S2CAPreTrainedModel):
     >>> import torch
     >>> from s2ca_hf import S2CAModel, S2CAProcessor
 
-    >>> model = S2CAModel.from_pretrained("org/s2ca-msrvtt").eval()  # or S2CAModel.from_clip("openai/clip-vit-base-patch32")
+    >>> model = S2CAModel.from_pretrained("org/s2ca-msrvtt").eval()  # or .from_clip("openai/clip-vit-base-patch32")
     >>> processor = S2CAProcessor.from_pretrained("org/s2ca-msrvtt")
     >>> inputs = processor(text=["a man is cooking"], videos=["clip.mp4"], return_tensors="pt")
     >>> with torch.inference_mode():
@@ -682,7 +683,9 @@ class S2CAModel(S2CAPreTrainedModel):
         if concept_similarity is None:
             return contrastive_loss(scale * instance_similarity)
         if self.config.retrieval_loss == "combined":
-            return contrastive_loss(scale * (instance_similarity + self.config.concept_score_weight * concept_similarity))
+            return contrastive_loss(
+                scale * (instance_similarity + self.config.concept_score_weight * concept_similarity)
+            )
         return contrastive_loss(scale * instance_similarity) + self.config.concept_loss_weight * contrastive_loss(
             scale * concept_similarity
         )

@@ -38,8 +38,8 @@ def clip4clip_frame_indices(
 
     The frame rate is truncated to an integer (29.97 -> 29); the video lasts `ceil(num_video_frames / fps)` seconds;
     every second `sec` of the window `[start, end]` (both inclusive, end clipped to the duration) gives the frames
-    `sec * fps + ind` for `ind` in `arange(0, fps, fps // sample_fps)[:sample_fps]`, stopping at the first frame past the
-    end of the video. At `sample_fps=1` that is the first frame of every second.
+    `sec * fps + ind` for `ind` in `arange(0, fps, fps // sample_fps)[:sample_fps]`, stopping at the first frame past
+    the end of the video. At `sample_fps=1` that is the first frame of every second.
     """
     if num_video_frames <= 0:
         return []
@@ -125,7 +125,7 @@ def select_frame_indices(
 
 
 def decode_video_frames(path: str, sample_indices_fn) -> tuple[torch.Tensor, VideoMetadata]:
-    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV, as a `(n, H, W, 3)` uint8 tensor.
+    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV: `(n, H, W, 3)` uint8.
 
     Raises `FileNotFoundError` for a missing file and `ValueError` naming the file for anything PyAV cannot read
     (corrupt, truncated, not a video, no frames); errors can surface mid-stream, so the whole decode is wrapped.

@@ -1,9 +1,8 @@
 import pytest
 import torch
 
-from tiny import NUM_FRAMES, IMAGE_SIZE, tiny_config, tiny_processor
-
 from s2ca_hf import S2CAModel
+from s2ca_hf.tiny import IMAGE_SIZE, NUM_FRAMES, tiny_config, tiny_processor
 
 
 @pytest.fixture

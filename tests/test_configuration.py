@@ -3,9 +3,8 @@ import math
 import pytest
 from transformers import AutoConfig, CLIPTextConfig, CLIPVisionConfig
 
-from tiny import tiny_config
-
 from s2ca_hf import S2CAConfig
+from s2ca_hf.tiny import tiny_config
 
 
 def test_defaults_reproduce_vit_b32_with_s2ca():

@@ -4,12 +4,11 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import make_inputs
 from transformers import AutoModel, CLIPConfig, CLIPModel
 
-from conftest import make_inputs
-from tiny import NUM_FRAMES, text_config, tiny_config, vision_config
-
 from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
+from s2ca_hf.tiny import NUM_FRAMES, text_config, tiny_config, vision_config
 
 
 K, D = 4, 32
@@ -75,7 +74,7 @@ def reference_video_instance(frames, frame_mask):
     return F.normalize(normed.sum(1) / frame_mask.sum(1, keepdim=True).clamp(min=1), dim=-1)
 
 
-# --- outputs ----------------------------------------------------------------------------------------------------------
+# --- outputs ---------------------------------------------------------------------------------------------------------
 
 
 def test_output_shapes_and_dtypes(model, inputs):
@@ -130,7 +129,7 @@ def test_logit_scale_initialised_from_config():
     assert clamped.logit_scale_value().item() == pytest.approx(100.0)  # clamped at ln(100)
 
 
-# --- the score factorises ---------------------------------------------------------------------------------------------
+# --- the score factorises --------------------------------------------------------------------------------------------
 
 
 def test_feature_dot_product_equals_direct_score(model, inputs):
@@ -158,7 +157,7 @@ def test_concept_score_weight_scales_the_concept_part(inputs):
     assert torch.allclose(phi @ psi.t(), expected, atol=1e-5)
 
 
-# --- allocation and aggregation -----------------------------------------------------------------------------------------
+# --- allocation and aggregation --------------------------------------------------------------------------------------
 
 
 def test_eval_allocation_is_argmax_one_hot_and_masked(model, inputs):
@@ -195,7 +194,9 @@ def test_video_tokens_are_refined_frames_and_patches(model, inputs):
     tokens = video.tokens.view(3, NUM_FRAMES, 1 + 16, D)
     assert torch.equal(tokens[:, :, 0], video.frame_features)  # each [CLS] replaced by its refined frame
     assert torch.allclose(tokens[0, :, 1:], patches, atol=1e-5)
-    assert torch.equal(video.token_mask.view(3, NUM_FRAMES, 17), inputs["frame_mask"][:, :, None].expand(-1, -1, 17).float())
+    assert torch.equal(
+        video.token_mask.view(3, NUM_FRAMES, 17), inputs["frame_mask"][:, :, None].expand(-1, -1, 17).float()
+    )
     frames_only = seeded_model(tiny_config(video_tokens="frames"))
     with torch.no_grad():
         only = frames_only.encode_video(inputs["pixel_values_videos"], inputs["frame_mask"])
@@ -314,7 +315,7 @@ def test_gumbel_temperature_anneal():
     assert constant.set_training_progress(0.9) == pytest.approx(0.7)
 
 
-# --- padding and batch invariance -----------------------------------------------------------------------------------
+# --- padding and batch invariance ------------------------------------------------------------------------------------
 
 
 def test_extra_padded_tokens_change_nothing(model, inputs):
@@ -370,7 +371,7 @@ def test_video_with_no_real_frame_gives_finite_outputs(model, inputs):
     assert torch.allclose(out.video_embeds[0], normal.video_embeds[0], atol=1e-5)
 
 
-# --- use_concepts=False is CLIP4Clip -----------------------------------------------------------------------------------
+# --- use_concepts=False is CLIP4Clip ---------------------------------------------------------------------------------
 
 
 def test_without_concepts_mean_pooling_is_clip4clip_meanp(inputs):
@@ -428,9 +429,7 @@ def test_loss_matches_method_section_6(model, inputs):
     assert out.balance_loss.item() == pytest.approx(balance_mean.item(), rel=1e-5)
     expected = retrieval + 0.01 * diversity + 0.01 * balance_mean
     assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
-    assert out.loss.item() == pytest.approx(
-        model(**inputs, return_loss=True, return_dict=False)[0].item(), rel=1e-6
-    )
+    assert out.loss.item() == pytest.approx(model(**inputs, return_loss=True, return_dict=False)[0].item(), rel=1e-6)
 
 
 def test_combined_retrieval_loss_ablation(inputs):
@@ -459,7 +458,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(inputs):
     assert losses[-1] < losses[0] * 0.8
 
 
-# --- from_clip ----------------------------------------------------------------------------------------------------------
+# --- from_clip -------------------------------------------------------------------------------------------------------
 
 
 def test_from_clip_copies_every_tensor_exactly(tmp_path, inputs):

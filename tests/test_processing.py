@@ -3,11 +3,11 @@ import inspect
 import numpy as np
 import pytest
 import torch
+from helpers import numbered_frames
 from transformers import AutoProcessor, AutoVideoProcessor
 
-from tiny import IMAGE_SIZE, numbered_frames, tiny_config, tiny_processor, write_video
-
 from s2ca_hf import S2CAModel, S2CAProcessor, S2CAVideoProcessor
+from s2ca_hf.tiny import IMAGE_SIZE, tiny_config, write_video
 from s2ca_hf.video_processing_s2ca import clip4clip_frame_indices, xpool_frame_indices
 
 
@@ -29,7 +29,7 @@ def kept_indices(frames: np.ndarray, out_brightness: torch.Tensor, mask: torch.T
     return [int(np.abs(values - b).argmin()) for b, m in zip(out_brightness.tolist(), mask.tolist()) if m]
 
 
-# --- the frame policy of DATASETS.md §6 --------------------------------------------------------------------------------
+# --- the frame policy of DATASETS.md §6 ------------------------------------------------------------------------------
 
 
 def test_defaults_are_clip_preprocessing_and_clip4clip_policy():
@@ -104,7 +104,7 @@ def test_decoded_frames_with_fps_metadata_are_sampled_per_second():
     assert kept_indices(frames, brightness(out["pixel_values_videos"])[0], out["frame_mask"][0]) == [0, 10, 20, 30]
 
 
-# --- video files ------------------------------------------------------------------------------------------------------
+# --- video files -----------------------------------------------------------------------------------------------------
 
 
 def test_video_file_is_decoded_with_pyav_per_second(tmp_path):
@@ -164,12 +164,17 @@ def test_unsampled_video_longer_than_max_frames_is_an_error():
         video_processor(max_frames=4)(videos=[numbered_frames(6)], do_sample_frames=False)
 
 
-# --- S2CAProcessor ----------------------------------------------------------------------------------------------------
+# --- S2CAProcessor ---------------------------------------------------------------------------------------------------
 
 
 def test_processor_returns_exactly_the_model_inputs(processor):
     out = processor(text=["the dog", "a cat"], videos=[numbered_frames(3), numbered_frames(9)], return_tensors="pt")
-    forward_args = set(inspect.signature(S2CAModel.forward).parameters) - {"self", "return_loss", "return_dict", "kwargs"}
+    forward_args = set(inspect.signature(S2CAModel.forward).parameters) - {
+        "self",
+        "return_loss",
+        "return_dict",
+        "kwargs",
+    }
     assert set(out.keys()) == forward_args
     assert out["frame_mask"].tolist() == [[1, 1, 1, 0], [1, 1, 1, 1]]
     model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer))).eval()

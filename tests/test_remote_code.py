@@ -8,12 +8,12 @@ import textwrap
 
 import numpy as np
 import torch
+from helpers import numbered_frames
 from transformers.dynamic_module_utils import get_imports
-
-from tiny import numbered_frames, tiny_config, tiny_processor, write_video
 
 import s2ca_hf
 from s2ca_hf import S2CAModel
+from s2ca_hf.tiny import tiny_config, tiny_processor, write_video
 
 
 MODEL_FILES = ["configuration_s2ca.py", "modeling_s2ca.py", "video_processing_s2ca.py", "processing_s2ca.py"]
@@ -45,8 +45,12 @@ def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
     with torch.no_grad():
         expected = model(**inputs)
     torch.save(
-        {**{k: v for k, v in inputs.items()}, "logits": expected.logits_per_text, "phi": expected.text_embeds,
-         "psi": expected.video_embeds},
+        {
+            **{k: v for k, v in inputs.items()},
+            "logits": expected.logits_per_text,
+            "phi": expected.text_embeds,
+            "psi": expected.video_embeds,
+        },
         tmp_path / "expected.pt",
     )
 

@@ -1,4 +1,5 @@
-"""Tiny S2CA building blocks for the tests: CLIP towers of width 32, a byte-level CLIP tokenizer, generated videos."""
+"""Tiny S2CA building blocks that need no download: CLIP towers of width 32, a byte-level CLIP tokenizer and clips
+encoded with PyAV. The demo, the tests and offline smoke runs use them; they are not a trained model."""
 
 import json
 import os
@@ -7,7 +8,9 @@ import numpy as np
 from transformers import CLIPTokenizer
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
-from s2ca_hf import S2CAConfig, S2CAProcessor, S2CAVideoProcessor
+from .configuration_s2ca import S2CAConfig
+from .processing_s2ca import S2CAProcessor
+from .video_processing_s2ca import S2CAVideoProcessor
 
 
 IMAGE_SIZE = 32
@@ -73,21 +76,17 @@ def tiny_processor(folder: str, **video_overrides) -> S2CAProcessor:
     write_tokenizer_files(folder)
     tokenizer = CLIPTokenizer.from_pretrained(folder)
     video_fields = dict(
-        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, max_frames=NUM_FRAMES
+        size={"shortest_edge": IMAGE_SIZE},
+        crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        max_frames=NUM_FRAMES,
     )
     video_processor = S2CAVideoProcessor(**{**video_fields, **video_overrides})
     return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=16)
 
 
-def numbered_frames(num_frames: int, height: int = 40, width: int = 48) -> np.ndarray:
-    """`(n, H, W, 3)` uint8 frames whose brightness encodes their index, so a test can tell which were kept."""
-    values = (np.arange(num_frames) * 255 // max(num_frames - 1, 1)).astype(np.uint8)
-    return np.broadcast_to(values[:, None, None, None], (num_frames, height, width, 3)).copy()
-
-
 def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec: str = "mpeg4") -> str:
-    """Encodes a clip with PyAV whose frame i has brightness 8 * (i mod 32), so decoded frames can be identified."""
-    import av
+    """Encodes a grey clip with PyAV; frame i has brightness 8 * (i mod 32), so decoded frames can be identified."""
+    import av  # PyAV comes with the `train` and `dev` extras
 
     with av.open(path, "w") as container:
         stream = container.add_stream(codec, rate=fps)
