@@ -72,7 +72,7 @@ def write_tokenizer_files(folder: str) -> None:
         f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
 
 
-def tiny_processor(folder: str, **video_overrides) -> S2CAProcessor:
+def tiny_processor(folder: str, max_text_length: int = 16, **video_overrides) -> S2CAProcessor:
     write_tokenizer_files(folder)
     tokenizer = CLIPTokenizer.from_pretrained(folder)
     video_fields = dict(
@@ -81,7 +81,7 @@ def tiny_processor(folder: str, **video_overrides) -> S2CAProcessor:
         max_frames=NUM_FRAMES,
     )
     video_processor = S2CAVideoProcessor(**{**video_fields, **video_overrides})
-    return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=16)
+    return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=max_text_length)
 
 
 def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec: str = "mpeg4") -> str:
