@@ -54,6 +54,22 @@ class S2CAProcessor(ProcessorMixin):
             data.update(self.video_processor(videos, return_tensors=return_tensors, **video_kwargs))
         return BatchFeature(data=data, tensor_type=return_tensors)
 
+    @classmethod
+    def from_clip(
+        cls, clip_name_or_path: str, max_text_length: int = 32, tokenizer_kwargs: dict | None = None, **video_kwargs
+    ) -> "S2CAProcessor":
+        """The tokenizer of a CLIP checkpoint (Hub id or local folder) with a new `S2CAVideoProcessor`.
+
+        `video_kwargs` set the frame policy (`max_frames=64`, `frame_sampling="xpool"`, ...), to pair with
+        `S2CAModel.from_clip`.
+        """
+        from transformers import AutoTokenizer
+
+        from .video_processing_s2ca import S2CAVideoProcessor
+
+        tokenizer = AutoTokenizer.from_pretrained(clip_name_or_path, **(tokenizer_kwargs or {}))
+        return cls(S2CAVideoProcessor(**video_kwargs), tokenizer, max_text_length=max_text_length)
+
     @property
     def model_input_names(self) -> list[str]:
         return ["input_ids", "attention_mask", "pixel_values_videos", "frame_mask"]

@@ -60,6 +60,32 @@ def test_uniform_slicing_and_padding_of_decoded_frames(num_frames, expected, rea
     assert torch.equal(out["pixel_values_videos"][0, real:], torch.zeros(12 - real, 3, IMAGE_SIZE, IMAGE_SIZE))
 
 
+@pytest.mark.parametrize(
+    "layout",
+    [
+        "array (n, H, W, 3)",
+        "list of frame arrays",
+        "tensor (n, H, W, 3)",
+        "tensor (n, 3, H, W)",
+        "list of frame tensors",
+    ],
+)
+def test_decoded_frames_in_every_layout(layout):
+    frames = numbered_frames(6)
+    tensor = torch.from_numpy(frames)
+    video = {
+        "array (n, H, W, 3)": frames,
+        "list of frame arrays": list(frames),
+        "tensor (n, H, W, 3)": tensor,
+        "tensor (n, 3, H, W)": tensor.permute(0, 3, 1, 2),
+        "list of frame tensors": list(tensor.permute(0, 3, 1, 2)),
+    }[layout]
+    out = video_processor(max_frames=4)(videos=[video], return_tensors="pt")
+    assert out["pixel_values_videos"].shape == (1, 4, 3, IMAGE_SIZE, IMAGE_SIZE)
+    # linspace(0, 5, 4) as int: frames 0, 1, 3, 5
+    assert kept_indices(frames, brightness(out["pixel_values_videos"])[0], out["frame_mask"][0]) == [0, 1, 3, 5]
+
+
 @pytest.mark.parametrize(("slice_framepos", "expected"), [("head", list(range(12))), ("tail", list(range(18, 30)))])
 def test_head_and_tail_slicing(slice_framepos, expected):
     frames = numbered_frames(30)
@@ -216,3 +242,13 @@ def test_processor_save_and_load_round_trip(processor, tmp_path):
     processor.video_processor.save_pretrained(tmp_path / "video")
     video_only = AutoVideoProcessor.from_pretrained(tmp_path / "video")
     assert isinstance(video_only, S2CAVideoProcessor) and video_only.frame_sampling == "xpool"
+
+
+def test_processor_from_clip_folder(processor, tmp_path):
+    processor.tokenizer.save_pretrained(tmp_path / "clip")  # a CLIP checkpoint folder holds its tokenizer
+    from_clip = S2CAProcessor.from_clip(str(tmp_path / "clip"), max_text_length=8, max_frames=6)
+    assert isinstance(from_clip.video_processor, S2CAVideoProcessor) and from_clip.video_processor.max_frames == 6
+    assert from_clip.video_processor.crop_size == {"height": 224, "width": 224}
+    out = from_clip(text=["the dog"], videos=[numbered_frames(3, 224, 224)], return_tensors="pt")
+    assert out["input_ids"].tolist() == processor(text=["the dog"], return_tensors="pt")["input_ids"].tolist()
+    assert out["frame_mask"].tolist() == [[1, 1, 1, 0, 0, 0]]
