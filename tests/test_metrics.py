@@ -23,7 +23,7 @@ def assert_matches(result: dict, expected: dict, median_key: str = "MedianR"):
     assert result["MnR"] == pytest.approx(expected["MeanR"], abs=1e-4)
 
 
-# --- the fixture cases (values from CLIP4Clip's code, ../shared/fixtures/metrics) ----------------------------------
+# --- the fixture cases (values from CLIP4Clip's code, ../shared/fixtures/metrics) ------------------------------------
 
 
 @pytest.mark.parametrize("ties", ["average", "clip4clip"])
@@ -90,7 +90,7 @@ def test_average_ties_by_construction():
     assert constant["MnR"] == pytest.approx(3.0) and constant["R@1"] == 0.0 and constant["R@5"] == 100.0
 
 
-# --- hand-built matrices ------------------------------------------------------------------------------------------
+# --- hand-built matrices ---------------------------------------------------------------------------------------------
 
 
 def matrix_with_ranks(ranks: list[int], num_videos: int, seed: int = 0) -> np.ndarray:
@@ -166,7 +166,7 @@ def test_a_video_without_caption_is_a_distractor_only():
     assert result["video_to_text"]["MnR"] == pytest.approx(1.0)  # only videos 0 and 1 are queries
 
 
-# --- chunking, inputs, errors -----------------------------------------------------------------------------------------
+# --- chunking, inputs, errors ----------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("protocol", ["single", "multi"])
