@@ -365,19 +365,34 @@ class S2CAConceptModule(nn.Module):
         return cosines[off_diagonal].pow(2).mean()
 
 
+def balance_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sums behind L_bal over a batch's valid tokens: tokens hard-allocated to each concept `(K,)` (no
+    gradient), noise-free softmax probability of each concept summed over tokens `(K,)`, and the token count.
+
+    Sums rather than means, so that the training loss can add them up across processes and get the global value.
+    """
+    logits, mask = concepts.allocation_logits, concepts.token_mask
+    num_concepts = logits.shape[1]
+    hard = F.one_hot(concepts.allocation.detach().argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+    counts = (hard * mask.unsqueeze(1)).sum(dim=(0, 2))
+    probability_sums = (logits.softmax(dim=1) * mask.unsqueeze(1)).sum(dim=(0, 2))
+    return counts, probability_sums, mask.sum()
+
+
+def balance_loss_from_statistics(
+    counts: torch.Tensor, probability_sums: torch.Tensor, num_tokens: torch.Tensor
+) -> torch.Tensor:
+    num_tokens = num_tokens.clamp(min=1.0)
+    return counts.shape[0] * ((counts / num_tokens) * (probability_sums / num_tokens)).sum()
+
+
 def balance_loss(concepts: S2CAConceptOutput) -> torch.Tensor:
     """L_bal = K sum_k f_k P_k over the valid tokens of a batch (Switch Transformer's load-balancing loss).
 
     f_k is the fraction of tokens hard-allocated to concept k (no gradient), P_k the mean noise-free softmax
     probability of k; the loss is smallest when the allocation is uniform over the concepts.
     """
-    logits, mask = concepts.allocation_logits, concepts.token_mask
-    num_concepts = logits.shape[1]
-    num_tokens = mask.sum().clamp(min=1.0)
-    hard = F.one_hot(concepts.allocation.detach().argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
-    fraction = (hard * mask.unsqueeze(1)).sum(dim=(0, 2)) / num_tokens
-    probability = (logits.softmax(dim=1) * mask.unsqueeze(1)).sum(dim=(0, 2)) / num_tokens
-    return num_concepts * (fraction * probability).sum()
+    return balance_loss_from_statistics(*balance_statistics(concepts))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -676,10 +691,14 @@ class S2CAModel(S2CAPreTrainedModel):
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
 
     def retrieval_loss(
-        self, instance_similarity: torch.Tensor, concept_similarity: torch.Tensor | None = None
+        self,
+        instance_similarity: torch.Tensor,
+        concept_similarity: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """L_ret over a square similarity matrix (local here; the training script passes gathered matrices)."""
-        scale = self.logit_scale_value()
+        """L_ret over a square similarity matrix (local here; the training script passes gathered matrices and its
+        own `scale`, `exp(logit_scale)` with the gradient scaling its distribution needs)."""
+        scale = self.logit_scale_value() if scale is None else scale
         if concept_similarity is None:
             return contrastive_loss(scale * instance_similarity)
         if self.config.retrieval_loss == "combined":
@@ -770,6 +789,8 @@ __all__ = [
     "S2CAOutput",
     "S2CAPreTrainedModel",
     "balance_loss",
+    "balance_loss_from_statistics",
+    "balance_statistics",
     "concept_similarity",
     "contrastive_loss",
 ]

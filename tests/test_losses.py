@@ -1,0 +1,57 @@
+"""The global-batch loss: one process equals the model's own loss; two processes equal one over the same batch."""
+
+import json
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import make_inputs
+from losses import S2CALoss
+
+from s2ca_hf import S2CAModel
+from s2ca_hf.tiny import tiny_config
+
+
+GLOBAL_BATCH = 4
+
+
+def build_model(**overrides) -> S2CAModel:
+    torch.manual_seed(0)
+    # Soft allocation keeps training mode noise-free, so two runs over the same data can be compared exactly.
+    return S2CAModel(tiny_config(prototype_init_std=1.0, allocation="soft", **overrides)).train()
+
+
+def test_one_process_equals_the_models_local_loss():
+    model = build_model()
+    inputs = make_inputs(batch=GLOBAL_BATCH)
+    outputs = model(**inputs, return_loss=True)
+    result = S2CALoss()(model, outputs)
+    assert torch.allclose(result.value, outputs.loss.detach(), atol=1e-6)
+    assert torch.allclose(result.retrieval, outputs.retrieval_loss.detach(), atol=1e-6)
+    assert torch.allclose(result.balance, outputs.balance_loss.detach(), atol=1e-6)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.parametrize("allocation", ["soft", "gumbel"])
+def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, allocation):
+    # A real launch, not a fork of this process (forking after torch ran can deadlock its thread pools).
+    output = tmp_path / "report.json"
+    worker = Path(__file__).parent / "dist_loss_worker.py"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    command += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    command += ["--main_process_port", str(free_port())]  # not the default 29500, which another run may hold
+    completed = subprocess.run([*command, str(worker), str(output), allocation], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(output.read_text())
+    assert report["world"] == 2
+    assert abs(report["loss"] - report["expected_loss"]) < 1e-5
+    assert report["same_keys"] and report["num_grads"] > 50
+    assert report["max_grad_diff"] < 1e-5, report
