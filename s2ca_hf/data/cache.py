@@ -174,9 +174,10 @@ class FrameCache:
         normalised by `processor` (whose policy and resolution must be the cache's) with its own method, padding
         zeroed as the processor pads."""
         video_processor = _video_processor(processor)
-        if FramePolicy.from_processor(video_processor) != self.policy or _resolution(processor) != self.meta[
-            "resolution"
-        ]:
+        if (
+            FramePolicy.from_processor(video_processor) != self.policy
+            or _resolution(processor) != self.meta["resolution"]
+        ):
             raise ValueError(f"The processor's frame policy or resolution differs from the cache {self.path}'s.")
         frames, frame_mask = self.frames(video_ids)
         flat = frames.flatten(0, 1)

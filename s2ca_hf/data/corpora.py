@@ -9,7 +9,7 @@ built-in synthetic corpus, and returns one row per (text, video) pair with one s
 | `video_id` | str | the corpus's id of the video |
 | `video_path` | str | the video file found on disk |
 | `text` | str | a caption, or the joined paragraph (DiDeMo, ActivityNet) |
-| `video_index` | int | the row of this text's video in `corpus_videos(dataset)`: the ground-truth column of multi-caption evaluation |
+| `video_index` | int | the row of this text's video in `corpus_videos(dataset)` (the ground truth in evaluation) |
 | `start`, `end` | float or null | the clip window in seconds (DiDeMo `[0, 31]`, ActivityNet `[0, ceil(duration)]`) |
 
 Rows keep CLIP4Clip's order, and the rows of one video are contiguous wherever the evaluation needs it (MSVD, the
@@ -70,7 +70,7 @@ class MissingVideosError(FileNotFoundError):
         shown = ", ".join(missing[:10]) + (", ..." if len(missing) > 10 else "")
         super().__init__(
             f"{len(missing)} of the {total} videos of {corpus} {split} are missing from {video_dir} ({shown}). A "
-            "smaller test set changes the benchmark: add the files, or pass allow_missing=True to evaluate on the rest."
+            "smaller test set changes the benchmark: add the files, or pass allow_missing=True to use the rest."
         )
 
 
@@ -148,7 +148,7 @@ class _CaptionUnpickler(pickle.Unpickler):
     refused before it is looked up, so a malicious file cannot run code."""
 
     def find_class(self, module: str, name: str):
-        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain containers and strings are allowed")
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only plain containers and strings")
 
 
 def _read_caption_pickle(path: str) -> dict:
@@ -415,7 +415,8 @@ def _activitynet(
         else:
             timestamps = _field(record, "timestamps", json_path, where)
             if len(timestamps) != len(sentences):
-                raise CorpusFormatError(json_path, f"{where}: {len(timestamps)} timestamps for {len(sentences)} sentences")
+                problem = f"{where}: {len(timestamps)} timestamps for {len(sentences)} sentences"
+                raise CorpusFormatError(json_path, problem)
             pairs.extend(_Pair(pseudo_id, s, float(t[0]), float(t[1])) for s, t in zip(sentences, timestamps))
     if without:
         # Gotcha 13 of DATASETS.md: the id lists hold ids without captions (15 in train, 9 in val); skip them.
@@ -450,7 +451,7 @@ def _synthetic(data_dir: str, split: str, **options) -> tuple[list[_Pair], Calla
     if split == "compositional":
         return _msrvtt(data_dir, "test", test_csv=COMPOSITIONAL_CSV, **options)
     if split not in ("train", "test"):
-        raise ValueError(f"The synthetic corpus has the splits 'train', 'test', 'compositional', 'frames'; got {split!r}.")
+        raise ValueError(f"The synthetic corpus has the splits train, test, compositional and frames; got {split!r}.")
     return _msrvtt(data_dir, split, **options)
 
 
@@ -528,9 +529,10 @@ def load_corpus(
     if missing:
         if split in EVAL_SPLITS and not allow_missing:
             raise MissingVideosError(name, split, missing, len(paths), video_dir)
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
         logger.warning(
             "%s %s: %d of %d videos are missing from %s and left out: %s",
-            name, split, len(missing), len(paths), video_dir, ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else ""),
+            name, split, len(missing), len(paths), video_dir, shown,
         )  # fmt: skip
         pairs = [pair for pair in pairs if paths[pair.video_id] is not None]
 
@@ -575,7 +577,8 @@ def corpus_videos(dataset: Dataset) -> Dataset:
             rows[video_index] = {column: values[i] for column, values in table.items()}
     if sorted(rows) != list(range(len(rows))):
         raise ValueError("`video_index` is not 0..V-1: the dataset was filtered; renumber it with reindex_videos().")
-    features = Features({column: FEATURES[column] for column in ("video_index", "video_id", "video_path", "start", "end")})
+    columns = ("video_index", "video_id", "video_path", "start", "end")
+    features = Features({column: FEATURES[column] for column in columns})
     info = DatasetInfo(
         dataset_name=dataset.info.dataset_name,
         config_name=dataset.info.config_name,

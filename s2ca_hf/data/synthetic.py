@@ -173,7 +173,7 @@ def plan_corpus(
 ) -> tuple[list[Clip], list[tuple[str, str, str]]]:
     """The content of every clip (no pixels yet): which split, objects, background and captions."""
     if num_videos < 3:
-        raise ValueError(f"The synthetic corpus needs at least 3 videos (train, test, compositional), got {num_videos}.")
+        raise ValueError(f"The synthetic corpus needs 3 videos or more (train, test, held-out), got {num_videos}.")
     held_out = held_out_combinations(seed, held_out_fraction)
     held_out_set = set(held_out)
     seen = [c for c in all_combinations() if c not in held_out_set]
@@ -203,7 +203,8 @@ def plan_corpus(
         )
         background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
         captions = tuple(_caption(objects, background, rng) for _ in range(captions_per_video))
-        clips.append(Clip(f"video{i}", split, background, objects, captions, _static_caption(objects, background, rng)))
+        static_caption = _static_caption(objects, background, rng)
+        clips.append(Clip(f"video{i}", split, background, objects, captions, static_caption))
     return clips, held_out
 
 

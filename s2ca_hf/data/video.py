@@ -177,7 +177,7 @@ def read_frames(
     try:
         import av
     except ImportError as error:
-        raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or `pip install s2ca-hf[train]`).") from error
+        raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or s2ca-hf[train]).") from error
 
     try:
         with av.open(path) as container:
