@@ -221,6 +221,11 @@ def _decode(container, policy: FramePolicy, start_time, end_time) -> tuple[list[
     num_frames = len(timestamps) if has_all_timestamps else (stream.frames or 0)
     if num_frames == 0:
         raise ValueError("the video stream has no frames")
+    is_mp4 = "mp4" in (container.format.name or "")
+    if is_mp4 and has_all_timestamps and stream.frames and num_frames < stream.frames:
+        # An mp4 cut short after its index (written with the index first): its tail is gone. (Other containers,
+        # AVI among them, may count empty "dropped frame" packets in their header, so the check is mp4's only.)
+        raise ValueError(f"the file is truncated: its header lists {stream.frames} frames, {num_frames} are present")
 
     fps = float(stream.average_rate or stream.guessed_rate or 0)
     if fps <= 0 and stream.duration and stream.time_base:
