@@ -179,7 +179,9 @@ def test_msvd_errors_name_the_file(tmp_path, msvd_videos):
         load_corpus("msvd", data_dir, "train", video_dir=msvd_videos)
     # an id in the list with no captions
     (data_dir / "val_list.txt").write_text("mNoPqRsTuVw_12_19\nno_captions_1_2\n")
-    with pytest.raises(CorpusFormatError, match=r"val_list\.txt: 1 listed video\(s\) have no caption.*no_captions_1_2"):
+    with pytest.raises(
+        CorpusFormatError, match=r"val_list\.txt: 1 listed video\(s\) have no caption.*no_captions_1_2"
+    ):
         load_corpus("msvd", data_dir, "val", video_dir=msvd_videos, caption_file="captions_msvd.json")
     # captions that are neither strings nor token lists
     (data_dir / "bad.json").write_text(json.dumps({"mNoPqRsTuVw_12_19": [{"text": "x"}]}))
@@ -276,9 +278,7 @@ def test_activitynet_sentences_and_ce_lists(tmp_path):
     assert len(sentences) == sum(len(a["sentences"]) for a in annotations.values())
     assert sentences[1]["text"] == " She starts dancing."
     assert [sentences[1]["start"], sentences[1]["end"]] == annotations["v_AAAAAAAAAA1"]["timestamps"][1]
-    listed = load_corpus(
-        "activitynet", FIXTURES / "activitynet", "train", video_dir=videos, ids_file="train_list.txt"
-    )
+    listed = load_corpus("activitynet", FIXTURES / "activitynet", "train", video_dir=videos, ids_file="train_list.txt")
     assert listed["video_id"] == list(exp)
 
 
@@ -340,7 +340,9 @@ def test_msrvtt_json_missing_a_key_and_csv_video_without_captions(tmp_path, msrv
     data = json.loads((FIXTURES / "msrvtt" / "MSRVTT_data.json").read_text())
     (data_dir / "MSRVTT_data.json").write_text(json.dumps(data))
     (data_dir / "MSRVTT_train.9k.csv").write_text("video_id\nvideo0\nvideo99\n")
-    with pytest.raises(CorpusFormatError, match=r"MSRVTT_train\.9k\.csv: 1 listed video\(s\) have no caption.*video99"):
+    with pytest.raises(
+        CorpusFormatError, match=r"MSRVTT_train\.9k\.csv: 1 listed video\(s\) have no caption.*video99"
+    ):
         load_corpus("msrvtt", data_dir, "train", video_dir=msrvtt_videos)
 
 

@@ -3,9 +3,13 @@
 `build_frame_cache(corpus, processor)` decodes the split's unique videos with `read_frames` (the processor's frame
 policy and the rows' windows), resizes and crops them exactly as the processor does, and writes the uint8 frames
 (`(max_frames, 3, H, W)`, zero-padded) and `frame_mask` into an on-disk `datasets` cache, in parallel over the cores
-(`Dataset.map(num_proc=...)`), a few videos in memory at a time. The cache folder is keyed by the corpus, the
-split, the frame policy, the processor's resolution and the video files (path, window, size, modification time),
-so a changed policy or a regenerated corpus builds a new cache instead of reading a stale one.
+(`Dataset.map(num_proc=...)`), a few videos in memory at a time. The frames of a video are one binary value (its
+C-order bytes; the shape is in the cache's metadata): reading a batch is then one Arrow `take` and one
+`np.frombuffer`, where a nested `Array4D` column costs several times more to gather.
+
+The cache folder is keyed by the corpus, the split, the frame policy, the processor's resolution and the video files
+(path, window, size, modification time), so a changed policy or a regenerated corpus builds a new cache instead of
+reading a stale one.
 
 `FrameCache.video_inputs(video_ids)` turns cached rows into `pixel_values_videos` / `frame_mask` tensors, normalised
 as the processor normalises: the same tensors as `processor(videos=[path])`. `VideoTextCollator` is the collate
@@ -21,8 +25,9 @@ import shutil
 import tempfile
 
 import numpy as np
+import pyarrow as pa
 import torch
-from datasets import Array4D, Dataset, Features, Sequence, Value, concatenate_datasets
+from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
 from .corpora import corpus_info, corpus_videos, reindex_videos
 from .video import FramePolicy, VideoDecodeError, check_on_error, read_frames
@@ -94,7 +99,7 @@ def _decode_video(row: dict, policy: dict, processor_dict: dict, on_error: str) 
         if on_error == "raise":
             raise
         logger.warning("Skipping video %s: %s", row["video_id"], error)
-        return {"frames": np.zeros(shape, np.uint8), "frame_mask": [0] * max_frames, "error": str(error)}
+        return {"frames": b"", "frame_mask": [0] * max_frames, "error": str(error)}
     # The processor's own resize and crop (rescaling and normalisation are left to the reader), so that cached
     # pixels are exactly those the processor would compute from the same frames.
     out = processor(
@@ -108,7 +113,7 @@ def _decode_video(row: dict, policy: dict, processor_dict: dict, on_error: str) 
     frames = out["pixel_values_videos"][0]
     if frames.dtype != torch.uint8 or tuple(frames.shape) != shape:
         raise RuntimeError(f"The processor returned {tuple(frames.shape)} {frames.dtype}, expected {shape} uint8.")
-    return {"frames": frames.numpy(), "frame_mask": out["frame_mask"][0].tolist(), "error": None}
+    return {"frames": frames.numpy().tobytes(), "frame_mask": out["frame_mask"][0].tolist(), "error": None}
 
 
 _WORKER_PROCESSOR: tuple[str, object] | None = None
@@ -127,8 +132,9 @@ def _worker_processor(processor_dict: dict):
 
 
 class FrameCache:
-    """A built frame cache: one row per video with `video_id`, `frames` `(max_frames, 3, H, W)` uint8, `frame_mask`
-    `(max_frames,)` and `error` (null, or why the video was skipped). Open it with `FrameCache(path)`."""
+    """A built frame cache. `dataset` has one row per video: `video_id`, `frames` (the bytes of a uint8 array of
+    shape `frame_shape`, `(max_frames, 3, H, W)`; empty for a skipped video), `frame_mask` `(max_frames,)` and
+    `error` (null, or why the video was skipped). Open an existing one with `FrameCache(path)`."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = os.fspath(path)
@@ -141,15 +147,16 @@ class FrameCache:
             raise ValueError(f"{self.path}: frame cache format {self.meta.get('format_version')}, expected "
                              f"{CACHE_FORMAT_VERSION}; rebuild it.")  # fmt: skip
         shards = [Dataset.from_file(os.path.join(self.path, name)) for name in self.meta["shards"]]
+        # One memory-mapped Arrow table over the shards (no copy); `dataset` is the `datasets` view of it.
+        self._table = pa.concat_tables([shard.data.table for shard in shards])
         self.dataset = concatenate_datasets(shards) if len(shards) > 1 else shards[0]
+        self.frame_shape = tuple(self.meta["frame_shape"])
         self.policy = FramePolicy(**self.meta["policy"])
         self.failed: dict[str, str] = self.meta["failed"]
-        self._rows = {video_id: row for row, video_id in enumerate(self.dataset["video_id"])}
-        self._arrays = self.dataset.with_format("numpy", columns=["frames", "frame_mask"])
-        self._normalise = None
+        self._rows = {video_id: row for row, video_id in enumerate(self._table.column("video_id").to_pylist())}
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return self._table.num_rows
 
     def __contains__(self, video_id: str) -> bool:
         return video_id in self._rows and video_id not in self.failed
@@ -166,8 +173,13 @@ class FrameCache:
             if video_id not in self._rows:
                 raise KeyError(f"Video {video_id} is not in the frame cache {self.path}.")
             rows.append(self._rows[video_id])
-        batch = self._arrays[rows]
-        return torch.from_numpy(batch["frames"]), torch.from_numpy(batch["frame_mask"]).long()
+        frames = self._table.column("frames").take(rows).combine_chunks()
+        _, offsets, data = frames.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int64)[frames.offset : frames.offset + len(rows) + 1]
+        flat = np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]]
+        frames = torch.from_numpy(flat.reshape(len(rows), *self.frame_shape).copy())
+        mask = self._table.column("frame_mask").take(rows).combine_chunks().flatten().to_numpy(zero_copy_only=False)
+        return frames, torch.from_numpy(mask.reshape(len(rows), -1).astype(np.int64))
 
     def video_inputs(self, video_ids: list[str], processor) -> dict[str, torch.Tensor]:
         """Model-ready `pixel_values_videos` `(V, max_frames, 3, H, W)` float32 and `frame_mask` `(V, max_frames)`,
@@ -180,9 +192,9 @@ class FrameCache:
         ):
             raise ValueError(f"The processor's frame policy or resolution differs from the cache {self.path}'s.")
         frames, frame_mask = self.frames(video_ids)
-        flat = frames.flatten(0, 1)
+        # The processor's own (fused, in-place) rescale and normalisation, so that values match it bit for bit.
         pixel_values = video_processor.rescale_and_normalize(
-            flat,
+            frames.flatten(0, 1),
             video_processor.do_rescale,
             video_processor.rescale_factor,
             video_processor.do_normalize,
@@ -192,7 +204,7 @@ class FrameCache:
         if pixel_values.dtype == torch.uint8:  # neither rescaled nor normalised
             pixel_values = pixel_values.float()
         pixel_values = pixel_values.view(frames.shape)
-        pixel_values.mul_(frame_mask.view(*frame_mask.shape, 1, 1, 1).to(pixel_values.dtype))
+        pixel_values[frame_mask == 0] = 0  # padding is zero in normalised space, as the processor pads
         return {"pixel_values_videos": pixel_values, "frame_mask": frame_mask}
 
     def filter_corpus(self, dataset: Dataset) -> Dataset:
@@ -249,7 +261,7 @@ def build_frame_cache(
     features = Features(
         {
             "video_id": Value("string"),
-            "frames": Array4D(shape=shape, dtype="uint8"),
+            "frames": Value("large_binary"),
             "frame_mask": Sequence(Value("int8"), length=policy["max_frames"]),
             "error": Value("string"),
         }
@@ -279,7 +291,13 @@ def build_frame_cache(
         errors = {v: e for v, e in zip(built["video_id"], built["error"]) if e is not None}
         shards = [os.path.basename(f["filename"]) for f in built.cache_files]
         del built  # release the memory maps before the folder moves
-        meta = {**description, "num_videos": len(videos), "failed": errors, "shards": shards}
+        meta = {
+            **description,
+            "frame_shape": list(shape),
+            "num_videos": len(videos),
+            "failed": errors,
+            "shards": shards,
+        }
         with open(os.path.join(staging, META_FILE), "w", encoding="utf-8") as f:
             json.dump(meta, f, indent=1)
         if os.path.isdir(path):

@@ -436,7 +436,8 @@ def _synthetic(data_dir: str, split: str, **options) -> tuple[list[_Pair], Calla
     pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
     from .synthetic import COMPOSITIONAL_CSV, FRAMES_JSON, ensure_synthetic_corpus
 
-    generate = {key: options.pop(key) for key in ("num_videos", "seed", "size", "num_frames") if key in options}
+    arguments = ("num_videos", "seed", "size", "num_frames", "fps", "captions_per_video")
+    generate = {key: options.pop(key) for key in arguments if key in options}
     ensure_synthetic_corpus(data_dir, **generate)
     if split == "frames":
         if options:
@@ -489,7 +490,8 @@ def load_corpus(
             MSVD `caption_file="raw-captions.pkl" | "captions_msvd.json"`;
             DiDeMo `paragraphs=True`, `video_names="auto" | "original" | "mp4" | "stem"`;
             ActivityNet `paragraphs=True`, `annotation_file`, `ids_file`;
-            synthetic the MSR-VTT options, and `num_videos`, `seed`, `size`, `num_frames` for its generation.
+            synthetic the MSR-VTT options, and `num_videos`, `seed`, `size`, `num_frames`, `fps`,
+            `captions_per_video` for its generation (see `s2ca_hf.data.synthetic`).
 
     Raises:
         CorpusFormatError: an annotation file is missing or malformed (named with the problem).
