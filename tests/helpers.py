@@ -7,3 +7,39 @@ def numbered_frames(num_frames: int, height: int = 40, width: int = 48) -> np.nd
     """`(n, H, W, 3)` uint8 frames whose brightness encodes their index, so a test can tell which were kept."""
     values = (np.arange(num_frames) * 255 // max(num_frames - 1, 1)).astype(np.uint8)
     return np.broadcast_to(values[:, None, None, None], (num_frames, height, width, 3)).copy()
+
+
+BRIGHTNESS_STEP = 6  # frame i of a numbered video has brightness 6 * i: 43 frames fit in a byte
+
+
+def write_numbered_video(
+    path, num_frames: int, fps: float = 4, size: int = 32, codec: str = "libx264", gop: int | None = None,
+    faststart: bool = False,
+):  # fmt: skip
+    """Encodes a clip whose frame i is uniformly grey at brightness `6 * i`, so decoded frames can be identified."""
+    from fractions import Fraction
+
+    import av
+
+    if num_frames * BRIGHTNESS_STEP > 255 + BRIGHTNESS_STEP:
+        raise ValueError(f"At most {255 // BRIGHTNESS_STEP + 1} numbered frames fit in a byte.")
+    options = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", options=options) as container:
+        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        stream.width = stream.height = size
+        stream.pix_fmt = "yuv420p"
+        if gop is not None:
+            stream.options = {"g": str(gop)}
+        for i in range(num_frames):
+            image = np.full((size, size, 3), BRIGHTNESS_STEP * i, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def frame_numbers(frames) -> list[int]:
+    """The frame index drawn into each of `(n, H, W, 3)` frames by `write_numbered_video`."""
+    frames = np.asarray(frames, dtype=np.float64)
+    return [int(round(frame.mean() / BRIGHTNESS_STEP)) for frame in frames]

@@ -1,0 +1,39 @@
+"""Corpora, video decoding, the frame cache and the built-in synthetic corpus (needs the `train` extra: `datasets`,
+PyAV). The model files never import this package; it is not pushed to the Hub."""
+
+from .cache import FrameCache, VideoTextCollator, build_frame_cache, default_cache_dir
+from .corpora import (
+    CORPORA,
+    CorpusFormatError,
+    MissingVideosError,
+    corpus_info,
+    corpus_videos,
+    load_corpus,
+    msvd_youtube_id,
+    reindex_videos,
+)
+from .synthetic import ensure_synthetic_corpus, generate_synthetic_corpus
+from .video import FramePolicy, VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
+
+
+__all__ = [
+    "CORPORA",
+    "CorpusFormatError",
+    "FrameCache",
+    "FramePolicy",
+    "MissingVideosError",
+    "VideoDecodeError",
+    "VideoFrames",
+    "VideoNotFoundError",
+    "VideoTextCollator",
+    "build_frame_cache",
+    "corpus_info",
+    "corpus_videos",
+    "default_cache_dir",
+    "ensure_synthetic_corpus",
+    "generate_synthetic_corpus",
+    "load_corpus",
+    "msvd_youtube_id",
+    "read_frames",
+    "reindex_videos",
+]

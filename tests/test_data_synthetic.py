@@ -1,0 +1,140 @@
+"""The built-in concept-video corpus: deterministic, compositional held-out split, read by the MSR-VTT loader."""
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from s2ca_hf.data import ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus, read_frames
+from s2ca_hf.data.synthetic import (
+    BACKGROUND_PHRASES,
+    COLOURS,
+    MOTION_PHRASES,
+    MOTIONS,
+    SHAPES,
+    Clip,
+    SceneObject,
+    main,
+    plan_corpus,
+    render_clip,
+)
+
+
+SMALL = dict(num_videos=12, size=32, num_frames=8, fps=2)
+
+
+def tree(folder) -> dict[str, bytes]:
+    folder = Path(folder)
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_same_seed_same_bytes_whatever_the_processes(tmp_path):
+    one = tree(generate_synthetic_corpus(tmp_path / "a", seed=5, num_proc=1, **SMALL))
+    two = tree(generate_synthetic_corpus(tmp_path / "b", seed=5, num_proc=2, **SMALL))
+    assert one.keys() == two.keys() and "videos/video11.mp4" in one and "frames/frame0.png" in one
+    assert one == two
+    other = tree(generate_synthetic_corpus(tmp_path / "c", seed=6, num_proc=1, **SMALL))
+    assert other["MSRVTT_data.json"] != one["MSRVTT_data.json"]
+    assert other["videos/video0.mp4"] != one["videos/video0.mp4"]
+
+
+def test_compositional_split_shares_no_combination_with_train():
+    clips, held_out = plan_corpus(1000, seed=0)
+    by_split = {}
+    for clip in clips:
+        by_split.setdefault(clip.split, set()).update(o.combination for o in clip.objects)
+    assert by_split["compositional"] <= set(held_out)
+    assert by_split["train"].isdisjoint(by_split["compositional"])
+    assert by_split["test"].isdisjoint(held_out)  # the 1k-A-style test is in distribution
+    # every colour, shape and motion is seen in training: only the combinations are new
+    for position, values in enumerate((COLOURS, SHAPES, MOTIONS)):
+        assert {c[position] for c in by_split["train"]} == set(values)
+    assert [c.split for c in clips].count("compositional") == 100 and [c.split for c in clips].count("test") == 100
+
+
+def test_captions_name_what_the_clip_shows():
+    clips, _ = plan_corpus(200, seed=1, captions_per_video=6)
+    for clip in clips:
+        assert len(clip.captions) == 6 and len(set(clip.captions)) > 1  # varied wording
+        for caption in clip.captions:
+            assert any(phrase in caption for phrase in BACKGROUND_PHRASES[clip.background]), caption
+            for obj in clip.objects:
+                assert obj.colour in caption and obj.shape in caption, caption
+                assert any(phrase in caption for phrase in MOTION_PHRASES[obj.motion]), caption
+        assert not any(p in clip.static_caption for phrases in MOTION_PHRASES.values() for p in phrases)
+
+
+def object_pixels(frames: np.ndarray, colour: str) -> list[tuple[float, float, int]]:
+    """Per frame: the centroid (x, y) and area of the pixels of a colour."""
+    out = []
+    for frame in frames:
+        ys, xs = np.nonzero(np.all(frame == COLOURS[colour], axis=-1))
+        out.append((xs.mean() if len(xs) else float("nan"), ys.mean() if len(ys) else float("nan"), len(xs)))
+    return out
+
+
+@pytest.mark.parametrize("motion", MOTIONS)
+def test_rendered_motion(motion):
+    shape = "circle" if motion != "rotate" else "square"
+    clip = Clip("video0", "train", "black", (SceneObject("red", shape, motion, 0.5, 0.5),), ("",), "")
+    frames = render_clip(clip, size=64, num_frames=12)
+    track = object_pixels(frames, "red")
+    (x0, y0, a0), (x1, y1, a1) = track[0], track[-1]
+    checks = {
+        "left": x1 < x0 - 10,
+        "right": x1 > x0 + 10,
+        "up": y1 < y0 - 10,
+        "down": y1 > y0 + 10,
+        "grow": a1 > 2 * a0,
+        "shrink": a0 > 2 * a1,
+        "rotate": a0 > 0 and not np.array_equal(frames[0], frames[2]),  # a quarter turn later the square is tilted
+        "blink": [a > 0 for _, _, a in track[:6]] == [True, True, True, False, False, False],
+        "still": all(np.array_equal(frames[0], f) for f in frames),
+    }
+    assert checks[motion], (motion, track)
+
+
+def test_load_corpus_synthetic_generates_once_and_reads_through_msrvtt(tmp_path):
+    root = tmp_path / "synthetic"
+    train = load_corpus("synthetic", root, "train", seed=2, **SMALL)
+    meta = json.loads((root / "synthetic.json").read_text())
+    assert meta["arguments"]["seed"] == 2
+    clips = {c["video_id"]: c for c in meta["clips"]}
+    assert {clips[v]["split"] for v in train["video_id"]} == {"train"}
+    assert len(train) == 8 * len(set(train["video_id"]))  # 8 captions per clip, expanded
+    # the MSR-VTT loader reads the folder unchanged
+    assert load_corpus("msrvtt", root, "train")["text"] == train["text"]
+    test = load_corpus("synthetic", root, "test")
+    compositional = load_corpus("synthetic", root, "compositional")
+    assert test["video_index"] == list(range(len(test))) and len(compositional) == len(set(compositional["video_id"]))
+    assert {clips[v]["split"] for v in compositional["video_id"]} == {"compositional"}
+    assert set(train["video_id"]).isdisjoint(test["video_id"]) and set(train["video_id"]).isdisjoint(
+        compositional["video_id"]
+    )
+    held_out = {tuple(c) for c in meta["held_out_combinations"]}
+    for video_id in compositional["video_id"]:
+        assert {(o["colour"], o["shape"], o["motion"]) for o in clips[video_id]["objects"]} <= held_out
+    frames = load_corpus("synthetic", root, "frames")
+    assert len(frames) == len(set(train["video_id"])) and frames[0]["video_path"].endswith(".png")
+    assert os.path.isfile(frames[0]["video_path"])
+    clip = read_frames(test[0]["video_path"])
+    assert clip.frames.shape[1:] == (32, 32, 3) and clip.frame_mask.sum() == 4  # 8 frames at 2 fps: 4 seconds
+
+    # a second call reuses the corpus; other arguments for the same folder are refused
+    mtime = os.path.getmtime(root / "synthetic.json")
+    load_corpus("synthetic", root, "test", seed=2)
+    assert os.path.getmtime(root / "synthetic.json") == mtime
+    with pytest.raises(ValueError, match="other arguments"):
+        ensure_synthetic_corpus(root, seed=3)
+    with pytest.raises(ValueError, match="splits"):
+        load_corpus("synthetic", root, "val")
+
+
+def test_command_line(tmp_path, capsys):
+    main(["--out", str(tmp_path / "cli"), "--num-videos", "5", "--seed", "1", "--size", "16", "--num-frames", "2"])
+    assert "Wrote 5 clips" in capsys.readouterr().out
+    assert sorted(os.listdir(tmp_path / "cli" / "videos")) == [f"video{i}.mp4" for i in range(5)]
+    with pytest.raises(SystemExit):
+        main(["--out", str(tmp_path / "cli")])
