@@ -9,7 +9,8 @@ import torch
 from accelerate import Accelerator
 
 
-sys.path[:0] = [os.path.dirname(__file__), os.path.join(os.path.dirname(os.path.dirname(__file__)), "training")]
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "training"), REPO]  # this checkout's code first
 
 from conftest import make_inputs  # noqa: E402
 from losses import S2CALoss  # noqa: E402
