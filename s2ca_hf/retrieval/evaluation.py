@@ -34,9 +34,7 @@ def encode_texts(
 
 
 @torch.inference_mode()
-def encode_videos(
-    model, batches: Iterable[dict], total: int | None = None, progress: bool = True
-) -> torch.Tensor:
+def encode_videos(model, batches: Iterable[dict], total: int | None = None, progress: bool = True) -> torch.Tensor:
     """psi for every video, `(V, E)` float32 on the CPU, from batches of `pixel_values_videos` and `frame_mask`
     (from the processor, or from the frame cache), in order."""
     model.eval()
