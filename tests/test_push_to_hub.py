@@ -5,6 +5,7 @@ every call and argument up to it (and the folder handed to it).
 """
 
 import json
+import shutil
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -143,6 +144,23 @@ def test_an_existing_folder_is_never_mixed_into(loaded, tmp_path):
     (tmp_path / "stale.bin").write_bytes(b"old")
     with pytest.raises(FileExistsError, match="not empty"):
         push_to_hub.write_repo_folder(model, processor, tmp_path)
+
+
+def test_the_evaluated_weights_file_is_published_when_it_holds_the_same_tensors(trained, tmp_path):
+    # Another serialisation of the same tensors (other metadata): results name this file's hash, so it is kept.
+    source = tmp_path / "run"
+    shutil.copytree(trained, source)
+    tensors = load_file(trained / "model.safetensors")
+    save_file(tensors, source / "model.safetensors", metadata={"format": "pt", "note": "saved by another tool"})
+    model, processor = S2CAModel.from_pretrained(source).eval(), S2CAProcessor.from_pretrained(source)
+    sha = push_to_hub.write_repo_folder(model, processor, tmp_path / "same", str(source))
+    assert sha == sha256_of(source / "model.safetensors") != sha256_of(trained / "model.safetensors")
+    # A file with other tensors (here one extra) is not the model being exported: the fresh save stays.
+    weights = load_file(trained / "model.safetensors")
+    save_file({**weights, "extra": torch.zeros(1)}, source / "model.safetensors", metadata={"format": "pt"})
+    sha = push_to_hub.write_repo_folder(model, processor, tmp_path / "other", str(source))
+    assert sha != sha256_of(source / "model.safetensors")
+    assert set(load_file(tmp_path / "other" / "model.safetensors")) == set(weights)
 
 
 # --- parity ----------------------------------------------------------------------------------------------------------
