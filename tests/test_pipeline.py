@@ -1,0 +1,120 @@
+"""The "video-text-retrieval" pipeline in process: both directions, inputs as paths, bytes or frames, errors."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import numbered_frames
+from transformers import pipeline
+
+from s2ca_hf import S2CAModel, VideoTextRetrievalPipeline
+from s2ca_hf.tiny import tiny_config, write_video
+
+
+TEXTS = ["the dog", "a cat runs fast", "the cat"]
+
+
+@pytest.fixture
+def retrieval(processor):
+    torch.manual_seed(0)
+    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0))
+    return pipeline("video-text-retrieval", model=model, processor=processor), model, processor
+
+
+def model_logits(model, processor, texts, videos):
+    with torch.no_grad():
+        return model(**processor(text=texts, videos=videos, return_tensors="pt")).logits_per_text
+
+
+def test_the_task_is_registered_with_the_auto_model():
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    task = PIPELINE_REGISTRY.supported_tasks["video-text-retrieval"]
+    assert task["impl"] is VideoTextRetrievalPipeline
+    assert [cls.__name__ for cls in task["pt"]] == ["AutoModel"]  # a name transformers can resolve remotely
+
+
+def test_texts_ranked_for_a_video_are_the_softmax_of_the_models_logits(retrieval):
+    pipe, model, processor = retrieval
+    frames = numbered_frames(6)
+    ranking = pipe(frames, candidate_labels=TEXTS)
+    logits = model_logits(model, processor, TEXTS, [frames])[:, 0]
+    assert [set(entry) for entry in ranking] == [{"label", "score", "logit"}] * len(TEXTS)
+    assert [entry["label"] for entry in ranking] == [TEXTS[i] for i in logits.argsort(descending=True).tolist()]
+    expected = dict(zip(TEXTS, logits.softmax(-1).tolist(), strict=True))
+    for entry in ranking:
+        assert entry["score"] == pytest.approx(expected[entry["label"]], abs=1e-6)
+        assert entry["logit"] == pytest.approx(logits[TEXTS.index(entry["label"])].item(), abs=1e-5)
+    assert math.isclose(sum(entry["score"] for entry in ranking), 1.0, abs_tol=1e-6)
+    assert len({entry["score"] for entry in ranking}) > 1  # the tiny model does tell the texts apart
+
+
+def test_videos_ranked_for_a_text_from_paths_and_frames(retrieval, tmp_path):
+    pipe, model, processor = retrieval
+    path = write_video(str(tmp_path / "clip.mp4"), num_frames=25, fps=10)
+    videos = [numbered_frames(3), path, numbered_frames(7)[::-1].copy()]
+    ranking = pipe("the dog", videos=videos)
+    logits = model_logits(model, processor, ["the dog"], videos)[0]
+    assert [entry["index"] for entry in ranking] == logits.argsort(descending=True).tolist()
+    by_index = {entry["index"]: entry for entry in ranking}
+    assert by_index[1]["video"] == path and by_index[0]["video"] == 0 and by_index[2]["video"] == 2
+    for index, entry in by_index.items():
+        assert entry["logit"] == pytest.approx(logits[index].item(), abs=1e-5)
+        assert entry["score"] == pytest.approx(logits.softmax(-1)[index].item(), abs=1e-6)
+
+
+def test_a_video_given_as_bytes_equals_the_file(retrieval, tmp_path):
+    pipe, _, _ = retrieval
+    path = tmp_path / "clip.mp4"
+    write_video(str(path), num_frames=25, fps=10)
+    assert pipe(path.read_bytes(), candidate_labels=TEXTS) == pipe(str(path), candidate_labels=TEXTS)
+
+
+def test_widget_style_labels_template_top_k_and_lists(retrieval):
+    pipe, _, _ = retrieval
+    frames = numbered_frames(5)
+    assert pipe(frames, candidate_labels="the dog, a cat runs fast,the cat") == pipe(frames, candidate_labels=TEXTS)
+    templated = pipe(frames, candidate_labels=["dog", "cat"], hypothesis_template="the {}")
+    direct = pipe(frames, candidate_labels=["the dog", "the cat"])
+    assert [e["logit"] for e in templated] == [e["logit"] for e in direct]
+    assert [e["label"] for e in templated] == [e["label"].removeprefix("the ") for e in direct]
+    assert len(pipe(frames, candidate_labels=TEXTS, top_k=2)) == 2
+    batch = pipe([frames, numbered_frames(2)], candidate_labels=TEXTS)
+    assert len(batch) == 2 and batch[0] == pipe(frames, candidate_labels=TEXTS)
+
+
+def test_the_pipeline_is_deterministic_even_if_the_model_was_training(processor):
+    torch.manual_seed(0)
+    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).train()
+    pipe = pipeline("video-text-retrieval", model=model, processor=processor)
+    frames = numbered_frames(4)
+    assert pipe(frames, candidate_labels=TEXTS) == pipe(frames, candidate_labels=TEXTS)
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda pipe, v: pipe(v), "exactly one"),
+        (lambda pipe, v: pipe(v, candidate_labels=TEXTS, videos=[v]), "exactly one"),
+        (lambda pipe, v: pipe(v, videos=[v]), "ranks videos for a text"),
+        (lambda pipe, v: pipe(v, candidate_labels=[]), "non-empty"),
+        (lambda pipe, v: pipe("the dog", videos=[]), "at least one"),
+        (lambda pipe, v: pipe(v, candidate_labels=TEXTS, top_k=0), "top_k"),
+        (lambda pipe, v: pipe(v, candidate_labels=TEXTS, candidate_label="x"), "Unexpected"),
+    ],
+)
+def test_misuse_gives_clear_errors(retrieval, call, message):
+    pipe, _, _ = retrieval
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(pipe, np.zeros((2, 8, 8, 3), dtype=np.uint8))
+
+
+def test_pip_users_load_a_saved_folder_by_task_without_remote_code(retrieval, tmp_path):
+    pipe, _, processor = retrieval
+    pipe.model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    loaded = pipeline("video-text-retrieval", model=str(tmp_path / "model"))
+    assert type(loaded) is VideoTextRetrievalPipeline
+    frames = numbered_frames(5)
+    assert loaded(frames, candidate_labels=TEXTS) == pipe(frames, candidate_labels=TEXTS)
