@@ -10,7 +10,8 @@ from accelerate import Accelerator
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(REPO, "tests"), os.path.join(REPO, "training"), REPO]  # this checkout's code first
+sys.path[:0] = [os.path.join(REPO, "tests"), REPO]  # this checkout's code first
+sys.path.append(os.path.join(REPO, "training"))  # appended: training/evaluate.py must not shadow `evaluate`
 
 from conftest import make_inputs  # noqa: E402
 from losses import S2CALoss  # noqa: E402

@@ -43,3 +43,25 @@ def frame_numbers(frames) -> list[int]:
     """The frame index drawn into each of `(n, H, W, 3)` frames by `write_numbered_video`."""
     frames = np.asarray(frames, dtype=np.float64)
     return [int(round(frame.mean() / BRIGHTNESS_STEP)) for frame in frames]
+
+
+def load_training_script(name: str):
+    """Imports training/<name>.py as the module `training_<name>`.
+
+    The training folder is not put first on `sys.path`: its `evaluate.py` would shadow the `evaluate` library. It is
+    appended instead, so that the scripts' own sibling imports (`from losses import ...`) resolve.
+    """
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "training"
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+    module_name = f"training_{name}"
+    if module_name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(module_name, folder / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]

@@ -66,4 +66,80 @@ def evaluate_embeddings(text_embeds: torch.Tensor, video_embeds: torch.Tensor, t
     )
 
 
-__all__ = ["encode_texts", "encode_videos", "evaluate_embeddings", "processor_video_batches"]
+def evaluate_corpus(
+    model,
+    processor,
+    dataset,
+    *,
+    frame_cache=None,
+    batch_size: int = 16,
+    text_batch_size: int = 256,
+    num_workers: int = 0,
+    on_error: str = "raise",
+    progress: bool = True,
+    post_processing: Sequence[str] = (),
+    query_bank_texts: Sequence[str] | None = None,
+    **metric_kwargs,
+) -> dict:
+    """Encodes every text and every unique video of a corpus split once and computes the retrieval metrics.
+
+    `dataset` is a split from `s2ca_hf.data.load_corpus`. Videos come from `frame_cache` when given (a `FrameCache`
+    built for this processor), else they are decoded from the files with the processor's frame policy and each
+    row's window. With `on_error="skip"`, undecodable videos and their texts are left out and counted.
+    `post_processing` lists extra evaluations to report separately (`"dsl"`, `"qb_norm"`; QB-Norm needs
+    `query_bank_texts`, training captions).
+
+    Returns `{"metrics": {...}, "post_processing": {name: {...}}, "counts": {"texts", "videos",
+    "skipped_videos", "skipped_texts"}, "protocol": {...}}`.
+    """
+    from torch.utils.data import DataLoader
+
+    from s2ca_hf.data import VideoTextCollator, corpus_videos
+
+    videos = corpus_videos(dataset)
+    collator = VideoTextCollator(processor, frame_cache=frame_cache, on_error=on_error, return_video_index=True)
+    loader = DataLoader(videos, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
+    kept_videos: list[int] = []
+
+    def batches():
+        for batch in loader:
+            if batch:
+                kept_videos.extend(batch.pop("video_index").tolist())
+                yield batch
+
+    video_embeds = encode_videos(model, batches(), total=len(videos), progress=progress)
+    # Texts whose video could not be decoded are dropped; the others point at their video's row among the kept.
+    position = {video_index: row for row, video_index in enumerate(kept_videos)}
+    all_video_index, all_texts = list(dataset["video_index"]), list(dataset["text"])
+    text_rows = [row for row, video_index in enumerate(all_video_index) if video_index in position]
+    texts = [all_texts[row] for row in text_rows]
+    text_to_video = [position[all_video_index[row]] for row in text_rows]
+    text_embeds = encode_texts(model, processor, texts, batch_size=text_batch_size, progress=progress)
+
+    result = evaluate_embeddings(text_embeds, video_embeds, text_to_video, **metric_kwargs)
+    extra = {}
+    for method in post_processing:
+        kwargs = dict(metric_kwargs, post_processing=method)
+        if method == "qb_norm":
+            if not query_bank_texts:
+                raise ValueError("QB-Norm needs `query_bank_texts` (training captions).")
+            kwargs["query_bank_text_embeds"] = encode_texts(
+                model, processor, list(query_bank_texts), batch_size=text_batch_size, progress=progress
+            )
+        post = evaluate_embeddings(text_embeds, video_embeds, text_to_video, **kwargs)
+        extra[method] = {"text_to_video": post["text_to_video"], "video_to_text": post["video_to_text"]}
+    return {
+        "metrics": {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]},
+        "post_processing": extra,
+        "protocol": result["protocol"],
+        "counts": {
+            "texts": len(text_rows),
+            "videos": len(kept_videos),
+            "skipped_videos": len(videos) - len(kept_videos),
+            "skipped_texts": len(dataset) - len(text_rows),
+        },
+        "embeddings": {"text": text_embeds, "video": video_embeds, "text_to_video": text_to_video},
+    }
+
+
+__all__ = ["encode_texts", "encode_videos", "evaluate_corpus", "evaluate_embeddings", "processor_video_batches"]

@@ -1,0 +1,228 @@
+"""Evaluate a saved S2CA model on a corpus split and write the results (JSON + a Markdown table).
+
+    python training/evaluate.py --model runs/synthetic/final --corpus synthetic --data_dir data/synthetic --split test
+    python training/evaluate.py --model org/s2ca-msrvtt --revision v0.1.0 --trust_remote_code \
+        --corpus msrvtt --data_dir data/msrvtt --video_dir data/msrvtt/videos --split test --dsl
+
+Every text and every unique video is encoded once (batched, with progress bars; videos from the frame cache when it
+exists), scored with phi @ psi.T block by block, and evaluated with `s2ca_hf.retrieval.retrieval_metrics`. The
+results file names the model (path, revision, sha256 of its weights), the corpus, split and protocol, the counts,
+the metrics, any post-processing (always separate), the date and the versions; `training/push_to_hub.py` reads it.
+"""
+
+import argparse
+import datetime
+import hashlib
+import json
+import os
+import platform
+import sys
+
+import torch
+import transformers
+from transformers import AutoModel, AutoProcessor
+
+import s2ca_hf
+from s2ca_hf.data import build_frame_cache, default_cache_dir, load_corpus
+from s2ca_hf.data.cache import FrameCache, cache_key
+from s2ca_hf.data.corpora import corpus_videos
+from s2ca_hf.retrieval.evaluation import evaluate_corpus
+
+
+WEIGHTS_NAME = "model.safetensors"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a folder saved with save_pretrained, or a Hub id")
+    parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to load")
+    parser.add_argument("--trust_remote_code", action="store_true", help="load a Hub model's custom code")
+    parser.add_argument("--corpus", required=True, choices=("msrvtt", "msvd", "didemo", "activitynet", "synthetic"))
+    parser.add_argument("--data_dir", required=True, help="the corpus's annotation folder")
+    parser.add_argument("--video_dir", default=None, help="where its videos are (default: under --data_dir)")
+    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--protocol", nargs="*", default=[], metavar="KEY=VALUE", help="corpus options, e.g. train_csv=7k"
+    )
+    parser.add_argument("--allow_missing", action="store_true", help="evaluate although test videos are missing")
+    parser.add_argument("--on_error", choices=("raise", "skip"), default="raise", help="undecodable videos")
+    parser.add_argument(
+        "--frame_cache",
+        default="auto",
+        help="'auto': read the frame cache if one exists for this split and frame policy, else decode the files; "
+        "'build': build it first; 'none': always decode; or a cache folder",
+    )
+    parser.add_argument("--cache_dir", default=None, help=f"where frame caches live (default {default_cache_dir()})")
+    parser.add_argument("--batch_size", type=int, default=32, help="videos per batch")
+    parser.add_argument("--text_batch_size", type=int, default=256)
+    parser.add_argument("--num_workers", type=int, default=0, help="data-loading processes")
+    parser.add_argument("--ties", choices=("average", "clip4clip"), default="average")
+    parser.add_argument("--video_to_text", choices=("clip4clip", "ce"), default="clip4clip")
+    parser.add_argument("--dsl", action="store_true", help="also report DSL (dual softmax), separately")
+    parser.add_argument(
+        "--qb_norm_split", default=None, help="also report QB-Norm, with this split's captions as the query bank"
+    )
+    parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
+    parser.add_argument("--output_dir", default="results", help="where the JSON and Markdown files go")
+    parser.add_argument("--no_progress", action="store_true")
+    return parser.parse_args(argv)
+
+
+def parse_protocol(items: list[str]) -> dict:
+    protocol = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit(f"--protocol takes KEY=VALUE pairs, got {item!r}")
+        key, value = item.split("=", 1)
+        lowered = value.lower()
+        if lowered in ("true", "false"):
+            protocol[key] = lowered == "true"
+        else:
+            try:
+                protocol[key] = int(value)
+            except ValueError:
+                protocol[key] = value
+    return protocol
+
+
+def weights_file(model_name: str, revision: str | None) -> str:
+    """The local path of the model's weights (downloaded into the Hub cache for a Hub id)."""
+    if os.path.isdir(model_name):
+        path = os.path.join(model_name, WEIGHTS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{model_name} has no {WEIGHTS_NAME}; save the model with save_pretrained.")
+        return path
+    from huggingface_hub import hf_hub_download
+
+    return hf_hub_download(model_name, WEIGHTS_NAME, revision=revision)
+
+
+def sha256_of(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def open_frame_cache(choice: str, dataset, processor, cache_dir: str | None, on_error: str) -> FrameCache | None:
+    if choice == "none":
+        return None
+    if choice == "build":
+        return build_frame_cache(dataset, processor, cache_dir=cache_dir, on_error=on_error)
+    if choice == "auto":
+        key, _ = cache_key(corpus_videos(dataset), processor, *_corpus_and_split(dataset))
+        path = os.path.join(cache_dir or default_cache_dir(), key)
+        return FrameCache(path) if os.path.isdir(path) else None
+    return FrameCache(choice)
+
+
+def _corpus_and_split(dataset) -> tuple[str, str]:
+    info = json.loads(dataset.info.description or "{}")
+    return info.get("corpus") or "corpus", info.get("split") or "split"
+
+
+def markdown_table(results: dict) -> str:
+    keys = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")
+    lines = [
+        f"# {results['corpus']} {results['split']}: {results['model']['name_or_path']}",
+        "",
+        f"{results['counts']['texts']} texts, {results['counts']['videos']} videos; ties: "
+        f"{results['protocol']['ties']}; video-to-text: {results['protocol']['video_to_text']}.",
+        "",
+        "| evaluation | direction | " + " | ".join(keys) + " |",
+        "|---|---|" + "---|" * len(keys),
+    ]
+    rows = [("plain", results["metrics"])] + [
+        (f"{name} (post-processed)", metrics) for name, metrics in results.get("post_processing", {}).items()
+    ]
+    for name, metrics in rows:
+        for direction in ("text_to_video", "video_to_text"):
+            values = " | ".join(f"{metrics[direction][key]:.2f}" for key in keys)
+            lines.append(f"| {name} | {direction.replace('_', ' ')} | {values} |")
+    lines += ["", f"Command: `{results['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    protocol = parse_protocol(args.protocol)
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+    # 1. The model and its processor, and the hash of the weights the numbers belong to.
+    load = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
+    model = AutoModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype), **load).to(device).eval()
+    processor = AutoProcessor.from_pretrained(args.model, **load)
+    weights_sha256 = sha256_of(weights_file(args.model, args.revision))
+
+    # 2. The corpus split and, where there is one, its frame cache.
+    dataset = load_corpus(
+        args.corpus, args.data_dir, args.split, video_dir=args.video_dir, allow_missing=args.allow_missing, **protocol
+    )
+    frame_cache = open_frame_cache(args.frame_cache, dataset, processor, args.cache_dir, args.on_error)
+    bank_texts = None
+    if args.qb_norm_split:
+        bank = load_corpus(args.corpus, args.data_dir, args.qb_norm_split, video_dir=args.video_dir, **protocol)
+        bank_texts = list(bank["text"])
+
+    # 3. Encode once, score, evaluate.
+    post_processing = (["dsl"] if args.dsl else []) + (["qb_norm"] if args.qb_norm_split else [])
+    evaluation = evaluate_corpus(
+        model,
+        processor,
+        dataset,
+        frame_cache=frame_cache,
+        batch_size=args.batch_size,
+        text_batch_size=args.text_batch_size,
+        num_workers=args.num_workers,
+        on_error=args.on_error,
+        progress=not args.no_progress,
+        post_processing=post_processing,
+        query_bank_texts=bank_texts,
+        ties=args.ties,
+        video_to_text=args.video_to_text,
+    )
+
+    # 4. The results file and its table.
+    results = {
+        "model": {"name_or_path": args.model, "revision": args.revision, "sha256": weights_sha256},
+        "corpus": args.corpus,
+        "split": args.split,
+        "protocol": {
+            **evaluation["protocol"],
+            "corpus_options": protocol,
+            "frame_policy": {
+                key: getattr(processor.video_processor, key)
+                for key in ("max_frames", "sample_fps", "slice_framepos", "frame_sampling")
+            },
+            "max_text_length": processor.max_text_length,
+            "frame_cache": None if frame_cache is None else frame_cache.path,
+        },
+        "counts": evaluation["counts"],
+        "metrics": evaluation["metrics"],
+        "post_processing": evaluation["post_processing"],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": {
+            "s2ca_hf": s2ca_hf.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "python": platform.python_version(),
+        },
+        "device": device,
+        "command": " ".join(["python training/evaluate.py", *(argv if argv is not None else sys.argv[1:])]),
+    }
+    os.makedirs(args.output_dir, exist_ok=True)
+    stem = os.path.join(args.output_dir, f"{args.corpus}-{args.split}")
+    with open(stem + ".json", "w") as f:
+        json.dump(results, f, indent=2)
+    table = markdown_table(results)
+    with open(stem + ".md", "w") as f:
+        f.write(table)
+    print(table)
+    print(f"Results written to {stem}.json and {stem}.md")
+    return results
+
+
+if __name__ == "__main__":
+    main()
