@@ -64,6 +64,16 @@ def clip4clip_frame_indices(
     return indices
 
 
+def check_frame_policy(max_frames: int, sample_fps: int, slice_framepos: str, frame_sampling: str) -> None:
+    """Raises a `ValueError` naming the field for a frame policy the functions below cannot apply."""
+    if frame_sampling not in FRAME_SAMPLINGS:
+        raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {frame_sampling!r}.")
+    if slice_framepos not in SLICE_FRAMEPOS:
+        raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {slice_framepos!r}.")
+    if max_frames < 1 or sample_fps < 1:
+        raise ValueError(f"`max_frames` and `sample_fps` must be >= 1, got {max_frames}, {sample_fps}.")
+
+
 def _linspace_int(start: int, stop: int, num: int) -> list[int]:
     """`np.linspace(start, stop, num).astype(int)` in plain Python, with numpy's arithmetic (i * step + start, the
     last point exactly `stop`), so the indices match the reference code without importing numpy here."""
@@ -228,12 +238,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        if self.frame_sampling not in FRAME_SAMPLINGS:
-            raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {self.frame_sampling!r}.")
-        if self.slice_framepos not in SLICE_FRAMEPOS:
-            raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {self.slice_framepos!r}.")
-        if self.max_frames < 1 or self.sample_fps < 1:
-            raise ValueError(f"`max_frames` and `sample_fps` must be >= 1, got {self.max_frames}, {self.sample_fps}.")
+        check_frame_policy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
 
     def sample_frames(
         self,
@@ -306,6 +311,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
 
 __all__ = [
     "S2CAVideoProcessor",
+    "check_frame_policy",
     "clip4clip_frame_indices",
     "decode_video_frames",
     "select_frame_indices",

@@ -20,9 +20,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..video_processing_s2ca import (
-    FRAME_SAMPLINGS,
-    SLICE_FRAMEPOS,
     S2CAVideoProcessor,
+    check_frame_policy,
     select_frame_indices,
     slice_frame_positions,
     xpool_frame_indices,
@@ -65,12 +64,7 @@ class FramePolicy:
     frame_sampling: str = S2CAVideoProcessor.frame_sampling
 
     def __post_init__(self):
-        if self.frame_sampling not in FRAME_SAMPLINGS:
-            raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {self.frame_sampling!r}.")
-        if self.slice_framepos not in SLICE_FRAMEPOS:
-            raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {self.slice_framepos!r}.")
-        if self.max_frames < 1 or self.sample_fps < 1:
-            raise ValueError(f"`max_frames` and `sample_fps` must be >= 1, got {self.max_frames}, {self.sample_fps}.")
+        check_frame_policy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
 
     @classmethod
     def from_processor(cls, processor) -> "FramePolicy":
