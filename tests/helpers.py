@@ -65,3 +65,19 @@ def load_training_script(name: str):
         sys.modules[module_name] = module
         spec.loader.exec_module(module)
     return sys.modules[module_name]
+
+
+def load_benchmark_script(name: str):
+    """Imports benchmarks/<name>.py as the module `benchmark_<name>`."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    module_name = f"benchmark_{name}"
+    if module_name not in sys.modules:
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        spec.loader.exec_module(module)
+    return sys.modules[module_name]
