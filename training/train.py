@@ -28,7 +28,7 @@ import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
-from distill import ATRHeads, ATRLoss, S2CATrainingModule, load_teacher
+from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
 from losses import S2CALoss
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -310,6 +310,52 @@ def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -
     return results
 
 
+def build_distillation(
+    model_args: ModelArguments, student: S2CAModel, clip: str, max_positions: int, rank: int = 0, world: int = 1
+) -> tuple[Teacher | None, ATRHeads | None, ATRLoss | None]:
+    """The frozen teacher, the heads the enabled terms need, and the loss; all `None` when every term is off (then
+    training is the plain S2CA loss)."""
+    weights = {
+        t: getattr(model_args, f"{t}_weight") * getattr(model_args, t) for t in ("align", "transform", "reconstruct")
+    }
+    if not any(weights.values()):
+        return None, None, None
+    teacher = load_teacher(model_args.teacher or clip, cache_videos=model_args.cache_teacher_outputs)
+    if teacher.clip.config.text_config.vocab_size != student.config.text_config.vocab_size:
+        raise ValueError(
+            f"Recipe field `teacher` ({model_args.teacher}) has another tokenizer than `clip` ({clip}): "
+            "Reconstruct compares their text tokens position by position."
+        )
+    heads = None
+    if weights["transform"] or weights["reconstruct"]:
+        heads = ATRHeads(
+            student.config.projection_dim,
+            teacher.dim,
+            max_positions,
+            bool(weights["reconstruct"]),
+            model_args.reconstruct_mask_ratio,
+        )
+    return teacher, heads, ATRLoss(weights["align"], weights["transform"], weights["reconstruct"], rank, world)
+
+
+def training_loss(
+    module,
+    batch: dict,
+    video_index,
+    s2ca_loss: S2CALoss,
+    teacher: Teacher | None = None,
+    atr_loss: ATRLoss | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR."""
+    result = module(**batch)
+    student = getattr(module, "module", module).student  # through DDP's wrapper
+    loss = s2ca_loss(student, result.outputs)
+    if teacher is None:
+        return loss.loss, loss.value
+    atr = atr_loss(student, result, teacher(**batch, video_index=video_index))
+    return loss.loss + atr.loss, loss.value + atr.value
+
+
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     # 1. Arguments: recipe, then overrides; validated field by field.
@@ -410,25 +456,9 @@ def main(argv: list[str] | None = None) -> dict:
     student = S2CAModel.from_clip(clip, num_frames=data_args.max_frames, **overrides)
     if model_args.gradient_checkpointing:
         student.gradient_checkpointing_enable()
-    weights = {
-        term: getattr(model_args, f"{term}_weight") * getattr(model_args, term)
-        for term in ("align", "transform", "reconstruct")
-    }
-    teacher = heads = atr_loss = None
-    if any(weights.values()):
-        teacher = load_teacher(model_args.teacher or clip, cache_videos=model_args.cache_teacher_outputs).to(
-            accelerator.device
-        )
-        if weights["transform"] or weights["reconstruct"]:
-            max_positions = max(data_args.max_words, data_args.max_frames)
-            heads = ATRHeads(
-                student.config.projection_dim,
-                teacher.dim,
-                max_positions,
-                bool(weights["reconstruct"]),
-                model_args.reconstruct_mask_ratio,
-            )
-        atr_loss = ATRLoss(weights["align"], weights["transform"], weights["reconstruct"], rank=rank, world_size=world)
+    max_positions = max(data_args.max_words, data_args.max_frames)
+    teacher, heads, atr_loss = build_distillation(model_args, student, clip, max_positions, rank, world)
+    teacher = teacher.to(accelerator.device) if teacher is not None else None
     module = S2CATrainingModule(student, heads).train()
     s2ca_loss = S2CALoss(rank=rank, world_size=world)
 
@@ -493,7 +523,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(os.path.join(path, "trainer_state.json")) as f:
             state = json.load(f)
         log(
-            f"Resumed from {path} at step {state['global_step']} (epoch {state['epoch']}, batch {state['epoch_batches']})"
+            f"Resumed from {path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['epoch_batches']}"
         )
     if accelerator.is_main_process:
         truncate_history(history_path, state["global_step"])
@@ -506,7 +536,7 @@ def main(argv: list[str] | None = None) -> dict:
         f"{len(train_set)} training pairs, {world} process(es) x {args.per_device_train_batch_size} x "
         f"{args.gradient_accumulation_steps} accumulation = global batch "
         f"{world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; {total_steps} steps, "
-        f"mixed precision {mixed_precision}, ATR {weights if teacher else 'off'}."
+        f"mixed precision {mixed_precision}, ATR {atr_loss.weights if teacher else 'off'}."
     )
 
     # 7. The loop: accumulate -> forward -> global loss (+ ATR) -> backward -> clip -> step; log, evaluate, save.
@@ -556,12 +586,7 @@ def main(argv: list[str] | None = None) -> dict:
                 unwrapped.student.set_training_progress(global_step / total_steps)
                 video_index = batch.pop("video_index")
                 with accelerator.autocast():
-                    result = module(**batch)
-                    loss = s2ca_loss(unwrapped.student, result.outputs)
-                    total, value = loss.loss, loss.value
-                    if teacher is not None:
-                        atr = atr_loss(unwrapped.student, result, teacher(**batch, video_index=video_index))
-                        total, value = total + atr.loss, value + atr.value
+                    total, value = training_loss(module, batch, video_index, s2ca_loss, teacher, atr_loss)
                 accelerator.backward(total)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
