@@ -50,8 +50,8 @@ def tiny_args(tiny, output_dir, *extra: str) -> list[str]:
         "--clip", tiny["clip"], "--data_dir", tiny["corpus"], "--synthetic_num_videos", str(NUM_VIDEOS),
         "--frame_cache_dir", tiny["frames"], "--max_frames", "4", "--num_concepts", "4",
         "--temporal_num_hidden_layers", "1", "--temporal_num_attention_heads", "2", "--learning_rate", "1e-3",
-        "--report_to", "none", "--disable_tqdm", "true", "--output_dir", str(output_dir), *extra,
-    ]  # fmt: skip
+        "--report_to", "none", "--disable_tqdm", "true", *extra,
+    ] + (["--output_dir", str(output_dir)] if output_dir else [])  # fmt: skip
 
 
 def history(output_dir) -> list[dict]:
@@ -108,14 +108,14 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
 def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, tmp_path):
     # Soft allocation (no Gumbel noise) and Reconstruct masking every token (no random mask): the only randomness
     # left is the data order, which is the same global batch in both runs.
-    common = tiny_args(tiny, "", "--max_steps", "3", "--eval_strategy", "no", "--allocation", "soft",
-                       "--reconstruct_mask_ratio", "1.0")[:-1]  # fmt: skip
+    common = tiny_args(tiny, None, "--max_steps", "3", "--eval_strategy", "no", "--allocation", "soft",
+                       "--reconstruct_mask_ratio", "1.0")  # fmt: skip
     one, two = tmp_path / "one", tmp_path / "two"
-    run([sys.executable, str(TRAIN), *common, str(one), "--per_device_train_batch_size", "4"])
+    run([sys.executable, str(TRAIN), *common, "--output_dir", str(one), "--per_device_train_batch_size", "4"])
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["--main_process_port", str(free_port())]
-    completed = run([*launch, str(TRAIN), *common, str(two), "--per_device_train_batch_size", "2"])
+    completed = run([*launch, str(TRAIN), *common, "--output_dir", str(two), "--per_device_train_batch_size", "2"])
     assert "2 process(es) x 2" in completed.stdout + completed.stderr
 
     losses_one = [record["loss"] for record in history(one)]
@@ -133,16 +133,21 @@ def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, t
 def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
     # 40 pairs / batch 4 = 10 batches, 5 steps of 2 accumulated batches per epoch: 8 steps cross an epoch boundary.
     # The killed run dies right after logging step 5 (checkpoint-3 is the latest complete one, step 4-5 are lost).
-    common = tiny_args(tiny, "", "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
-                       "--max_steps", "8", "--save_steps", "3", "--eval_strategy", "no")[:-1]  # fmt: skip
+    common = tiny_args(tiny, None, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+                       "--max_steps", "8", "--save_steps", "3", "--eval_strategy", "no")  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run([sys.executable, str(KILL_WORKER), *common, str(straight)])
-    run([sys.executable, str(KILL_WORKER), *common, str(killed), "--kill_after_step", "5"], expect=-signal.SIGKILL)
+    run([sys.executable, str(KILL_WORKER), *common, "--output_dir", str(straight)])
+    run(
+        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--kill_after_step", "5"],
+        expect=-signal.SIGKILL,
+    )
     assert [r["step"] for r in history(killed)] == [1, 2, 3, 4, 5]
     assert not (killed / "final").exists()
     assert train.latest_checkpoint(str(killed)).endswith("checkpoint-3")
 
-    completed = run([sys.executable, str(KILL_WORKER), *common, str(killed), "--resume_from_checkpoint", "latest"])
+    completed = run(
+        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]
+    )
     assert "Resumed from" in completed.stdout + completed.stderr
     assert history(killed) == history(straight)  # same losses, learning rates, temperatures, step by step
     a, b = load_file(straight / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")

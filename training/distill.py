@@ -234,7 +234,9 @@ class ATRLoss(nn.Module):
             )
             for prediction, target, masked in pairs:
                 target = F.layer_norm(target, target.shape[-1:])  # no affine on the target
-                error = (prediction.float() - target).pow(2).sum(dim=-1)
+                # ||G_n - LN(X^T_n)||^2 / D_T: per dimension, so that the default weight 1 does not let a
+                # D_T-sized sum (512 for ViT-B/32) drown the retrieval loss.
+                error = (prediction.float() - target).pow(2).mean(dim=-1)
                 squared = squared + (error * masked).sum()
                 count = count + masked.sum()
             total = _all_reduce_sum(count, world).clamp(min=1)

@@ -604,7 +604,7 @@ def main(argv: list[str] | None = None) -> dict:
             record = {
                 "step": global_step,
                 "loss": sum(running) / len(running),
-                "lr": scheduler.get_last_lr()[-1],
+                "lr": max(scheduler.get_last_lr()),
                 "tau": unwrapped.student.gumbel_tau,
             }
             running = []
