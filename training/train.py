@@ -285,7 +285,7 @@ def truncate_history(path: str, step: int) -> None:
 
 def metrics_table(results: dict[str, dict], step: int) -> str:
     columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
-    lines = [f"Retrieval metrics at step {step}:", "| split | direction | " + " | ".join(columns) + " |"]
+    lines = [f"\nRetrieval metrics at step {step}:", "| split | direction | " + " | ".join(columns) + " |"]
     lines.append("|---|---|" + "---|" * len(columns))
     for split, metrics in results.items():
         for direction in ("text_to_video", "video_to_text"):
