@@ -1,0 +1,311 @@
+"""training/train.py end to end on a tiny generated corpus with a tiny pretrained CLIP: the smoke run, two processes
+against one, exact resume after SIGKILL, the ATR terms, the recipes and their validation."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from helpers import load_training_script
+from safetensors.torch import load_file
+
+from s2ca_hf import S2CAModel
+
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = REPO / "training" / "train.py"
+KILL_WORKER = Path(__file__).parent / "train_kill_worker.py"
+NUM_VIDEOS = 24  # 20 training clips x 2 captions = 40 pairs, 2 test and 2 compositional clips
+
+train = load_training_script("train")
+distill = load_training_script("distill")
+pretrain_clip = load_training_script("pretrain_clip")
+losses = load_training_script("losses")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A tiny synthetic corpus and a tiny CLIP pretrained on its frames for two epochs (a second)."""
+    from s2ca_hf.data import generate_synthetic_corpus
+
+    root = tmp_path_factory.mktemp("train")
+    corpus = generate_synthetic_corpus(
+        root / "corpus", num_videos=NUM_VIDEOS, size=16, num_frames=8, fps=2, captions_per_video=2, num_proc=1
+    )
+    clip_args = pretrain_clip.PretrainArguments(
+        data_dir=str(corpus), output_dir=str(root / "clip"), image_size=16, patch_size=8, hidden_size=32,
+        num_layers=1, num_heads=2, projection_dim=32, epochs=2, batch_size=8,
+    )  # fmt: skip
+    clip = pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
+    return {"root": root, "corpus": str(corpus), "clip": clip, "frames": str(root / "frames")}
+
+
+def tiny_args(tiny, output_dir, *extra: str) -> list[str]:
+    return [
+        "--clip", tiny["clip"], "--data_dir", tiny["corpus"], "--synthetic_num_videos", str(NUM_VIDEOS),
+        "--frame_cache_dir", tiny["frames"], "--max_frames", "4", "--num_concepts", "4",
+        "--temporal_num_hidden_layers", "1", "--temporal_num_attention_heads", "2", "--learning_rate", "1e-3",
+        "--report_to", "none", "--disable_tqdm", "true", *extra,
+    ] + (["--output_dir", str(output_dir)] if output_dir else [])  # fmt: skip
+
+
+def history(output_dir) -> list[dict]:
+    return [json.loads(line) for line in (Path(output_dir) / "log_history.jsonl").read_text().splitlines()]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:
+    # Real processes, not forks of this one (forking after torch ran can deadlock its thread pools).
+    completed = subprocess.run(command, capture_output=True, text=True, cwd=REPO)
+    assert completed.returncode == expect, completed.stderr[-3000:]
+    return completed
+
+
+# --- the smoke run -----------------------------------------------------------------------------------------------
+
+
+def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp_path):
+    from transformers import AutoModel, AutoProcessor
+
+    output = tmp_path / "run"
+    summary = train.main(tiny_args(tiny, output, "--per_device_train_batch_size", "4", "--max_steps", "4"))
+
+    model = AutoModel.from_pretrained(output / "final")
+    assert isinstance(model, S2CAModel)
+    processor = AutoProcessor.from_pretrained(output / "final")
+    assert processor.video_processor.max_frames == 4
+    # Only the student is exported: no teacher, no ATR head (they were trained: see the log's ATR line).
+    saved = set(load_file(output / "final" / "model.safetensors"))
+    assert saved == set(S2CAModel(model.config).state_dict())
+    assert not any(key.startswith(("heads", "teacher", "student")) for key in saved)
+    # ... while the checkpoint (for resuming) holds the heads too.
+    checkpoint = train.latest_checkpoint(str(output))
+    assert any(key.startswith("heads.") for key in load_file(Path(checkpoint) / "model.safetensors"))
+
+    results = json.loads((output / "eval_results.json").read_text())
+    assert results["global_step"] == summary["global_step"] == 4
+    for split in ("test", "compositional"):
+        metrics = results["final_metrics"][split]
+        assert 0 <= metrics["text_to_video"]["R@1"] <= 100 and metrics["video_to_text"]["MdR"] >= 1
+    assert results["best_model"] and (output / "best" / "model.safetensors").is_file()
+    assert [record["step"] for record in history(output)] == [1, 2, 3, 4]
+    assert all(torch.isfinite(torch.tensor(record["loss"])) for record in history(output))
+
+
+# --- distributed -------------------------------------------------------------------------------------------------
+
+
+def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, tmp_path):
+    # Soft allocation (no Gumbel noise) and Reconstruct masking every token (no random mask): the only randomness
+    # left is the data order, which is the same global batch in both runs.
+    common = tiny_args(tiny, None, "--max_steps", "3", "--eval_strategy", "no", "--allocation", "soft",
+                       "--reconstruct_mask_ratio", "1.0")  # fmt: skip
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, str(TRAIN), *common, "--output_dir", str(one), "--per_device_train_batch_size", "4"])
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch += ["--main_process_port", str(free_port())]
+    completed = run([*launch, str(TRAIN), *common, "--output_dir", str(two), "--per_device_train_batch_size", "2"])
+    assert "2 process(es) x 2" in completed.stdout + completed.stderr
+
+    losses_one = [record["loss"] for record in history(one)]
+    losses_two = [record["loss"] for record in history(two)]
+    assert len(losses_one) == 3 and max(abs(a - b) for a, b in zip(losses_one, losses_two)) < 1e-5
+    a, b = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
+    changed = load_file(Path(tiny["clip"]) / "model.safetensors")["visual_projection.weight"]
+    assert not torch.equal(a["visual_projection.weight"], changed)  # the optimizer did step
+    assert max(float((a[key] - b[key]).abs().max()) for key in a) < 1e-5
+
+
+# --- exact resume ------------------------------------------------------------------------------------------------
+
+
+def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
+    # 40 pairs / batch 4 = 10 batches, 5 steps of 2 accumulated batches per epoch: 8 steps cross an epoch boundary.
+    # The killed run dies right after logging step 5 (checkpoint-3 is the latest complete one, step 4-5 are lost).
+    common = tiny_args(tiny, None, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
+                       "--max_steps", "8", "--save_steps", "3", "--eval_strategy", "no")  # fmt: skip
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    run([sys.executable, str(KILL_WORKER), *common, "--output_dir", str(straight)])
+    run(
+        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--kill_after_step", "5"],
+        expect=-signal.SIGKILL,
+    )
+    assert [r["step"] for r in history(killed)] == [1, 2, 3, 4, 5]
+    assert not (killed / "final").exists()
+    assert train.latest_checkpoint(str(killed)).endswith("checkpoint-3")
+
+    completed = run(
+        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]
+    )
+    assert "Resumed from" in completed.stdout + completed.stderr
+    assert history(killed) == history(straight)  # same losses, learning rates, temperatures, step by step
+    a, b = load_file(straight / "final" / "model.safetensors"), load_file(killed / "final" / "model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+
+def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
+    output = tmp_path / "run"
+    (output / "checkpoints" / ".staging-7").mkdir(parents=True)  # what a crash during a save leaves
+    assert train.latest_checkpoint(str(output)) is None
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        train.main(tiny_args(tiny, output, "--resume_from_checkpoint", "latest"))
+
+
+# --- ATR distillation --------------------------------------------------------------------------------------------
+
+
+def atr_setup(tiny, **switches):
+    torch.manual_seed(0)
+    model_args = train.ModelArguments(clip=tiny["clip"], num_concepts=4, allocation="soft", **switches)
+    student = S2CAModel.from_clip(tiny["clip"], num_frames=4, num_concepts=4, allocation="soft",
+                                  temporal_num_hidden_layers=1, temporal_num_attention_heads=2)  # fmt: skip
+    teacher, heads, atr_loss = train.build_distillation(model_args, student, tiny["clip"], max_positions=32)
+    return distill.S2CATrainingModule(student, heads).train(), teacher, atr_loss
+
+
+def tiny_batch(tiny, size: int = 6) -> dict:
+    from s2ca_hf import S2CAProcessor
+    from s2ca_hf.data import VideoTextCollator, load_corpus
+
+    processor = S2CAProcessor.from_clip(tiny["clip"], max_frames=4, size={"shortest_edge": 16},
+                                        crop_size={"height": 16, "width": 16})  # fmt: skip
+    rows = load_corpus("synthetic", tiny["corpus"], "train", num_videos=NUM_VIDEOS).select(range(0, 2 * size, 2))
+    return VideoTextCollator(processor, return_video_index=True)(list(rows))
+
+
+@pytest.mark.parametrize("term", ["align", "transform", "reconstruct"])
+def test_each_atr_term_is_finite_and_decreases_on_a_batch_it_is_trained_on(tiny, term):
+    others = {other: False for other in ("align", "transform", "reconstruct") if other != term}
+    module, teacher, atr_loss = atr_setup(tiny, **others)
+    assert set(atr_loss.weights) == {"align", "transform", "reconstruct"}
+    assert [name for name, weight in atr_loss.weights.items() if weight] == [term]
+    batch = tiny_batch(tiny)
+    video_index = batch.pop("video_index")
+    optimizer = torch.optim.Adam([p for p in module.parameters() if p.requires_grad], lr=1e-3)
+    teacher_before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    values = []
+    for step in range(12):
+        torch.manual_seed(step)
+        out = atr_loss(module.student, module(**batch), teacher(**batch, video_index=video_index))
+        assert set(out.terms) == {term} and torch.isfinite(out.terms[term])
+        values.append(float(out.terms[term]))
+        optimizer.zero_grad()
+        out.loss.backward()
+        optimizer.step()
+    assert values[-1] < 0.9 * values[0], values
+    assert all(torch.equal(teacher_before[k], v) for k, v in teacher.state_dict().items())  # frozen
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert len(teacher._video_cache) == 6  # teacher outputs cached per video
+
+
+def test_all_atr_terms_off_trains_the_plain_s2ca_loss(tiny):
+    module, teacher, atr_loss = atr_setup(tiny, align=False, transform=False, reconstruct=False)
+    assert teacher is None and atr_loss is None and module.heads is None
+    batch = tiny_batch(tiny)
+    video_index = batch.pop("video_index")
+    total, value = train.training_loss(module, batch, video_index, losses.S2CALoss())
+    expected = module.student(**batch, return_loss=True).loss
+    assert torch.allclose(total, expected, atol=1e-6) and torch.allclose(value, expected.detach(), atol=1e-6)
+    # A zero weight is a switch too.
+    module, teacher, _ = atr_setup(tiny, align_weight=0.0, transform_weight=0.0, reconstruct_weight=0.0)
+    assert teacher is None
+
+
+def test_atr_adds_its_terms_to_the_s2ca_loss(tiny):
+    module, teacher, atr_loss = atr_setup(tiny)
+    batch = tiny_batch(tiny)
+    video_index = batch.pop("video_index")
+    torch.manual_seed(0)
+    total, value = train.training_loss(module, batch, video_index, losses.S2CALoss(), teacher, atr_loss)
+    torch.manual_seed(0)
+    plain = losses.S2CALoss()(module.student, module(**batch).outputs).value
+    torch.manual_seed(0)
+    atr = atr_loss(module.student, module(**batch), teacher(**batch, video_index=video_index))
+    assert set(atr.terms) == {"align", "transform", "reconstruct"}
+    assert torch.allclose(value, plain + atr.value, atol=1e-5) and value > plain + 0.1
+
+
+# --- optimisation ------------------------------------------------------------------------------------------------
+
+
+def test_parameter_groups_scale_clip_and_spare_biases_norms_scale_and_prototypes(tiny):
+    module, _, _ = atr_setup(tiny)
+    args = train.TrainingArguments(learning_rate=1e-4, clip_lr_scale=1e-3, weight_decay=0.2)
+    groups = train.parameter_groups(module, args)
+    where = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
+    named = dict(module.named_parameters())
+    assert len(where) == len(named)
+    assert where[id(named["student.text_model.encoder.layers.0.mlp.fc1.weight"])] == (pytest.approx(1e-7), 0.2)
+    assert where[id(named["student.text_model.encoder.layers.0.mlp.fc1.bias"])] == (pytest.approx(1e-7), 0.0)
+    assert where[id(named["student.logit_scale"])] == (pytest.approx(1e-7), 0.0)
+    assert where[id(named["student.concepts.prototypes"])] == (1e-4, 0.0)
+    assert where[id(named["student.temporal.layers.0.mlp.fc1.weight"])] == (1e-4, 0.2)
+    assert where[id(named["heads.project_text.1.weight"])] == (1e-4, 0.0)  # a LayerNorm
+
+
+# --- recipes -----------------------------------------------------------------------------------------------------
+
+
+RECIPES = ["synthetic", "msrvtt", "msrvtt_7k", "msvd", "didemo", "activitynet"]
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_every_recipe_parses_with_the_method_budgets(name):
+    config = REPO / "training" / "configs" / f"{name}.yaml"
+    model_args, data_args, args, recipe = train.parse_arguments(["--config", str(config)])
+    assert recipe == name and args.output_dir == os.path.join("runs", name)
+    if name == "synthetic":
+        assert model_args.clip is None and data_args.eval_splits == ["test", "compositional"]
+        return
+    words, frames = (32, 12) if name in ("msrvtt", "msrvtt_7k", "msvd") else (64, 64)
+    assert (data_args.max_words, data_args.max_frames) == (words, frames)
+    assert args.num_train_epochs == (10 if name == "activitynet" else 5)
+    assert args.per_device_train_batch_size * args.gradient_accumulation_steps == 128  # global batch on one device
+    assert (args.learning_rate, args.clip_lr_scale, args.weight_decay) == (1e-4, 1e-3, 0.2)
+    assert (args.adam_beta2, args.adam_epsilon, args.warmup_ratio, args.max_grad_norm) == (0.98, 1e-6, 0.1, 1.0)
+    assert data_args.selection_split == "test"
+    assert model_args.clip == "openai/clip-vit-base-patch32"
+    if name == "msrvtt_7k":
+        assert data_args.protocol == ["train_csv=7k"]
+
+
+def test_command_line_overrides_the_recipe():
+    _, data_args, args, _ = train.parse_arguments(["--learning_rate", "3e-4", "--max_frames", "8"])
+    assert args.learning_rate == 3e-4 and data_args.max_frames == 8
+    assert args.output_dir == os.path.join("runs", "synthetic")
+
+
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("learning_rte: 1.0e-4\n", "learning_rte"),
+        ("learning_rate: fast\n", "learning_rate"),
+        ("allocation: banana\n", "allocation"),
+        ("max_words: 500\n", "max_words"),
+        ("per_device_train_batch_size: 0\n", "per_device_train_batch_size"),
+        ("eval_splits: [test]\nselection_split: val\n", "selection_split"),
+        ("metric_for_best_model: R@1\n", "metric_for_best_model"),
+        ("- a list\n", "mapping"),
+    ],
+)
+def test_a_recipe_with_an_unknown_key_or_a_bad_value_fails_naming_it(tmp_path, recipe, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(recipe)
+    with pytest.raises(ValueError, match=message):
+        train.parse_arguments(["--config", str(path)])
+
+
+def test_an_unknown_command_line_flag_fails_naming_it():
+    with pytest.raises(ValueError, match="--learning_rte"):
+        train.parse_arguments(["--learning_rte", "1"])

@@ -1,0 +1,669 @@
+"""Train S2CA: `accelerate launch training/train.py [--config training/configs/<recipe>.yaml] [--key value ...]`.
+
+With no argument it trains on the built-in synthetic corpus (generated on first use) from a small CLIP pretrained on
+that corpus's frames (`training/pretrain_clip.py`, also made on first use), evaluates on the test and compositional
+splits and saves the model to `runs/synthetic/final`. On a real corpus:
+
+    accelerate launch training/train.py --config training/configs/msrvtt.yaml --data_dir data/msrvtt \
+        --video_dir data/msrvtt/videos --clip openai/clip-vit-base-patch32
+
+Arguments are three dataclasses (model, data, training) filled from the YAML recipe, then from `--key value`
+overrides; names follow `transformers.TrainingArguments` where it has one. The loss is the S2CA loss over the global
+batch (`losses.py`) plus the ATR distillation from a frozen CLIP teacher (`distill.py`). Checkpoints are written with
+`accelerator.save_state` under `<output_dir>/checkpoints/checkpoint-<step>` (staged, then renamed: a crash never
+leaves a half-written one) and `--resume_from_checkpoint latest|PATH` continues exactly where one was written.
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Literal
+
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import DataLoaderConfiguration, set_seed
+from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
+from losses import S2CALoss
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+from transformers import CLIPConfig, HfArgumentParser, get_scheduler
+
+from s2ca_hf import S2CAModel, S2CAProcessor
+from s2ca_hf.data import VideoTextCollator, build_frame_cache, load_corpus
+from s2ca_hf.retrieval.evaluation import evaluate_corpus
+
+
+CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
+DEFAULT_RECIPE = os.path.join(CONFIG_DIR, "synthetic.yaml")
+CLIP_PREFIXES = ("student.text_model.", "student.vision_model.", "student.text_projection.")
+CLIP_PREFIXES += ("student.visual_projection.", "student.logit_scale")
+
+
+@dataclass
+class ModelArguments:
+    clip: str | None = field(default=None, metadata={"help": "CLIP checkpoint (Hub id or folder); synthetic: auto"})
+    pretrained_clip_dir: str = field(default="runs/clip-synthetic", metadata={"help": "where the small CLIP lives"})
+    teacher: str | None = field(default=None, metadata={"help": "ATR teacher CLIP (default: --clip)"})
+    temporal_module: Literal["transformer", "mean"] = "transformer"
+    temporal_num_hidden_layers: int = 4
+    temporal_num_attention_heads: int = 8
+    temporal_intermediate_size: int | None = field(default=None, metadata={"help": "default 4 x projection_dim"})
+    use_concepts: bool = True
+    num_concepts: int = 8
+    allocation: Literal["gumbel", "soft"] = "gumbel"
+    video_tokens: Literal["patches", "frames"] = "patches"
+    gumbel_tau: float = 1.0
+    gumbel_tau_min: float | None = None
+    concept_loss_weight: float = 1.0
+    diversity_loss_weight: float = 1e-2
+    balance_loss_weight: float = 1e-2
+    align: bool = True
+    transform: bool = True
+    reconstruct: bool = True
+    align_weight: float = 1.0
+    transform_weight: float = 1.0
+    reconstruct_weight: float = 1.0
+    reconstruct_mask_ratio: float = 0.5
+    cache_teacher_outputs: bool = True
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        check(self.num_concepts >= 1, "num_concepts", self.num_concepts, ">= 1")
+        check(0 < self.reconstruct_mask_ratio <= 1, "reconstruct_mask_ratio", self.reconstruct_mask_ratio, "in (0, 1]")
+        for name in ("align_weight", "transform_weight", "reconstruct_weight", "diversity_loss_weight"):
+            check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
+
+
+@dataclass
+class DataArguments:
+    corpus: Literal["synthetic", "msrvtt", "msvd", "didemo", "activitynet"] = "synthetic"
+    data_dir: str = "data/synthetic"
+    video_dir: str | None = None
+    protocol: list[str] = field(default_factory=list, metadata={"help": "corpus options KEY=VALUE (train_csv=7k)"})
+    train_split: str = "train"
+    eval_splits: list[str] = field(default_factory=lambda: ["test"])
+    selection_split: str = "test"
+    max_words: int = 32
+    max_frames: int = 12
+    synthetic_num_videos: int = 1000
+    frame_cache: bool = True
+    frame_cache_dir: str | None = None
+    preprocessing_num_workers: int | None = None
+    on_error: Literal["raise", "skip"] = "raise"
+
+    def __post_init__(self):
+        check(2 <= self.max_words <= 77, "max_words", self.max_words, "in [2, 77] (CLIP's context)")
+        check(self.max_frames >= 1, "max_frames", self.max_frames, ">= 1")
+        check(
+            not self.eval_splits or self.selection_split in self.eval_splits,
+            "selection_split",
+            self.selection_split,
+            f"one of eval_splits {self.eval_splits}",
+        )
+        for item in self.protocol:
+            check("=" in item, "protocol", item, "KEY=VALUE")
+
+
+@dataclass
+class TrainingArguments:
+    output_dir: str | None = field(default=None, metadata={"help": "default runs/<recipe name>"})
+    num_train_epochs: int = 5
+    max_steps: int = field(default=-1, metadata={"help": "> 0 overrides num_train_epochs"})
+    per_device_train_batch_size: int = 128
+    per_device_eval_batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    clip_lr_scale: float = field(default=1e-3, metadata={"help": "CLIP weights train at learning_rate x this"})
+    weight_decay: float = 0.2
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.98
+    adam_epsilon: float = 1e-6
+    lr_scheduler_type: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
+    warmup_ratio: float = 0.1
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
+        default="auto", metadata={"help": "auto: bf16 on GPU"}
+    )
+    seed: int = 42
+    logging_steps: int = 10
+    save_steps: int = field(default=0, metadata={"help": "also save every N steps (0: each epoch end only)"})
+    save_total_limit: int | None = 2
+    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
+    eval_steps: int | None = None
+    metric_for_best_model: str = "text_to_video/R@1"
+    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
+    report_to: str = field(default="auto", metadata={"help": "auto (tensorboard if installed), none, or a,b"})
+    dataloader_num_workers: int = 0
+    disable_tqdm: bool = False
+    use_cpu: bool = False
+
+    def __post_init__(self):
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
+            check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        check(
+            self.eval_strategy != "steps" or (self.eval_steps or 0) > 0,
+            "eval_steps",
+            self.eval_steps,
+            "> 0 with eval_strategy=steps",
+        )
+        direction, _, metric = self.metric_for_best_model.partition("/")
+        check(
+            direction in ("text_to_video", "video_to_text") and metric,
+            "metric_for_best_model",
+            self.metric_for_best_model,
+            "like text_to_video/R@1",
+        )
+
+
+def check(condition: bool, name: str, value, expected: str) -> None:
+    if not condition:
+        raise ValueError(f"Recipe field `{name}` must be {expected}, got {value!r}.")
+
+
+def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments, str]:
+    """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=DEFAULT_RECIPE)
+    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if not os.path.isfile(known.config):
+        raise FileNotFoundError(f"Recipe {known.config} does not exist (recipes are in {CONFIG_DIR}).")
+    with open(known.config) as f:
+        recipe = yaml.safe_load(f) or {}
+    if not isinstance(recipe, dict):
+        raise ValueError(f"Recipe {known.config} must be a mapping of field: value.")
+    types = (ModelArguments, DataArguments, TrainingArguments)
+    names = {f.name for cls in types for f in fields(cls)}
+    unknown = sorted(set(recipe) - names)
+    if unknown:
+        raise ValueError(f"Unknown recipe field(s) {unknown} in {known.config}; the fields are {sorted(names)}.")
+    from_recipe = []
+    for key, value in recipe.items():
+        if value is None:
+            continue
+        if isinstance(value, dict):  # protocol: {train_csv: 7k}
+            value = [f"{k}={v}" for k, v in value.items()]
+        values = value if isinstance(value, list) else [value]
+        from_recipe += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    parser = HfArgumentParser(types, exit_on_error=False)
+    try:
+        model_args, data_args, train_args = parser.parse_args_into_dataclasses(from_recipe + rest)
+    except argparse.ArgumentError as error:
+        raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
+    name = os.path.splitext(os.path.basename(known.config))[0]
+    train_args.output_dir = train_args.output_dir or os.path.join("runs", name)
+    return model_args, data_args, train_args, name
+
+
+def parameter_groups(module: torch.nn.Module, args: TrainingArguments) -> list[dict]:
+    """CLIP's weights at lr x clip_lr_scale, new modules at lr; no weight decay on biases, norms (every 1-d
+    parameter, `logit_scale` included) and the concept prototypes."""
+    groups: dict[tuple[bool, bool], list] = {}
+    for name, parameter in module.named_parameters():
+        if parameter.requires_grad:
+            no_decay = parameter.ndim < 2 or name.endswith("prototypes")
+            groups.setdefault((name.startswith(CLIP_PREFIXES), no_decay), []).append(parameter)
+    return [
+        {
+            "params": params,
+            "lr": args.learning_rate * (args.clip_lr_scale if is_clip else 1.0),
+            "weight_decay": 0.0 if no_decay else args.weight_decay,
+        }
+        for (is_clip, no_decay), params in sorted(groups.items())
+    ]
+
+
+def latest_checkpoint(output_dir: str) -> str | None:
+    folder = os.path.join(output_dir, "checkpoints")
+    steps = (
+        [int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-")]
+        if os.path.isdir(folder)
+        else []
+    )
+    return os.path.join(folder, f"checkpoint-{max(steps)}") if steps else None
+
+
+def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limit: int | None) -> str:
+    """`save_state` into a staging folder, then one rename: `checkpoint-<step>` is either complete or absent."""
+    folder = os.path.join(output_dir, "checkpoints")
+    final = os.path.join(folder, f"checkpoint-{state['global_step']}")
+    staging = os.path.join(folder, f".staging-{state['global_step']}")
+    if accelerator.is_main_process:
+        shutil.rmtree(staging, ignore_errors=True)
+        os.makedirs(staging)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(staging)
+    if accelerator.is_main_process:
+        with open(os.path.join(staging, "trainer_state.json"), "w") as f:
+            json.dump(state, f, indent=1)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(staging, final)
+        steps = sorted(int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-"))
+        for step in steps[: -limit or None] if limit else []:
+            shutil.rmtree(os.path.join(folder, f"checkpoint-{step}"))
+    accelerator.wait_for_everyone()
+    return final
+
+
+def save_model(accelerator: Accelerator, module: torch.nn.Module, processor, folder: str) -> None:
+    """The student alone (no teacher, no ATR head) with its processor, staged then renamed."""
+    student = accelerator.unwrap_model(module).student
+    if accelerator.is_main_process:
+        staging = folder.rstrip("/") + ".staging"
+        shutil.rmtree(staging, ignore_errors=True)
+        student.save_pretrained(staging, save_function=accelerator.save)
+        processor.save_pretrained(staging)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(staging, folder)
+    accelerator.wait_for_everyone()
+
+
+def log_step(accelerator: Accelerator, history_path: str, record: dict, report: bool) -> None:
+    """One line per optimizer step in `log_history.jsonl` (main process); trackers every `logging_steps`."""
+    if accelerator.is_main_process:
+        with open(history_path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+    if report:
+        accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
+
+
+def truncate_history(path: str, step: int) -> None:
+    """Drops the lines a killed run logged after the checkpoint it is resumed from."""
+    if os.path.isfile(path):
+        with open(path) as f:
+            kept = [line for line in f if json.loads(line)["step"] <= step]
+        with open(path, "w") as f:
+            f.writelines(kept)
+
+
+def metrics_table(results: dict[str, dict], step: int) -> str:
+    columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
+    lines = [f"\nRetrieval metrics at step {step}:", "| split | direction | " + " | ".join(columns) + " |"]
+    lines.append("|---|---|" + "---|" * len(columns))
+    for split, metrics in results.items():
+        for direction in ("text_to_video", "video_to_text"):
+            values = " | ".join(f"{metrics[direction][c]:.1f}" for c in columns)
+            lines.append(f"| {split} | {direction} | {values} |")
+    return "\n".join(lines)
+
+
+def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -> dict[str, dict]:
+    """Every eval split on the main process with `evaluate_corpus` (encode once, score by blocks)."""
+    results = {}
+    if accelerator.is_main_process:
+        student = accelerator.unwrap_model(module).student
+        with accelerator.autocast():
+            for split, (dataset, cache) in eval_sets.items():
+                out = evaluate_corpus(
+                    student, processor, dataset, frame_cache=cache, batch_size=batch_size, progress=False
+                )
+                results[split] = out["metrics"]
+        module.train()
+    accelerator.wait_for_everyone()
+    return results
+
+
+def build_distillation(
+    model_args: ModelArguments, student: S2CAModel, clip: str, max_positions: int, rank: int = 0, world: int = 1
+) -> tuple[Teacher | None, ATRHeads | None, ATRLoss | None]:
+    """The frozen teacher, the heads the enabled terms need, and the loss; all `None` when every term is off (then
+    training is the plain S2CA loss)."""
+    weights = {
+        t: getattr(model_args, f"{t}_weight") * getattr(model_args, t) for t in ("align", "transform", "reconstruct")
+    }
+    if not any(weights.values()):
+        return None, None, None
+    teacher = load_teacher(model_args.teacher or clip, cache_videos=model_args.cache_teacher_outputs)
+    if teacher.clip.config.text_config.vocab_size != student.config.text_config.vocab_size:
+        raise ValueError(
+            f"Recipe field `teacher` ({model_args.teacher}) has another tokenizer than `clip` ({clip}): "
+            "Reconstruct compares their text tokens position by position."
+        )
+    heads = None
+    if weights["transform"] or weights["reconstruct"]:
+        heads = ATRHeads(
+            student.config.projection_dim,
+            teacher.dim,
+            max_positions,
+            bool(weights["reconstruct"]),
+            model_args.reconstruct_mask_ratio,
+        )
+    return teacher, heads, ATRLoss(weights["align"], weights["transform"], weights["reconstruct"], rank, world)
+
+
+def training_loss(
+    module,
+    batch: dict,
+    video_index,
+    s2ca_loss: S2CALoss,
+    teacher: Teacher | None = None,
+    atr_loss: ATRLoss | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR."""
+    result = module(**batch)
+    student = getattr(module, "module", module).student  # through DDP's wrapper
+    loss = s2ca_loss(student, result.outputs)
+    if teacher is None:
+        return loss.loss, loss.value
+    atr = atr_loss(student, result, teacher(**batch, video_index=video_index))
+    return loss.loss + atr.loss, loss.value + atr.value
+
+
+def main(argv: list[str] | None = None) -> dict:
+    started = time.time()
+    # 1. Arguments: recipe, then overrides; validated field by field.
+    model_args, data_args, args, recipe_name = parse_arguments(argv)
+    output_dir = args.output_dir
+    cuda = torch.cuda.is_available() and not args.use_cpu
+    mixed_precision = (
+        ("bf16" if cuda and torch.cuda.is_bf16_supported() else "no")
+        if args.mixed_precision == "auto"
+        else args.mixed_precision
+    )
+    trackers = {"auto": [], "none": []}.get(args.report_to, args.report_to.split(","))
+    if args.report_to == "auto":
+        from accelerate.utils import is_tensorboard_available
+
+        trackers = ["tensorboard"] if is_tensorboard_available() else []
+
+    # 2. Accelerator: cpu=True on a CPU-only machine, else a 2-process launch silently runs 2 independent copies.
+    accelerator = Accelerator(
+        cpu=not cuda,
+        mixed_precision=mixed_precision,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        log_with=trackers or None,
+        project_dir=output_dir,
+        dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
+    )
+    rank, world = accelerator.process_index, accelerator.num_processes
+    log = accelerator.print
+    set_seed(args.seed)
+    os.makedirs(output_dir, exist_ok=True)
+
+    # 3. Corpus, CLIP and processor. The synthetic corpus and its small CLIP are made on first use (main first).
+    protocol = dict(item.split("=", 1) for item in data_args.protocol)
+    if data_args.corpus == "synthetic":
+        protocol["num_videos"] = data_args.synthetic_num_videos
+    with accelerator.main_process_first():
+        train_set = load_corpus(
+            data_args.corpus, data_args.data_dir, data_args.train_split, video_dir=data_args.video_dir, **protocol
+        )
+        clip = model_args.clip
+        if clip is None:
+            if data_args.corpus != "synthetic":
+                raise ValueError(
+                    "Recipe field `clip` is required for a real corpus (e.g. openai/clip-vit-base-patch32)."
+                )
+            from pretrain_clip import PretrainArguments, ensure_pretrained_clip
+
+            pretrain = PretrainArguments(data_dir=data_args.data_dir, output_dir=model_args.pretrained_clip_dir)
+            clip = ensure_pretrained_clip(pretrain, log=log)
+    clip_config = CLIPConfig.from_pretrained(clip)
+    image_size = clip_config.vision_config.image_size
+    processor = S2CAProcessor.from_clip(
+        clip,
+        max_text_length=data_args.max_words,
+        max_frames=data_args.max_frames,
+        size={"shortest_edge": image_size},
+        crop_size={"height": image_size, "width": image_size},
+    )
+    eval_protocol = {k: v for k, v in protocol.items() if k not in ("train_csv", "expand_sentences")}
+    eval_sets, train_cache = {}, None
+    with accelerator.main_process_first():
+        cache_kwargs = dict(
+            cache_dir=data_args.frame_cache_dir,
+            num_proc=data_args.preprocessing_num_workers,
+            on_error=data_args.on_error,
+        )
+        if data_args.frame_cache:
+            train_cache = build_frame_cache(train_set, processor, **cache_kwargs)
+            train_set = train_cache.filter_corpus(train_set)
+        for split in data_args.eval_splits:
+            dataset = load_corpus(
+                data_args.corpus, data_args.data_dir, split, video_dir=data_args.video_dir, **eval_protocol
+            )
+            eval_sets[split] = (
+                dataset,
+                build_frame_cache(dataset, processor, **cache_kwargs) if data_args.frame_cache else None,
+            )
+
+    # 4. Student, ATR heads and teacher. The heads share the student's DDP wrapper; the teacher is never wrapped.
+    overrides = {
+        k: getattr(model_args, k)
+        for k in (
+            "temporal_module",
+            "temporal_num_hidden_layers",
+            "temporal_num_attention_heads",
+            "use_concepts",
+            "num_concepts",
+            "allocation",
+            "video_tokens",
+            "gumbel_tau",
+            "gumbel_tau_min",
+            "concept_loss_weight",
+            "diversity_loss_weight",
+            "balance_loss_weight",
+        )
+    }
+    overrides["temporal_intermediate_size"] = model_args.temporal_intermediate_size or 4 * clip_config.projection_dim
+    student = S2CAModel.from_clip(clip, num_frames=data_args.max_frames, **overrides)
+    if model_args.gradient_checkpointing:
+        student.gradient_checkpointing_enable()
+    max_positions = max(data_args.max_words, data_args.max_frames)
+    teacher, heads, atr_loss = build_distillation(model_args, student, clip, max_positions, rank, world)
+    teacher = teacher.to(accelerator.device) if teacher is not None else None
+    module = S2CATrainingModule(student, heads).train()
+    s2ca_loss = S2CALoss(rank=rank, world_size=world)
+
+    # 5. Data loader, optimizer (parameter groups), schedule; `prepare` shards the data and wraps the module.
+    collator = VideoTextCollator(
+        processor, frame_cache=train_cache, on_error=data_args.on_error, return_video_index=True, seed=args.seed
+    )
+    train_loader = DataLoader(
+        train_set,
+        batch_size=args.per_device_train_batch_size,
+        shuffle=True,
+        drop_last=True,  # every process must gather the same number of features
+        collate_fn=collator,
+        num_workers=args.dataloader_num_workers,
+        generator=torch.Generator().manual_seed(args.seed),
+    )
+    optimizer = torch.optim.AdamW(
+        parameter_groups(module, args),
+        lr=args.learning_rate,
+        betas=(args.adam_beta1, args.adam_beta2),
+        eps=args.adam_epsilon,
+    )
+    module, optimizer, train_loader = accelerator.prepare(module, optimizer, train_loader)
+    if len(train_loader) == 0:
+        raise ValueError(
+            f"{data_args.corpus} {data_args.train_split} has {len(train_set)} pairs: fewer than one batch of "
+            f"{args.per_device_train_batch_size} x {world} processes; lower per_device_train_batch_size."
+        )
+    steps_per_epoch = math.ceil(len(train_loader) / args.gradient_accumulation_steps)
+    total_steps = args.max_steps if args.max_steps > 0 else steps_per_epoch * args.num_train_epochs
+    num_epochs = math.ceil(total_steps / steps_per_epoch)
+    # The prepared scheduler steps once per process at each optimizer step (accelerate's convention): scale both.
+    scheduler = get_scheduler(
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=int(args.warmup_ratio * total_steps) * world,
+        num_training_steps=total_steps * world,
+    )
+    scheduler = accelerator.prepare(scheduler)
+    unwrapped = accelerator.unwrap_model(module)
+
+    # 6. Resume: weights, optimizer, scheduler, RNG and the position in the data, from a complete checkpoint.
+    state = {
+        "global_step": 0,
+        "epoch": 0,
+        "epoch_batches": 0,
+        "best_metric": None,
+        "best_step": None,
+        "evaluations": [],
+    }
+    history_path = os.path.join(output_dir, "log_history.jsonl")
+    if args.resume_from_checkpoint:
+        path = (
+            latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
+        )
+        if path is None or not os.path.isfile(os.path.join(path or "", "trainer_state.json")):
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={args.resume_from_checkpoint!r}: no complete checkpoint "
+                f"({path or os.path.join(output_dir, 'checkpoints')})."
+            )
+        accelerator.load_state(path)
+        with open(os.path.join(path, "trainer_state.json")) as f:
+            state = json.load(f)
+        log(
+            f"Resumed from {path}: step {state['global_step']}, epoch {state['epoch']}, batch {state['epoch_batches']}"
+        )
+    if accelerator.is_main_process:
+        truncate_history(history_path, state["global_step"])
+    accelerator.init_trackers(
+        recipe_name, config={k: str(v) for a in (model_args, data_args, args) for k, v in asdict(a).items()}
+    )
+    if data_args.selection_split == "test" and data_args.eval_splits:
+        log("Selecting the best checkpoint on the test split, as CLIP4Clip and its successors did (no val split).")
+    log(
+        f"{len(train_set)} training pairs, {world} process(es) x {args.per_device_train_batch_size} x "
+        f"{args.gradient_accumulation_steps} accumulation = global batch "
+        f"{world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; {total_steps} steps, "
+        f"mixed precision {mixed_precision}, ATR {atr_loss.weights if teacher else 'off'}."
+    )
+
+    # 7. The loop: accumulate -> forward -> global loss (+ ATR) -> backward -> clip -> step; log, evaluate, save.
+    global_step = state["global_step"]
+    bar = tqdm(
+        total=total_steps,
+        initial=global_step,
+        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        unit="step",
+    )
+    videos, clock, running = 0, time.time(), []
+
+    def run_evaluation():
+        results = evaluate(accelerator, module, processor, eval_sets, args.per_device_eval_batch_size)
+        if accelerator.is_main_process and results:
+            log(metrics_table(results, global_step))
+            direction, _, metric = args.metric_for_best_model.partition("/")
+            value = results[data_args.selection_split][direction][metric]
+            best = state["best_metric"]
+            if best is None or (value > best if metric.startswith("R@") else value < best):
+                state["best_metric"], state["best_step"] = value, global_step
+            state["evaluations"].append({"step": global_step, "metrics": results})
+            accelerator.log(
+                {f"eval/{s}/{d}/{m}": v for s, r in results.items() for d, ms in r.items() for m, v in ms.items()},
+                step=global_step,
+            )
+        # Everyone learns whether this was the best, so that save_model's barrier is reached by all processes.
+        best = accelerator.gather(torch.tensor([float(state["best_step"] == global_step)], device=accelerator.device))[
+            0
+        ]
+        if best:
+            save_model(accelerator, module, processor, os.path.join(output_dir, "best"))
+
+    for epoch in range(state["epoch"], num_epochs):
+        train_loader.set_epoch(epoch)
+        skip = state["epoch_batches"] if epoch == state["epoch"] else 0
+        loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
+        state["epoch"], state["epoch_batches"] = epoch, skip
+        for batch in loader:
+            if not batch:
+                raise RuntimeError("A whole training batch failed to decode; use the frame cache with on_error=skip.")
+            # The random draws of a step (Gumbel noise, Reconstruct's masks) follow from (seed, position, process), so
+            # a resumed run draws exactly what the uninterrupted one did.
+            torch.manual_seed(args.seed + 1_000_003 * (epoch * len(train_loader) + state["epoch_batches"]) + rank)
+            state["epoch_batches"] += 1
+            with accelerator.accumulate(module):
+                unwrapped.student.set_training_progress(global_step / total_steps)
+                video_index = batch.pop("video_index")
+                with accelerator.autocast():
+                    total, value = training_loss(module, batch, video_index, s2ca_loss, teacher, atr_loss)
+                accelerator.backward(total)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad()
+            running.append(float(value))
+            videos += batch["pixel_values_videos"].shape[0] * world
+            if not accelerator.sync_gradients:
+                continue
+            with torch.no_grad():  # the logit_scale clamp at ln 100 (the forward clamps too; this keeps Adam honest)
+                unwrapped.student.logit_scale.clamp_(max=unwrapped.student.config.logit_scale_max)
+            global_step += 1
+            state["global_step"] = global_step
+            record = {
+                "step": global_step,
+                "loss": sum(running) / len(running),
+                "lr": max(scheduler.get_last_lr()),
+                "tau": unwrapped.student.gumbel_tau,
+            }
+            running = []
+            log_step(accelerator, history_path, record, report=global_step % args.logging_steps == 0)
+            bar.update(1)
+            bar.set_postfix(
+                loss=f"{record['loss']:.3f}",
+                lr=f"{record['lr']:.1e}",
+                videos_s=f"{videos / (time.time() - clock):.1f}",
+            )
+            if args.eval_strategy == "steps" and global_step % args.eval_steps == 0:
+                run_evaluation()
+            if args.save_steps and global_step % args.save_steps == 0:
+                save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
+            if global_step >= total_steps:
+                break
+        if state["epoch_batches"] >= len(train_loader):
+            state["epoch"], state["epoch_batches"] = epoch + 1, 0
+        if args.eval_strategy == "epoch" or (global_step >= total_steps and args.eval_strategy != "no"):
+            if not state["evaluations"] or state["evaluations"][-1]["step"] != global_step:
+                run_evaluation()
+        if not (args.save_steps and global_step % args.save_steps == 0):
+            save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
+        if global_step >= total_steps:
+            break
+    bar.close()
+
+    # 8. The final model (student + processor), the results file and the summary.
+    final_dir = os.path.join(output_dir, "final")
+    save_model(accelerator, module, processor, final_dir)
+    summary = {
+        "recipe": recipe_name,
+        "final_model": final_dir,
+        "best_model": os.path.join(output_dir, "best") if state["best_step"] is not None else None,
+        "best_step": state["best_step"],
+        "selection": f"{data_args.selection_split} {args.metric_for_best_model}",
+        "global_step": global_step,
+        "final_metrics": state["evaluations"][-1]["metrics"] if state["evaluations"] else None,
+        "evaluations": state["evaluations"],
+        "seconds": round(time.time() - started, 1),
+    }
+    if accelerator.is_main_process:
+        with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
+            json.dump(summary, f, indent=1)
+        if summary["final_metrics"]:
+            log(metrics_table(summary["final_metrics"], global_step))
+        log(
+            f"Done in {summary['seconds'] / 60:.1f} min: model in {final_dir}"
+            + (
+                f", best (step {state['best_step']}, {summary['selection']} = {state['best_metric']:.1f}) in "
+                f"{summary['best_model']}"
+                if summary["best_model"]
+                else ""
+            )
+            + f"; results in {output_dir}/eval_results.json."
+        )
+    accelerator.end_training()
+    return summary
+
+
+if __name__ == "__main__":
+    main()
