@@ -103,7 +103,7 @@ def measure_training(name: str, config: S2CAConfig, args, batch_size: int) -> di
         "step_ms": 1000 * seconds / args.steps,
         "tflops_effective": flops * args.steps / seconds / 1e12,
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
-        "final_loss": float(loss),
+        "final_loss": float(loss.detach()),
     }
     del model, optimizer, forward, batch
     gc.collect()
