@@ -22,7 +22,6 @@ import torch
 
 from .index import (
     VideoIndex,
-    VideoIndexError,
     build_index,
     load_model_and_processor,
     resolve_videos,
@@ -110,7 +109,7 @@ def index_main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=is_main and not args.quiet,
         )
-    except VideoIndexError as error:
+    except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
         return _fail("s2ca-index", error)
     if is_main:
         print(
@@ -203,7 +202,7 @@ def search_main(argv: list[str] | None = None) -> int:
         else:
             hits = index.search(list(args.queries), **search)
             queries, direction = list(args.queries), "text-to-video"
-    except (VideoIndexError, FileNotFoundError, ImportError) as error:
+    except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
         return _fail("s2ca-search", error)
     if args.json:
         results = [{"query": q, "hits": [hit.to_dict() for hit in h]} for q, h in zip(queries, hits)]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -638,23 +639,28 @@ def build_index(
     }
     shard_dir = os.path.join(out, SHARDS_DIR)
 
-    # The main process checks and repairs the folder; the others wait and then read the same state.
-    if is_main:
-        if overwrite and os.path.isdir(out):
+    # The main process repairs the folder while the others wait; the checks run on every process (they only read,
+    # so all raise alike), because an error on the main process alone would leave the others at a barrier.
+    if overwrite:
+        if is_main and os.path.isdir(out):
             _clear_index(out)
+        barrier()
+    if is_main:
         os.makedirs(shard_dir, exist_ok=True)
         for name in os.listdir(shard_dir):  # leftovers of an interrupted write; complete shards are kept
             if name.endswith(".tmp"):
                 os.remove(os.path.join(shard_dir, name))
-        _check_resumable(out, shard_dir, settings)
     barrier()
+    _check_resumable(out, shard_dir, settings)
 
     current = {}
     for item in items:
         size, mtime = _file_state(item.path)
         current[item.id] = {"size_bytes": size, "mtime_ns": mtime}
+    headers = _scan_shards(shard_dir)
+    barrier()
     if is_main:
-        headers, dropped = _prune_shards(shard_dir, _scan_shards(shard_dir), current)
+        headers, dropped = _prune_shards(shard_dir, headers, current)
         if dropped:
             logger.info("%d indexed videos were removed or changed since the last run; they are re-encoded.", dropped)
     barrier()
@@ -743,7 +749,7 @@ def _encode_chunks(model, processor, chunks, current, shard_dir, settings, batch
         num_workers=num_workers,
         collate_fn=_keep_list,
     )
-    chunk_ends = [sum(len(c) for c in chunks[: i + 1]) for i in range(len(chunks))]
+    chunk_ends = list(itertools.accumulate(len(chunk) for chunk in chunks))
     vectors, rows, skipped = [], [], []
     chunk_index = 0
     with tqdm(total=len(flat), desc=f"index videos (process {rank})", unit="video", disable=not progress) as bar:
@@ -1128,9 +1134,16 @@ class VideoIndex:
         name = name_or_path or recorded.get("name_or_path")
         if not name:
             raise VideoIndexError(f"The manifest of {self.path} names no model: pass one (--model).")
-        model, processor, fingerprint = load_model_and_processor(
-            name, revision if name_or_path else (revision or recorded.get("revision"))
-        )
+        try:
+            model, processor, fingerprint = load_model_and_processor(
+                name, revision if name_or_path else (revision or recorded.get("revision"))
+            )
+        except VideoIndexError as error:
+            if name_or_path:
+                raise
+            raise VideoIndexError(
+                f"{error} (the model the index names; pass --model to use a copy elsewhere)"
+            ) from error
         self.set_model(model, processor, fingerprint)
         self._model = model.to(self.device, _DTYPES.get(self.manifest.get("encoding_dtype"), torch.float32))
         return self._model, self._processor
