@@ -309,6 +309,8 @@ def markdown(report: dict) -> str:
         f"s2ca_hf {env['s2ca_hf']}",
         f"* GPU: {env['gpu']}",
         f"* Peak resident memory of the run: {report['peak_rss_gib']:.2f} GiB",
+        f"* Load average (1 min) at start and end: {report['load_average_1min']['start']} and "
+        f"{report['load_average_1min']['end']} on {env['cpu_count']} cores (other jobs share this machine)",
         f"* Top-{report['k']}; latency = median over single queries; throughput = one batch of queries "
         "(size in the table) divided by its wall time. Random float16 vectors.",
         "",
@@ -373,6 +375,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(message, file=sys.stderr, flush=True)
 
     started = time.perf_counter()
+    load_at_start = os.getloadavg()
     env = environment()
     env.update(
         cpu_model=cpu_model(),
@@ -414,6 +417,8 @@ def main(argv: list[str] | None = None) -> dict:
         "encoding": encoding,
         "notes": notes,
         "peak_rss_gib": round(peak_rss_gib(), 2),
+        # A shared machine: other jobs on the same cores slow every number down, small operations the most.
+        "load_average_1min": {"start": round(load_at_start[0], 2), "end": round(os.getloadavg()[0], 2)},
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
     os.makedirs(args.out, exist_ok=True)

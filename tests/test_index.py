@@ -138,15 +138,22 @@ def test_search_command_returns_the_ranking_of_phi_psi(built, saved_model, capsy
     paths = [str(folder / video_name(i)) for i in range(NUM_VIDEOS)]
     phi, psi = direct_scores(saved_model, paths, TEXTS)
     scores = phi @ psi.T
-    for query, result, row in zip(TEXTS, printed["results"], scores):
+    # The index stores psi in float16: its ranking is that of phi @ psi.T with psi rounded so, exactly. Where two
+    # videos score within float16 rounding of each other the float32 order may differ; the scores must agree.
+    stored_scores = phi @ psi.half().float().T
+    for query, result, row, stored_row in zip(TEXTS, printed["results"], scores, stored_scores):
         assert result["query"] == query
-        expected = [video_name(int(i)) for i in torch.argsort(row, descending=True)]
-        gaps = row.sort(descending=True).values.diff().abs()
-        assert gaps.min() > 1e-3, "the generated clips must not tie, or the ranking would be ill-defined"
+        expected = [video_name(int(i)) for i in torch.argsort(stored_row, descending=True)]
         assert [hit["id"] for hit in result["hits"]] == expected
         by_id = {hit["id"]: hit["score"] for hit in result["hits"]}
         got = torch.tensor([by_id[video_name(i)] for i in range(NUM_VIDEOS)])
-        torch.testing.assert_close(got, row, atol=2e-3, rtol=2e-3)  # psi is stored as float16
+        torch.testing.assert_close(got, stored_row, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(got, row, atol=2e-3, rtol=2e-3)
+        bound = (phi[TEXTS.index(query)].abs() @ psi.abs().T).max() * 2**-11  # float16 relative rounding
+        order = torch.argsort(row, descending=True)
+        for a, b in zip(order[:-1], order[1:]):  # clear gaps keep the float32 order
+            if row[a] - row[b] > 2 * bound:
+                assert expected.index(video_name(int(a))) < expected.index(video_name(int(b)))
 
     # The table holds the container's metadata.
     hit = next(h for h in printed["results"][0]["hits"] if h["id"] == video_name(3))
