@@ -1,0 +1,237 @@
+"""The `s2ca-index` and `s2ca-search` console scripts (see `s2ca_hf.retrieval.index` for the index format).
+
+s2ca-index --model MODEL --videos DIR --out INDEX            # every video file under DIR, recursively
+s2ca-index --model MODEL --videos corpus:msrvtt:DATA_DIR:test --out INDEX
+accelerate launch --multi_gpu --num_processes 2 -m s2ca_hf.retrieval.cli index ...   # or: $(which s2ca-index)
+
+s2ca-search --index INDEX "a man plays guitar on stage" [-k 10] [--json]
+s2ca-search --index INDEX --video clip.mp4                     # videos like this one (psi . psi)
+s2ca-search --index INDEX --video clip.mp4 --texts "a dog" "a cat"   # the texts ranked for a video
+s2ca-search --index INDEX --video-id some/clip.mp4 --texts-file captions.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+
+import torch
+
+from .index import (
+    VideoIndex,
+    build_index,
+    load_model_and_processor,
+    resolve_videos,
+)
+
+
+def _index_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2ca-index",
+        description="Encode every video of a folder (recursively) or of a corpus split with an S2CA model's video "
+        "vectors (psi) into an index folder. Run it again to resume after an interruption or to add new videos: "
+        "only what is missing is encoded. Under `accelerate launch`, every process encodes its share.",
+    )
+    parser.add_argument("--model", required=True, help="S2CA model and processor: a Hub id or a saved folder")
+    parser.add_argument("--revision", help="Hub revision (branch, tag or commit) of --model")
+    parser.add_argument(
+        "--videos",
+        required=True,
+        help="a folder of video files (searched recursively), or corpus:NAME:DATA_DIR:SPLIT for a corpus of "
+        "s2ca_hf.data.load_corpus (e.g. corpus:msrvtt:data/msrvtt:test)",
+    )
+    parser.add_argument("--video-dir", help="for a corpus: where its video files are (default: DATA_DIR)")
+    parser.add_argument("--out", required=True, help="the index folder (created; completed if it exists)")
+    parser.add_argument("--batch-size", type=int, default=16, help="videos per forward pass (default 16)")
+    parser.add_argument("--shard-size", type=int, default=1024, help="videos per shard file (default 1024)")
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=None,
+        help="decoding processes per indexing process (default: the CPU cores per process minus one, at most 8)",
+    )
+    parser.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="the model's dtype while encoding (default float32; vectors are stored as float16 either way)",
+    )
+    parser.add_argument("--cpu", action="store_true", help="encode on the CPU even when a GPU is available")
+    parser.add_argument("--overwrite", action="store_true", help="delete the index in --out first and rebuild it")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _fail(prog: str, error: Exception) -> int:
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def index_main(argv: list[str] | None = None) -> int:
+    args = _index_parser().parse_args(argv)
+    if args.batch_size < 1 or args.shard_size < 1:
+        return _fail("s2ca-index", ValueError("--batch-size and --shard-size must be >= 1"))
+    accelerator = None
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by `accelerate launch`, torchrun or debug_launcher
+        try:
+            from accelerate import Accelerator
+        except ImportError as error:
+            return _fail("s2ca-index", ImportError(f"A multi-process launch needs accelerate ({error})."))
+        # cpu=True on a CPU-only machine: without it a multi-process launch gives independent single processes
+        # that would all encode everything (accelerate 1.15, see the project's ECOSYSTEM notes).
+        accelerator = Accelerator(cpu=args.cpu or not torch.cuda.is_available())
+    is_main = accelerator is None or accelerator.is_main_process
+    logging.basicConfig(format="%(message)s", level=logging.INFO if is_main else logging.WARNING)
+    world = 1 if accelerator is None else accelerator.num_processes
+    num_workers = args.num_workers
+    if num_workers is None:
+        num_workers = max(0, min(8, (os.cpu_count() or 1) // world - 1))
+    try:
+        videos = resolve_videos(args.videos, args.video_dir)
+        model, processor, fingerprint = load_model_and_processor(args.model, args.revision, args.dtype)
+        if accelerator is not None:
+            model = model.to(accelerator.device)
+        elif torch.cuda.is_available() and not args.cpu:
+            model = model.to("cuda")
+        manifest = build_index(
+            model,
+            processor,
+            videos,
+            args.out,
+            fingerprint=fingerprint,
+            batch_size=args.batch_size,
+            shard_size=args.shard_size,
+            num_workers=num_workers,
+            accelerator=accelerator,
+            overwrite=args.overwrite,
+            progress=is_main and not args.quiet,
+        )
+    except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
+        return _fail("s2ca-index", error)
+    if is_main:
+        print(
+            f"{args.out}: {manifest['count']} videos indexed ({manifest['dimension']} dimensions, float16), "
+            f"{len(manifest['skipped'])} skipped."
+        )
+        for entry in manifest["skipped"]:
+            print(f"  skipped {entry['path']}: {entry['reason']}")
+    return 0
+
+
+def _search_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="s2ca-search",
+        description="Search an index built by s2ca-index: texts against the videos (the model's score phi . psi), "
+        "an example video against the videos (psi . psi: video vectors compared with each other), or one video "
+        "against a list of texts (the reverse direction).",
+    )
+    parser.add_argument("--index", required=True, help="the index folder")
+    parser.add_argument("queries", nargs="*", help="text queries, each ranked against the indexed videos")
+    parser.add_argument("-k", type=int, default=10, help="how many results per query (default 10)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--video", help="a video file as the query (decoded as the indexed videos were)")
+    parser.add_argument("--video-id", help="an indexed video (its id) as the query, using its stored vector")
+    parser.add_argument("--texts", nargs="+", help="with --video/--video-id: rank these texts for that video")
+    parser.add_argument("--texts-file", help="with --video/--video-id: rank the texts of this file, one per line")
+    parser.add_argument("--model", help="encode queries with this model instead of the manifest's (checked)")
+    parser.add_argument("--revision", help="Hub revision of --model")
+    parser.add_argument("--device", help="where to search and encode (default: cuda if available, else cpu)")
+    parser.add_argument("--backend", choices=("exact", "faiss"), default="exact", help="default: exact")
+    parser.add_argument("--faiss-factory", default="SQfp16", help="FAISS index factory string (default SQfp16)")
+    parser.add_argument("--nprobe", type=int, help="FAISS nprobe, for IVF factories")
+    parser.add_argument(
+        "--stream", action="store_true", help="read the shards from disk at search time instead of loading them"
+    )
+    return parser
+
+
+def _format_hit(hit) -> str:
+    details = []
+    if "duration" in hit.metadata:
+        details.append(f"{hit.metadata['duration']:.1f} s")
+    if "start" in hit.metadata or "end" in hit.metadata:
+        details.append(f"window {hit.metadata.get('start')}-{hit.metadata.get('end')}")
+    suffix = f"  ({', '.join(details)})" if details else ""
+    return f"{hit.rank:>4}  {hit.score:>9.4f}  {hit.id}  {hit.path}{suffix}"
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    parser = _search_parser()
+    args = parser.parse_args(argv)
+    if args.k < 1:
+        parser.error("-k must be >= 1")
+    as_video = args.video is not None or args.video_id is not None
+    rank_texts = args.texts is not None or args.texts_file is not None
+    if args.video is not None and args.video_id is not None:
+        parser.error("give --video or --video-id, not both")
+    if rank_texts and not as_video:
+        parser.error("--texts/--texts-file rank texts for one video: give --video or --video-id")
+    if as_video and args.queries:
+        parser.error("text queries and --video/--video-id are separate searches: give one or the other")
+    if not as_video and not args.queries:
+        parser.error("give a text query, --video or --video-id")
+    try:
+        index = VideoIndex.load(args.index, device=args.device, in_memory=not args.stream)
+        if args.model is not None:
+            index.load_model(args.model, args.revision)
+        search = dict(k=args.k, backend=args.backend, faiss_factory=args.faiss_factory, nprobe=args.nprobe)
+        if rank_texts:
+            texts = list(args.texts or [])
+            if args.texts_file:
+                with open(args.texts_file) as handle:
+                    texts += [line.strip() for line in handle if line.strip()]
+            ranked = index.rank_texts(texts, video=args.video, video_id=args.video_id)[: args.k]
+            query = args.video or args.video_id
+            if args.json:
+                results = [{"rank": r, "score": s, "text": t} for r, s, t in ranked]
+                print(
+                    json.dumps({"index": index.path, "direction": "video-to-text", "video": query, "results": results})
+                )
+            else:
+                print(f"texts for video {query}:")
+                for rank, score, text in ranked:
+                    print(f"{rank:>4}  {score:>9.4f}  {text}")
+            return 0
+        if as_video:
+            vector = index.encode_video(args.video) if args.video else index.vector(args.video_id)
+            hits = index.search(vector.unsqueeze(0), **search)
+            queries, direction = [args.video or args.video_id], "video-to-video"
+        else:
+            hits = index.search(list(args.queries), **search)
+            queries, direction = list(args.queries), "text-to-video"
+    except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
+        return _fail("s2ca-search", error)
+    if args.json:
+        results = [{"query": q, "hits": [hit.to_dict() for hit in h]} for q, h in zip(queries, hits)]
+        print(json.dumps({"index": index.path, "direction": direction, "results": results}))
+    else:
+        for query, query_hits in zip(queries, hits):
+            what = "videos like" if direction == "video-to-video" else "videos for"
+            print(f"{what} {query!r}:")
+            for hit in query_hits:
+                print(_format_hit(hit))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m s2ca_hf.retrieval.cli index|search ...` (what `accelerate launch -m` can run)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("index", "search"):
+        print("usage: python -m s2ca_hf.retrieval.cli {index,search} ...", file=sys.stderr)
+        return 2
+    return index_main(argv[1:]) if argv[0] == "index" else search_main(argv[1:])
+
+
+def _index_entry() -> None:
+    sys.exit(index_main())
+
+
+def _search_entry() -> None:
+    sys.exit(search_main())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
