@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2ca_hf.tiny import encode_frames
+
 
 RESULTS = Path(__file__).parent / "results"
 TARGET_CACHE_VIDEOS_PER_S_PER_CORE = 150  # BENCHMARKS.md §4
@@ -38,23 +40,18 @@ TARGET_CACHE_VIDEOS_PER_S_PER_CORE = 150  # BENCHMARKS.md §4
 
 def write_long_clip(path: str, seed: int, seconds: int = 10, fps: int = 30, width: int = 320, height: int = 240):
     """A 10 s 320x240 H.264 clip with texture and motion, so the decoder does real work (a flat clip would not)."""
-    import av
-
     rng = np.random.default_rng(seed)
     texture = rng.integers(0, 256, (height * 2, width * 2, 3), dtype=np.uint8)
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"threads": "1"}
+
+    def frames():
         for i in range(seconds * fps):
             dy, dx = (2 * i) % height, (3 * i) % width  # the texture pans: every frame differs from the last
             frame = texture[dy : dy + height, dx : dx + width].copy()
             y, x = int(height / 2 + 80 * np.sin(i / 15)), int(width / 2 + 120 * np.cos(i / 20))
             frame[max(0, y - 20) : y + 20, max(0, x - 20) : x + 20] = (255, 40, 40)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+            yield frame
+
+    encode_frames(path, frames(), fps, "libx264", {"threads": "1"})
 
 
 def pin_to_one_core() -> None:

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from s2ca_hf.retrieval.index import build_faiss_index, build_index, environment, exact_search, faiss_search
+from s2ca_hf.tiny import encode_frames
 
 
 DEFAULT_DIMENSION = 8704  # 512 x (1 + 2 x 8): ViT-B/32 projection, K = 8 concepts
@@ -195,20 +196,12 @@ def gpu_rows(sizes, dim, k, args, log) -> list[dict]:
 
 
 def write_noise_video(path: str, num_frames: int, seed: int, fps: int = 10, size: int = 64) -> None:
-    import av
-
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (size, size, 3))
-    with av.open(path, "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(num_frames):
-            image = np.clip(base + rng.integers(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    noisy = (
+        np.clip(base + rng.integers(-40, 40, (size, size, 3)), 0, 255).astype(np.uint8) for _ in range(num_frames)
+    )
+    encode_frames(path, noisy, fps, "mpeg4")
 
 
 def indexer_rows(args, log) -> list[dict]:

@@ -17,26 +17,20 @@ import numpy as np
 import torch
 
 from . import S2CAModel, register_for_auto_class
-from .tiny import tiny_config, tiny_processor
+from .tiny import encode_frames, tiny_config, tiny_processor
 
 
 def write_moving_square(path: str, num_frames: int = 45, fps: int = 15, size: int = 64) -> str:
     """A 3-second clip of a red square sliding left to right over a grey background, encoded with PyAV (H.264)."""
-    import av
 
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
+    def frames():
         for i in range(num_frames):
             image = np.full((size, size, 3), 128, dtype=np.uint8)
             left = i * (size - 16) // max(num_frames - 1, 1)
             image[24:40, left : left + 16] = (220, 30, 30)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-    return path
+            yield image
+
+    return encode_frames(path, frames(), fps, "libx264")
 
 
 def main(argv: list[str] | None = None) -> dict:

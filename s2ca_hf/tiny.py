@@ -1,8 +1,10 @@
 """Tiny S2CA building blocks that need no download: CLIP towers of width 32, a byte-level CLIP tokenizer and clips
 encoded with PyAV. The demo, the tests and offline smoke runs use them; they are not a trained model."""
 
+import itertools
 import json
 import os
+from collections.abc import Iterable
 
 import numpy as np
 from transformers import CLIPTokenizer
@@ -84,18 +86,30 @@ def tiny_processor(folder: str, max_text_length: int = 16, **video_overrides) ->
     return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=max_text_length)
 
 
-def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec: str = "mpeg4") -> str:
-    """Encodes a grey clip with PyAV; frame i has brightness 8 * (i mod 32), so decoded frames can be identified."""
+def encode_frames(
+    path, frames: Iterable[np.ndarray], fps, codec: str = "libx264", options: dict | None = None, **container_options
+) -> str:
+    """Encodes RGB uint8 frames `(H, W, 3)` into a video file with PyAV (yuv420p); `options` go to the encoder
+    (`{"g": "8"}` for a keyframe every 8 frames), `container_options` to the container. Returns the path."""
     import av  # PyAV comes with the `train` and `dev` extras
 
-    with av.open(path, "w") as container:
+    frames = iter(frames)
+    first = next(frames)
+    with av.open(str(path), "w", options=container_options) as container:
         stream = container.add_stream(codec, rate=fps)
-        stream.width = stream.height = size
+        stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
-        for i in range(num_frames):
-            image = np.full((size, size, 3), 8 * (i % 32), dtype=np.uint8)
+        if options:
+            stream.options = options
+        for image in itertools.chain([first], frames):
             for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
-    return path
+    return str(path)
+
+
+def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec: str = "mpeg4") -> str:
+    """Encodes a grey clip with PyAV; frame i has brightness 8 * (i mod 32), so decoded frames can be identified."""
+    grey = (np.full((size, size, 3), 8 * (i % 32), dtype=np.uint8) for i in range(num_frames))
+    return encode_frames(path, grey, fps, codec)

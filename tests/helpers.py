@@ -19,23 +19,14 @@ def write_numbered_video(
     """Encodes a clip whose frame i is uniformly grey at brightness `6 * i`, so decoded frames can be identified."""
     from fractions import Fraction
 
-    import av
+    from s2ca_hf.tiny import encode_frames
 
     if num_frames * BRIGHTNESS_STEP > 255 + BRIGHTNESS_STEP:
         raise ValueError(f"At most {255 // BRIGHTNESS_STEP + 1} numbered frames fit in a byte.")
-    options = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", options=options) as container:
-        stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        if gop is not None:
-            stream.options = {"g": str(gop)}
-        for i in range(num_frames):
-            image = np.full((size, size, 3), BRIGHTNESS_STEP * i, dtype=np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    numbered = (np.full((size, size, 3), BRIGHTNESS_STEP * i, dtype=np.uint8) for i in range(num_frames))
+    options = {"g": str(gop)} if gop is not None else None
+    container_options = {"movflags": "faststart"} if faststart else {}
+    encode_frames(path, numbered, Fraction(fps).limit_denominator(1000), codec, options, **container_options)
     return path
 
 

@@ -26,7 +26,7 @@ from s2ca_hf.retrieval.index import (
     load_model_and_processor,
     read_manifest,
 )
-from s2ca_hf.tiny import tiny_config, tiny_processor
+from s2ca_hf.tiny import encode_frames, tiny_config, tiny_processor
 
 
 av = pytest.importorskip("av")
@@ -39,16 +39,10 @@ def write_noise_video(path, num_frames: int, seed: int, fps: int = 10, size: int
     """A clip whose frames are a seeded random image plus noise, so every clip gives a different psi."""
     rng = np.random.default_rng(seed)
     base = rng.integers(0, 256, (size, size, 3))
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("mpeg4", rate=fps)
-        stream.width = stream.height = size
-        stream.pix_fmt = "yuv420p"
-        for _ in range(num_frames):
-            image = np.clip(base + rng.integers(-60, 60, (size, size, 3)), 0, 255).astype(np.uint8)
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    noisy = (
+        np.clip(base + rng.integers(-60, 60, (size, size, 3)), 0, 255).astype(np.uint8) for _ in range(num_frames)
+    )
+    encode_frames(path, noisy, fps, "mpeg4")
     return str(path)
 
 

@@ -34,6 +34,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..tiny import encode_frames
+
 
 COMPOSITIONAL_CSV = "MSRVTT_compositional_test.csv"
 TRAIN_CSV = "MSRVTT_train.9k.csv"
@@ -283,19 +285,8 @@ def render_clip(clip: Clip, size: int, num_frames: int) -> np.ndarray:
 
 def encode_video(path: str, frames: np.ndarray, fps: int) -> None:
     """Writes frames as an H.264 mp4 with PyAV (single-threaded, so the bytes depend only on the frames)."""
-    import av
-
-    with av.open(path, "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.height, stream.width = frames.shape[1:3]
-        stream.pix_fmt = "yuv420p"
-        # A keyframe every 2 s keeps seeking useful; one thread makes the encoder deterministic.
-        stream.options = {"g": str(2 * fps), "threads": "1"}
-        for image in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
+    # A keyframe every 2 s keeps seeking useful; one thread makes the encoder deterministic.
+    encode_frames(path, frames, fps, "libx264", {"g": str(2 * fps), "threads": "1"})
 
 
 def _write_clip(job: tuple[Clip, str, int, int, int, str | None]) -> None:
