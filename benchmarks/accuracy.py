@@ -1,0 +1,206 @@
+"""Does S2CA beat its baselines? Retrieval quality on the built-in concept-video corpus (BENCHMARKS.md §1), on a CPU.
+
+    python benchmarks/accuracy.py                      # the full protocol: 6 rows x 3 seeds, about an hour on 2 cores
+    python benchmarks/accuracy.py --seeds 0 --max_steps 20 --synthetic_num_videos 200   # a quick look
+
+1. A small CLIP is pretrained on single frames of the corpus with static captions (`training/pretrain_clip.py`, made
+   once and cached): the stand-in for OpenAI CLIP, and the ATR teacher.
+2. From it, every row is fine-tuned with the same steps, data and seeds by `training/train.py` (the synthetic
+   recipe): meanP, seqTransf, S2CA without ATR, S2CA with soft allocation, S2CA (full); "CLIP zero-shot (no
+   fine-tuning)" evaluates the pretrained CLIP as meanP without training.
+3. Text->video and video->text metrics on the held-out test split and on the compositional split (colour, shape,
+   motion combinations never seen in training); mean and std over the seeds.
+
+Writes `benchmarks/results/accuracy.json` and `accuracy.md`, with the allocation statistics of the S2CA rows
+(tokens per concept, empty-concept rate, prototype similarity) that explain a row that loses.
+"""
+
+import argparse
+import datetime
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import sys
+
+import torch
+import transformers
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
+SPLITS = ("test", "compositional")
+KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+NO_ATR = ["--align", "false", "--transform", "false", "--reconstruct", "false"]
+METHODS = {
+    # name (exactly as the issue lists them): train.py overrides on top of the synthetic recipe, or None (no training)
+    "CLIP zero-shot (no fine-tuning)": None,
+    "meanP": ["--use_concepts", "false", "--temporal_module", "mean", *NO_ATR],
+    "seqTransf": ["--use_concepts", "false", "--temporal_module", "transformer", *NO_ATR],
+    "S2CA without ATR": NO_ATR,
+    "S2CA with soft allocation": ["--allocation", "soft"],
+    "S2CA (full)": [],
+}
+
+
+def load_training_script(name: str):
+    folder = os.path.join(REPO, "training")
+    if folder not in sys.path:
+        sys.path.append(folder)  # appended: training/evaluate.py must not shadow the `evaluate` library
+    spec = importlib.util.spec_from_file_location(f"training_{name}", os.path.join(folder, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def zero_shot(clip_dir: str, data_dir: str, max_frames: int, max_words: int) -> dict:
+    """The pretrained CLIP as CLIP4Clip-meanP without any fine-tuning, on both splits."""
+    from s2ca_hf import S2CAModel, S2CAProcessor
+    from s2ca_hf.data import load_corpus
+    from s2ca_hf.retrieval.evaluation import evaluate_corpus
+
+    model = S2CAModel.from_clip(clip_dir, use_concepts=False, temporal_module="mean").eval()
+    size = model.config.vision_config.image_size
+    processor = S2CAProcessor.from_clip(
+        clip_dir,
+        max_text_length=max_words,
+        max_frames=max_frames,
+        size={"shortest_edge": size},
+        crop_size={"height": size, "width": size},
+    )
+    return {
+        split: evaluate_corpus(model, processor, load_corpus("synthetic", data_dir, split), progress=False)["metrics"]
+        for split in SPLITS
+    }
+
+
+@torch.inference_mode()
+def allocation_statistics(model_dir: str, data_dir: str) -> dict:
+    """How the trained model uses its concepts on the test split: tokens per concept, empty-concept rate (text and
+    video), and the mean |cosine| between distinct prototypes (collapse shows as 1)."""
+    from torch.utils.data import DataLoader
+
+    from s2ca_hf import S2CAModel, S2CAProcessor
+    from s2ca_hf.data import VideoTextCollator, load_corpus
+
+    model = S2CAModel.from_pretrained(model_dir).eval()
+    if model.concepts is None:
+        return {}
+    processor = S2CAProcessor.from_pretrained(model_dir)
+    dataset = load_corpus("synthetic", data_dir, "test")
+    counts = {"text": [], "video": []}
+    empty = {"text": [], "video": []}
+    for batch in DataLoader(dataset, batch_size=32, collate_fn=VideoTextCollator(processor)):
+        out = model(**batch)
+        for side, concepts in (("text", out.text_concepts), ("video", out.video_concepts)):
+            counts[side].append(concepts.token_counts)
+            empty[side].append(concepts.empty_concepts)
+    prototypes = torch.nn.functional.normalize(model.concepts.prototypes, dim=-1)
+    cosines = prototypes @ prototypes.t()
+    off_diagonal = ~torch.eye(len(cosines), dtype=torch.bool)
+    stats = {"prototype_abs_cosine": float(cosines[off_diagonal].abs().mean())}
+    for side in ("text", "video"):
+        stats[f"{side}_tokens_per_concept"] = [round(float(v), 3) for v in torch.cat(counts[side]).mean(0)]
+        stats[f"{side}_empty_concept_rate"] = float(torch.cat(empty[side]).mean())
+    return stats
+
+
+def summarise(name: str, per_seed: list[dict], seeds: list[int]) -> list[dict]:
+    rows = []
+    for split in SPLITS:
+        row = {"method": name, "split": split, "seeds": seeds}
+        for direction in ("text_to_video", "video_to_text"):
+            values = {key: [run[split][direction][key] for run in per_seed] for key in KEYS}
+            row[direction] = {key: statistics.fmean(v) for key, v in values.items()}
+            row[f"{direction}_std"] = {key: statistics.pstdev(v) if len(v) > 1 else 0.0 for key, v in values.items()}
+        rows.append(row)
+    return rows
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# Retrieval quality on the built-in concept-video corpus",
+        "",
+        f"{report['date']} · {report['machine']} · seeds {report['seeds']} · {report['command']}",
+        "",
+        "| method | split | T2V R@1 | T2V R@5 | T2V MnR | V2T R@1 | V2T R@5 | V2T MnR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        cells = []
+        for direction in ("text_to_video", "video_to_text"):
+            for key in ("R@1", "R@5", "MnR"):
+                cells.append(f"{row[direction][key]:.1f} ± {row[direction + '_std'][key]:.1f}")
+        lines.append(f"| {row['method']} | {row['split']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Allocation statistics (test split, per seed):",
+        "",
+        "```",
+        json.dumps(report["allocation"], indent=1),
+    ]
+    lines += ["```", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--data_dir", default="data/synthetic")
+    parser.add_argument("--pretrained_clip_dir", default="runs/clip-synthetic")
+    parser.add_argument("--clip", default=None, help="use this CLIP checkpoint instead of the pretrained small one")
+    parser.add_argument("--work_dir", default="runs/accuracy")
+    parser.add_argument("--synthetic_num_videos", type=int, default=1000)
+    parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
+    parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
+    args = parser.parse_args(argv)
+
+    train = load_training_script("train")
+    common = ["--data_dir", args.data_dir, "--synthetic_num_videos", str(args.synthetic_num_videos)]
+    common += ["--pretrained_clip_dir", args.pretrained_clip_dir, "--eval_splits", *SPLITS]
+    common += ["--max_steps", str(args.max_steps), *(["--clip", args.clip] if args.clip else [])]
+    common += args.train_overrides
+    rows, allocation = [], {}
+    for name in args.methods:
+        overrides = METHODS[name]
+        if overrides is None:  # deterministic: one evaluation stands for every seed
+            clip = args.clip or args.pretrained_clip_dir
+            if not os.path.isdir(clip):  # a first (one-step) training run pretrains the small CLIP
+                train.main([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
+            _, data_args, _, _ = train.parse_arguments(common)
+            metrics = zero_shot(clip, args.data_dir, data_args.max_frames, data_args.max_words)
+            rows += summarise(name, [metrics], args.seeds[:1])
+            continue
+        per_seed = []
+        for seed in args.seeds:
+            slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+            output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
+            summary = train.main([*common, *overrides, "--seed", str(seed), "--output_dir", output_dir])
+            per_seed.append(summary["final_metrics"])
+            if name.startswith("S2CA"):
+                allocation[f"{name} / seed {seed}"] = allocation_statistics(summary["final_model"], args.data_dir)
+        rows += summarise(name, per_seed, args.seeds)
+
+    report = {
+        "rows": rows,
+        "allocation": allocation,
+        "seeds": args.seeds,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, "accuracy.md"), "w") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
