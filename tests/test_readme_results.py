@@ -1,0 +1,25 @@
+"""The README's Results section is generated from benchmarks/results/, never typed: it must match the files."""
+
+from pathlib import Path
+
+from helpers import load_benchmark_script
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_readme_results_section_matches_the_results_files():
+    renderer = load_benchmark_script("render_readme")
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert renderer.render(readme, str(REPO / "benchmarks" / "results")) == readme
+    for path in renderer.results_files(str(REPO / "benchmarks" / "results")):
+        assert Path(path).name in readme  # every results file is shown, with its source
+
+
+def test_renderer_replaces_only_the_marked_section(tmp_path):
+    renderer = load_benchmark_script("render_readme")
+    (tmp_path / "search.md").write_text("# Search\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
+    readme = f"intro\n{renderer.START}\nold numbers\n{renderer.END}\noutro\n"
+    rendered = renderer.render(readme, str(tmp_path))
+    assert rendered.startswith("intro\n") and rendered.endswith("\noutro\n")
+    assert "old numbers" not in rendered and "### Search" in rendered and "| 1 | 2 |" in rendered
