@@ -22,6 +22,7 @@ import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
 
 import torch
@@ -52,6 +53,18 @@ def load_training_script(name: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def run_training(arguments: list[str]) -> dict:
+    """One `training/train.py` run in its own process, as a user runs it (a long-lived process that forks data
+    workers after heavy torch work can hang), returning its `eval_results.json` summary."""
+    command = [sys.executable, os.path.join(REPO, "training", "train.py"), *arguments]
+    completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    if completed.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-4000:]}")
+    output_dir = arguments[arguments.index("--output_dir") + 1]
+    with open(os.path.join(output_dir, "eval_results.json")) as f:
+        return json.load(f)
 
 
 def zero_shot(clip_dir: str, data_dir: str, max_frames: int, max_words: int) -> dict:
@@ -158,6 +171,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
     args = parser.parse_args(argv)
 
+    # train.py runs from the repository root: every path is made absolute so both processes mean the same files.
+    for name in ("data_dir", "pretrained_clip_dir", "work_dir", "out"):
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+    args.clip = os.path.abspath(args.clip) if args.clip and os.path.isdir(args.clip) else args.clip
     train = load_training_script("train")
     common = ["--data_dir", args.data_dir, "--synthetic_num_videos", str(args.synthetic_num_videos)]
     common += ["--pretrained_clip_dir", args.pretrained_clip_dir, "--eval_splits", *SPLITS]
@@ -169,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
         if overrides is None:  # deterministic: one evaluation stands for every seed
             clip = args.clip or args.pretrained_clip_dir
             if not os.path.isdir(clip):  # a first (one-step) training run pretrains the small CLIP
-                train.main([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
+                run_training([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
             _, data_args, _, _ = train.parse_arguments(common)
             metrics = zero_shot(clip, args.data_dir, data_args.max_frames, data_args.max_words)
             rows += summarise(name, [metrics], args.seeds[:1])
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             slug = name.replace(" ", "_").replace("(", "").replace(")", "")
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
-            summary = train.main([*common, *overrides, "--seed", str(seed), "--output_dir", output_dir])
+            summary = run_training([*common, *overrides, "--seed", str(seed), "--output_dir", output_dir])
             per_seed.append(summary["final_metrics"])
             if name.startswith("S2CA"):
                 allocation[f"{name} / seed {seed}"] = allocation_statistics(summary["final_model"], args.data_dir)
