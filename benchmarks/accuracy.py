@@ -90,32 +90,72 @@ def zero_shot(clip_dir: str, data_dir: str, max_frames: int, max_words: int) -> 
 
 @torch.inference_mode()
 def allocation_statistics(model_dir: str, data_dir: str) -> dict:
-    """How the trained model uses its concepts on the test split: tokens per concept, empty-concept rate (text and
-    video), and the mean |cosine| between distinct prototypes (collapse shows as 1)."""
+    """How the trained model uses its concepts on the test split (one caption per video, text i describes video i).
+
+    * tokens per concept and the empty-concept rate, per modality; the mean |cosine| between distinct prototypes
+      (collapse shows as 1);
+    * `shared_concepts_matched` / `_unmatched`: how many concepts are non-empty on both the text and the video side,
+      for the true pairs and for all other pairs: s_con only sees concepts both sides use;
+    * `concept_cosine_matched` / `_unmatched`: the mean cosine of a concept's text and video features over those
+      shared concepts (does a shared concept carry content, or only its prototype?);
+    * `t2v_R@1_instance_only` / `_concept_only` / `_combined`: text-to-video R@1 from s_inst alone, s_con alone and
+      the model's score, which says whether the concept branch adds to or takes from the instance match;
+    * `{side}_top_concept_share`: the share of an item's tokens in its fullest concept (1: everything in one);
+    * `{side}_logit_spread`: the std over concepts of the allocation logits Z, and `{side}_train_eval_agreement`: how
+      often training's noisy allocation argmax(Z + g) picks evaluation's argmax(Z) (chance: 1/K; Gumbel only). Small
+      logits next to the noise mean the concepts are trained on near-random groupings of tokens.
+    """
     from torch.utils.data import DataLoader
 
     from s2ca_hf import S2CAModel, S2CAProcessor
     from s2ca_hf.data import VideoTextCollator, load_corpus
+    from s2ca_hf.modeling_s2ca import concept_similarity
+    from s2ca_hf.retrieval.metrics import retrieval_metrics
 
     model = S2CAModel.from_pretrained(model_dir).eval()
     if model.concepts is None:
         return {}
     processor = S2CAProcessor.from_pretrained(model_dir)
     dataset = load_corpus("synthetic", data_dir, "test")
-    counts = {"text": [], "video": []}
-    empty = {"text": [], "video": []}
+    outputs = {"text": [], "video": []}
+    generator = torch.Generator().manual_seed(0)
     for batch in DataLoader(dataset, batch_size=32, collate_fn=VideoTextCollator(processor)):
-        out = model(**batch)
-        for side, concepts in (("text", out.text_concepts), ("video", out.video_concepts)):
-            counts[side].append(concepts.token_counts)
-            empty[side].append(concepts.empty_concepts)
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        video = model.encode_video(batch["pixel_values_videos"], batch["frame_mask"])
+        for side, out in (("text", text), ("video", video)):
+            logits, valid = out.concepts.allocation_logits, out.concepts.token_mask.bool()
+            noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
+            noisy = logits + model.config.gumbel_noise_scale * noise
+            agree = (noisy.argmax(1) == logits.argmax(1))[valid].float()
+            outputs[side].append(
+                (out.instance_embeds, out.concepts.concept_features, out.concepts.concept_weights,
+                 out.concepts.empty_concepts, out.concepts.token_counts, agree, logits.std(1)[valid])
+            )
+    text, video = ([torch.cat(parts) for parts in zip(*outputs[side])] for side in ("text", "video"))
     prototypes = torch.nn.functional.normalize(model.concepts.prototypes, dim=-1)
     cosines = prototypes @ prototypes.t()
     off_diagonal = ~torch.eye(len(cosines), dtype=torch.bool)
     stats = {"prototype_abs_cosine": float(cosines[off_diagonal].abs().mean())}
-    for side in ("text", "video"):
-        stats[f"{side}_tokens_per_concept"] = [round(float(v), 3) for v in torch.cat(counts[side]).mean(0)]
-        stats[f"{side}_empty_concept_rate"] = float(torch.cat(empty[side]).mean())
+    for side, (_, _, _, empty, counts, agree, spread) in (("text", text), ("video", video)):
+        stats[f"{side}_tokens_per_concept"] = [round(float(v), 3) for v in counts.mean(0)]
+        stats[f"{side}_empty_concept_rate"] = float(empty.mean())
+        stats[f"{side}_top_concept_share"] = float((counts.max(1).values / counts.sum(1).clamp(min=1e-6)).mean())
+        stats[f"{side}_logit_spread"] = float(spread.mean())
+        gumbel = model.config.allocation == "gumbel"
+        stats[f"{side}_train_eval_agreement"] = float(agree.mean()) if gumbel else None
+
+    present_text, present_video = 1 - text[3], 1 - video[3]
+    shared = present_text @ present_video.t()  # (T, V): concepts non-empty on both sides
+    per_concept_cosine = torch.einsum("tkd,vkd->tvk", text[1], video[1])  # zero wherever either side is empty
+    matched = torch.eye(len(shared), dtype=torch.bool)
+    for name, pairs in (("matched", matched), ("unmatched", ~matched)):
+        stats[f"shared_concepts_{name}"] = float(shared[pairs].mean())
+        stats[f"concept_cosine_{name}"] = float(per_concept_cosine.sum(-1)[pairs].sum() / shared[pairs].sum().clamp(min=1))
+    instance = text[0] @ video[0].t()
+    concept = concept_similarity(text[1], text[2], video[1], video[2])
+    combined = instance + model.config.concept_score_weight * concept
+    for name, scores in (("instance_only", instance), ("concept_only", concept), ("combined", combined)):
+        stats[f"t2v_R@1_{name}"] = retrieval_metrics(scores)["text_to_video"]["R@1"]
     return stats
 
 

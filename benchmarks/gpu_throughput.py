@@ -5,6 +5,8 @@
 
 Random weights and inputs (throughput does not depend on them). Each variant runs `--warmup` untimed steps, then
 `--steps` timed ones; a step is forward (local-batch loss), backward and a fused AdamW update under bf16 autocast.
+`+atr` adds train.py's Align-Transform-Reconstruct distillation (frozen random CLIP teacher, ATR heads); the other
+S2CA variants are the step without ATR ("S2CA without ATR").
 The reference is the same package with `use_concepts=False, temporal_module="mean"`: CLIP4Clip-meanP. Every ratio is
 measured against the reference of the same batch size in the same run (BENCHMARKS.md: ratios, not absolute times).
 Effective TFLOP/s counts the FLOPs of one step with `torch.utils.flop_counter` and divides by the measured time.
@@ -15,6 +17,7 @@ Writes `benchmarks/results/gpu_throughput-<device name>.json` and `.md` (machine
 import argparse
 import datetime
 import gc
+import importlib.util
 import json
 import os
 import platform
@@ -30,6 +33,18 @@ from s2ca_hf import S2CAConfig, S2CAModel
 
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+TRAINING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "training")
+
+
+def load_training_module(name: str):
+    """training/<name>.py (distill.py imports training/losses.py by name, so the folder joins the path, appended:
+    training/evaluate.py must not shadow the `evaluate` library)."""
+    if TRAINING not in sys.path:
+        sys.path.append(TRAINING)
+    spec = importlib.util.spec_from_file_location(f"training_{name}", os.path.join(TRAINING, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def model_config(tiny: bool, **overrides) -> S2CAConfig:
@@ -58,20 +73,48 @@ def autocast(device: str):
     return torch.autocast(device_type=device.split(":")[0], dtype=torch.bfloat16)
 
 
-def build(config: S2CAConfig, device: str, attn: str, compile_model: bool):
-    model = S2CAModel._from_config(config, attn_implementation=attn).to(device).train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6, fused=device.startswith("cuda"))
-    forward = torch.compile(model) if compile_model else model
-    return model, optimizer, forward
+class Step:
+    """One training step: forward (the loss of the local batch), backward and a fused AdamW update, under bf16
+    autocast. With `atr`, the step is train.py's: the S2CA loss plus L_ATR from a frozen random CLIP teacher of the
+    student's sizes, whose video tower runs every step (train.py caches it per video after the first epoch, so this is
+    the first epoch's cost, the upper bound)."""
 
+    def __init__(self, config: S2CAConfig, device: str, attn: str, compile_model: bool, atr: bool, words: int):
+        self.device = device
+        self.model = S2CAModel._from_config(config, attn_implementation=attn).to(device).train()
+        self.teacher = None
+        trainable = self.model
+        if atr:
+            from transformers import CLIPConfig, CLIPModel
 
-def train_step(forward, optimizer, batch: dict, device: str) -> torch.Tensor:
-    with autocast(device):
-        loss = forward(**batch, return_loss=True).loss
-    loss.backward()
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss
+            distill, losses = load_training_module("distill"), load_training_module("losses")
+            clip_config = CLIPConfig(
+                text_config=config.text_config.to_dict(),
+                vision_config=config.vision_config.to_dict(),
+                projection_dim=config.projection_dim,
+            )
+            clip_config._attn_implementation = attn
+            self.teacher = distill.Teacher(CLIPModel(clip_config).to(device), cache_videos=False)
+            heads = distill.ATRHeads(config.projection_dim, self.teacher.dim, max(words, config.num_frames), True)
+            trainable = distill.S2CATrainingModule(self.model, heads.to(device))
+            self.s2ca_loss, self.atr_loss = losses.S2CALoss(), distill.ATRLoss(1.0, 1.0, 1.0)
+        self.trainable = trainable
+        self.optimizer = torch.optim.AdamW(trainable.parameters(), lr=1e-6, fused=device.startswith("cuda"))
+        self.forward = torch.compile(trainable) if compile_model else trainable
+
+    def __call__(self, batch: dict, compiled: bool = True) -> torch.Tensor:
+        forward = self.forward if compiled else self.trainable
+        with autocast(self.device):
+            if self.teacher is None:
+                loss = forward(**batch, return_loss=True).loss
+            else:
+                result = forward(**batch)
+                loss = self.s2ca_loss(self.model, result.outputs).loss
+                loss = loss + self.atr_loss(self.model, result, self.teacher(**batch)).loss
+        loss.backward()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss
 
 
 def synchronize(device: str) -> None:
@@ -81,19 +124,20 @@ def synchronize(device: str) -> None:
 
 def measure_training(name: str, config: S2CAConfig, args, batch_size: int) -> dict:
     device = args.device
-    model, optimizer, forward = build(config, device, args.attn if "eager" not in name else "eager", "compile" in name)
+    attn = "eager" if "+eager" in name else args.attn
+    step = Step(config, device, attn, "+compile" in name, "+atr" in name, args.words)
     batch = make_batch(config, batch_size, args.frames, args.words, device)
     for _ in range(args.warmup):
-        train_step(forward, optimizer, batch, device)
+        step(batch)
     with FlopCounterMode(display=False) as counter:
-        train_step(model, optimizer, batch, device)  # counted uncompiled: the same arithmetic
+        step(batch, compiled=False)  # counted uncompiled: the same arithmetic
     flops = counter.get_total_flops()
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
     synchronize(device)
     start = time.perf_counter()
     for _ in range(args.steps):
-        loss = train_step(forward, optimizer, batch, device)
+        loss = step(batch)
     synchronize(device)
     seconds = time.perf_counter() - start
     result = {
@@ -105,7 +149,7 @@ def measure_training(name: str, config: S2CAConfig, args, batch_size: int) -> di
         "peak_gib": torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else None,
         "final_loss": float(loss.detach()),
     }
-    del model, optimizer, forward, batch
+    del step, batch
     gc.collect()
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
@@ -169,6 +213,7 @@ VARIANTS = {
     "s2ca-patches": {},
     "s2ca-patches+compile": {},
     "s2ca-patches+eager-attention": {},
+    "s2ca-patches+atr": {},
     "s2ca-frames": {"video_tokens": "frames"},
 }
 

@@ -72,6 +72,12 @@ class S2CAConfig(PretrainedConfig):
         gumbel_tau_min (`float`, *optional*):
             Floor of an optional cosine anneal of the temperature from `gumbel_tau` over training (see
             `S2CAModel.set_training_progress`). `None` keeps the temperature constant.
+        gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
+            Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
+            of METHOD.md). The hard forward pass is argmax(Z + scale * g), which the temperature does not change:
+            while the logits' spread over the concepts is small next to the noise (std 1.28 at scale 1), training
+            allocates tokens almost at random and evaluation's noise-free argmax sees other groupings
+            (`benchmarks/s2ca_diagnosis.py` measures this). 0 trains on the evaluation's allocation.
         video_tokens (`str`, *optional*, defaults to `"patches"`):
             The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
             frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
@@ -137,6 +143,7 @@ class S2CAConfig(PretrainedConfig):
     allocation: str = "gumbel"
     gumbel_tau: float | int = 1.0
     gumbel_tau_min: float | int | None = None
+    gumbel_noise_scale: float | int = 1.0
     video_tokens: str = "patches"
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
@@ -199,6 +206,7 @@ class S2CAConfig(PretrainedConfig):
             if not _is_number(value) or not value > 0:
                 raise ValueError(f"`{field}` must be a number > 0, got {value!r}.")
         non_negative = (
+            "gumbel_noise_scale",
             "concept_score_weight",
             "concept_loss_weight",
             "diversity_loss_weight",

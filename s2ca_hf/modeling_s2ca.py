@@ -281,6 +281,7 @@ class S2CAConceptAllocator(nn.Module):
         width = config.projection_dim
         self.allocation = config.allocation
         self.eps = config.concept_eps
+        self.noise_scale = config.gumbel_noise_scale
         self.scale = width**-0.5
         self.norm_prototypes = nn.LayerNorm(width)
         self.norm_tokens = nn.LayerNorm(width)
@@ -298,7 +299,7 @@ class S2CAConceptAllocator(nn.Module):
             return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
         if self.training:
             gumbels = -torch.empty_like(logits).exponential_().log()
-            noisy = logits + gumbels
+            noisy = logits + self.noise_scale * gumbels
             soft = (noisy / tau).softmax(dim=1)
             hard = F.one_hot(noisy.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
             # Straight-through: the forward pass sees the one-hot, the backward pass the softmax's gradient.

@@ -2,26 +2,36 @@
 
 import json
 
+import pytest
 from helpers import load_benchmark_script, load_training_script
 
 
-def test_accuracy_benchmark_at_tiny_size(tmp_path):
+TINY = ["--max_frames", "4", "--num_concepts", "4", "--temporal_num_hidden_layers", "1"]
+TINY += ["--temporal_num_attention_heads", "2", "--report_to", "none", "--disable_tqdm", "true"]
+
+
+@pytest.fixture(scope="module")
+def tiny_corpus_and_clip(tmp_path_factory):
+    """A 24-clip corpus and a small CLIP pretrained on it (shared by the benchmark tests of this file)."""
     from s2ca_hf.data import generate_synthetic_corpus
 
+    folder = tmp_path_factory.mktemp("tiny")
     pretrain_clip = load_training_script("pretrain_clip")
     corpus = generate_synthetic_corpus(
-        tmp_path / "corpus", num_videos=24, size=16, num_frames=8, fps=2, captions_per_video=2, num_proc=1
+        folder / "corpus", num_videos=24, size=16, num_frames=8, fps=2, captions_per_video=2, num_proc=1
     )
     clip_args = pretrain_clip.PretrainArguments(
-        data_dir=str(corpus), output_dir=str(tmp_path / "clip"), image_size=16, patch_size=8, hidden_size=32,
+        data_dir=str(corpus), output_dir=str(folder / "clip"), image_size=16, patch_size=8, hidden_size=32,
         num_layers=1, num_heads=2, projection_dim=32, epochs=1, batch_size=8,
     )  # fmt: skip
-    clip = pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
+    return corpus, pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
+
+
+def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
+    corpus, clip = tiny_corpus_and_clip
     accuracy = load_benchmark_script("accuracy")
     methods = ["CLIP zero-shot (no fine-tuning)", "meanP", "S2CA (full)"]
-    tiny = ["--max_frames", "4", "--num_concepts", "4", "--temporal_num_hidden_layers", "1"]
-    tiny += ["--temporal_num_attention_heads", "2", "--report_to", "none", "--disable_tqdm", "true"]
-    tiny += ["--frame_cache_dir", str(tmp_path / "frames")]
+    tiny = [*TINY, "--frame_cache_dir", str(tmp_path / "frames")]
     report = accuracy.main(
         ["--seeds", "0", "1", "--methods", *methods, "--data_dir", str(corpus), "--clip", clip]
         + ["--synthetic_num_videos", "24", "--max_steps", "2", "--work_dir", str(tmp_path / "runs")]
@@ -41,5 +51,35 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path):
     stats = saved["allocation"]["S2CA (full) / seed 1"]
     assert len(stats["video_tokens_per_concept"]) == 4 and 0 <= stats["text_empty_concept_rate"] <= 1
     assert 0 <= stats["prototype_abs_cosine"] <= 1
+    for name in ("matched", "unmatched"):
+        assert 0 <= stats[f"shared_concepts_{name}"] <= 4 and -1 <= stats[f"concept_cosine_{name}"] <= 1
+    # The diagnostics re-score the test split from the concept outputs; their combined score must rank exactly as
+    # the model's phi . psi did in train.py's own evaluation of the same weights.
+    evaluated = json.loads((tmp_path / "runs" / "S2CA_full-seed1" / "eval_results.json").read_text())
+    assert stats["t2v_R@1_combined"] == evaluated["final_metrics"]["test"]["text_to_video"]["R@1"]
     assert "| S2CA (full) | compositional |" in (tmp_path / "results" / "accuracy.md").read_text()
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]
+
+
+def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
+    corpus, clip = tiny_corpus_and_clip
+    diagnosis = load_benchmark_script("s2ca_diagnosis")
+    variants = ["default: hard Gumbel, tau 1, K 8, patches", "soft allocation"]
+    report = diagnosis.main(
+        ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]
+        + ["--max_steps", "2", "--work_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]
+        + ["--", *TINY, "--frame_cache_dir", str(tmp_path / "frames"), "--synthetic_num_videos", "24"]
+    )
+    saved = json.loads((tmp_path / "results" / "s2ca_diagnosis.json").read_text())
+    assert [row["variant"] for row in saved["rows"]] == variants == [row["variant"] for row in report["rows"]]
+    hard, soft = saved["rows"]
+    assert hard["overrides"] == [] and soft["overrides"] == ["--allocation", "soft"]
+    # Soft allocation gives every concept some weight on both sides and has no training noise to agree with.
+    assert soft["diagnostics"]["text_empty_concept_rate"]["mean"] == 0
+    assert soft["diagnostics"]["text_train_eval_agreement"] is None
+    agreement = hard["diagnostics"]["video_train_eval_agreement"]["mean"]
+    assert 0 <= agreement <= 1
+    [run] = hard["runs"]
+    assert run["diagnostics"]["t2v_R@1_combined"] == run["metrics"]["test"]["text_to_video"]["R@1"]
+    table = (tmp_path / "results" / "s2ca_diagnosis.md").read_text()
+    assert "| soft allocation |" in table and "| – / – |" in table  # soft: no agreement to report

@@ -63,6 +63,7 @@ def test_save_and_load_round_trip(tmp_path):
         ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
         ({"gumbel_tau_min": 2.0}, "gumbel_tau_min", "gumbel_tau"),
+        ({"gumbel_noise_scale": -0.1}, "gumbel_noise_scale", ">= 0"),
         ({"concept_eps": -1.0}, "concept_eps", "> 0"),
         ({"concept_score_weight": -0.5}, "concept_score_weight", ">= 0"),
         ({"balance_loss_weight": -1.0}, "balance_loss_weight", ">= 0"),

@@ -315,6 +315,25 @@ def test_gumbel_temperature_anneal():
     assert constant.set_training_progress(0.9) == pytest.approx(0.7)
 
 
+@pytest.mark.parametrize("noise_scale", [0.0, 1.0])
+def test_gumbel_noise_scale(noise_scale):
+    # Training's hard allocation is argmax(Z + scale * g): at scale 0 it is evaluation's argmax(Z) token for token;
+    # at scale 1 the noise (std 1.28) moves tokens whose logits differ by less, which these small logits all do.
+    allocator = seeded_model(tiny_config(num_concepts=8, gumbel_noise_scale=noise_scale)).concepts.allocators[0]
+    logits = 0.1 * torch.randn(4, 8, 50, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    allocator.train()
+    _, hard = allocator.allocate(logits, tau=1.0)
+    allocator.eval()
+    _, reference = allocator.allocate(logits, tau=1.0)
+    assert torch.equal(reference, F.one_hot(logits.argmax(1), 8).transpose(1, 2).float())
+    agreement = (hard.argmax(1) == reference.argmax(1)).float().mean()
+    if noise_scale == 0:
+        assert agreement == 1.0
+    else:
+        assert agreement < 0.5
+
+
 # --- padding and batch invariance ------------------------------------------------------------------------------------
 
 

@@ -60,7 +60,11 @@ class ModelArguments:
     video_tokens: Literal["patches", "frames"] = "patches"
     gumbel_tau: float = 1.0
     gumbel_tau_min: float | None = None
+    gumbel_noise_scale: float = 1.0
     concept_loss_weight: float = 1.0
+    concept_score_weight: float = 1.0
+    retrieval_loss: Literal["separate", "combined"] = "separate"
+    share_concept_projections: bool = True
     diversity_loss_weight: float = 1e-2
     balance_loss_weight: float = 1e-2
     align: bool = True
@@ -447,7 +451,11 @@ def main(argv: list[str] | None = None) -> dict:
             "video_tokens",
             "gumbel_tau",
             "gumbel_tau_min",
+            "gumbel_noise_scale",
             "concept_loss_weight",
+            "concept_score_weight",
+            "retrieval_loss",
+            "share_concept_projections",
             "diversity_loss_weight",
             "balance_loss_weight",
         )

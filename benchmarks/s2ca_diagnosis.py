@@ -1,0 +1,167 @@
+"""Why does S2CA win or lose on the built-in corpus? One switch at a time, with the concept diagnostics.
+
+    python benchmarks/s2ca_diagnosis.py                              # every variant, 3 seeds, the recipe's length
+    python benchmarks/s2ca_diagnosis.py --seeds 0 --max_steps 150    # a quick look (about 10 minutes on 2 cores)
+
+Each variant is "S2CA without ATR" (the concept branch alone, and the cheapest to train) with one METHOD.md switch
+changed, trained by `training/train.py` exactly as `benchmarks/accuracy.py` trains its rows (same pretrained small
+CLIP, data, steps and seeds). For every run the script records the retrieval metrics on both splits and the
+diagnostics of `accuracy.allocation_statistics` on the test split: empty-concept rate, how many concepts a true
+pair shares against any other pair, the concept cosine over shared concepts, and text->video R@1 from the instance
+score alone, the concept score alone and their sum (the model's score).
+
+Writes `benchmarks/results/s2ca_diagnosis.json` and `s2ca_diagnosis.md`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+
+import torch
+import transformers
+
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import accuracy  # noqa: E402  (benchmarks/accuracy.py: the same training runs and statistics)
+
+
+VARIANTS = {
+    # name: train.py overrides on top of "S2CA without ATR"
+    "default: hard Gumbel, tau 1, K 8, patches": [],
+    "tau annealed 1 -> 0.1": ["--gumbel_tau_min", "0.1"],
+    "soft allocation": ["--allocation", "soft"],
+    "frames as video tokens": ["--video_tokens", "frames"],
+    "K = 4": ["--num_concepts", "4"],
+    "K = 16": ["--num_concepts", "16"],
+    "balance loss weight 0.1": ["--balance_loss_weight", "0.1"],
+    "combined loss NCE(s_inst + s_con)": ["--retrieval_loss", "combined"],
+    "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
+    "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
+}
+DIAGNOSTICS = (
+    "text_empty_concept_rate",
+    "video_empty_concept_rate",
+    "text_top_concept_share",
+    "video_top_concept_share",
+    "text_logit_spread",
+    "video_logit_spread",
+    "text_train_eval_agreement",
+    "video_train_eval_agreement",
+    "shared_concepts_matched",
+    "shared_concepts_unmatched",
+    "concept_cosine_matched",
+    "concept_cosine_unmatched",
+    "t2v_R@1_instance_only",
+    "t2v_R@1_concept_only",
+    "t2v_R@1_combined",
+)
+
+
+def mean_std(values: list[float | None]) -> dict | None:
+    if any(value is None for value in values):  # a statistic the variant does not have (soft: no noise)
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
+
+
+def cell(value: float) -> str:
+    return "–" if value != value else f"{value:.2f}"  # NaN: a statistic the variant does not have
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# S2CA diagnosis: one switch at a time (S2CA without ATR)",
+        "",
+        f"{report['date']} · {report['machine']} · seeds {report['seeds']} · {report['command']}",
+        "",
+        "R@1 is text->video on the test split unless named; t / v = text / video. empty = share of the K concepts "
+        "that get no token; top = share of an item's tokens in its fullest concept; Z std = spread of the "
+        "allocation logits over concepts; train = eval = how often training's noisy allocation picks evaluation's "
+        "argmax (chance 1/K); shared = concepts non-empty on both sides (true pair / other pairs); cos = mean "
+        "concept cosine over shared concepts (true pair / other pairs); inst, con, both = R@1 from s_inst, s_con, "
+        "s_inst + s_con (the model's score).",
+        "",
+        "| variant | R@1 test | R@1 compositional | empty t / v | top t / v | Z std t / v | train = eval t / v "
+        "| shared pair / other | cos pair / other | R@1 inst / con / both |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in report["rows"]:
+        d = {key: (row["diagnostics"][key] or {"mean": float("nan")})["mean"] for key in DIAGNOSTICS}
+        test, comp = row["test_t2v_R@1"], row["compositional_t2v_R@1"]
+        lines.append(
+            f"| {row['variant']} | {test['mean']:.1f} ± {test['std']:.1f} | {comp['mean']:.1f} ± {comp['std']:.1f} "
+            f"| {d['text_empty_concept_rate']:.2f} / {d['video_empty_concept_rate']:.2f} "
+            f"| {d['text_top_concept_share']:.2f} / {d['video_top_concept_share']:.2f} "
+            f"| {d['text_logit_spread']:.2f} / {d['video_logit_spread']:.2f} "
+            f"| {cell(d['text_train_eval_agreement'])} / {cell(d['video_train_eval_agreement'])} "
+            f"| {d['shared_concepts_matched']:.2f} / {d['shared_concepts_unmatched']:.2f} "
+            f"| {d['concept_cosine_matched']:.2f} / {d['concept_cosine_unmatched']:.2f} "
+            f"| {d['t2v_R@1_instance_only']:.1f} / {d['t2v_R@1_concept_only']:.1f} / {d['t2v_R@1_combined']:.1f} |"
+        )
+    return "\n".join(lines + [""])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--data_dir", default="data/synthetic")
+    parser.add_argument("--pretrained_clip_dir", default="runs/clip-synthetic")
+    parser.add_argument("--work_dir", default="runs/s2ca_diagnosis")
+    parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
+    parser.add_argument("--out", default=accuracy.RESULTS)
+    parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
+    args = parser.parse_args(argv)
+    for name in ("data_dir", "pretrained_clip_dir", "work_dir", "out"):
+        setattr(args, name, os.path.abspath(getattr(args, name)))
+
+    common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
+    common += ["--eval_splits", *accuracy.SPLITS, "--max_steps", str(args.max_steps), *accuracy.NO_ATR]
+    common += args.train_overrides
+    rows = []
+    for variant in args.variants:
+        runs = []
+        for seed in args.seeds:
+            slug = "".join(c if c.isalnum() else "_" for c in variant)
+            output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
+            summary = accuracy.run_training([*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir])
+            runs.append(
+                {
+                    "seed": seed,
+                    "metrics": summary["final_metrics"],
+                    "diagnostics": accuracy.allocation_statistics(summary["final_model"], args.data_dir),
+                }
+            )
+            print(f"{variant} / seed {seed}: {json.dumps(runs[-1]['diagnostics'])}", flush=True)
+        rows.append(
+            {
+                "variant": variant,
+                "overrides": VARIANTS[variant],
+                "test_t2v_R@1": mean_std([r["metrics"]["test"]["text_to_video"]["R@1"] for r in runs]),
+                "compositional_t2v_R@1": mean_std([r["metrics"]["compositional"]["text_to_video"]["R@1"] for r in runs]),
+                "diagnostics": {key: mean_std([r["diagnostics"][key] for r in runs]) for key in DIAGNOSTICS},
+                "runs": runs,
+            }
+        )
+    report = {
+        "rows": rows,
+        "seeds": args.seeds,
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "command": " ".join(["python benchmarks/s2ca_diagnosis.py", *(argv if argv is not None else sys.argv[1:])]),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
+    }
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "s2ca_diagnosis.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    with open(os.path.join(args.out, "s2ca_diagnosis.md"), "w") as f:
+        f.write(markdown(report))
+    print(markdown(report))
+    return report
+
+
+if __name__ == "__main__":
+    main()
