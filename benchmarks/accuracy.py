@@ -171,6 +171,48 @@ def summarise(name: str, per_seed: list[dict], seeds: list[int]) -> list[dict]:
     return rows
 
 
+DIAGNOSTICS = (  # the allocation statistics that the tables show, as (text, video) or (true pair, other pairs)
+    ("empty t / v", "text_empty_concept_rate", "video_empty_concept_rate"),
+    ("top t / v", "text_top_concept_share", "video_top_concept_share"),
+    ("Z std t / v", "text_logit_spread", "video_logit_spread"),
+    ("train = eval t / v", "text_train_eval_agreement", "video_train_eval_agreement"),
+    ("shared pair / other", "shared_concepts_matched", "shared_concepts_unmatched"),
+    ("cos pair / other", "concept_cosine_matched", "concept_cosine_unmatched"),
+)
+R1_DIAGNOSTICS = ("t2v_R@1_instance_only", "t2v_R@1_concept_only", "t2v_R@1_combined")
+DIAGNOSTICS_LEGEND = (
+    "t / v = text / video, means over seeds, test split. empty = share of the K concepts that get no token; top = "
+    "share of an item's tokens in its fullest concept; Z std = spread of the allocation logits over the concepts; "
+    "train = eval = how often training's noisy allocation argmax(Z + g) picks evaluation's argmax(Z) (chance 1/K; "
+    "– for soft allocation, which has no noise); shared = concepts non-empty on both sides (true pair / any other "
+    "pair); cos = mean concept cosine over shared concepts (true pair / other pairs); R@1 inst / con / both = "
+    "text->video R@1 from s_inst alone, s_con alone, and s_inst + s_con (the model's score)."
+)
+
+
+def cell(value) -> str:
+    return "–" if value is None or value != value else f"{value:.2f}"  # None / NaN: a statistic the row lacks
+
+
+def diagnostic_header() -> str:
+    return " | ".join(name for name, _, _ in DIAGNOSTICS) + " | R@1 inst / con / both"
+
+
+def diagnostic_cells(stats: dict) -> str:
+    """The table cells of one row's (mean) allocation statistics."""
+    pairs = [f"{cell(stats.get(a))} / {cell(stats.get(b))}" for _, a, b in DIAGNOSTICS]
+    pairs.append(" / ".join("–" if stats.get(k) is None else f"{stats[k]:.1f}" for k in R1_DIAGNOSTICS))
+    return " | ".join(pairs)
+
+
+def mean_statistics(runs: list[dict]) -> dict:
+    """Means over seeds of each scalar statistic (None where any run lacks it)."""
+    keys = [k for k, v in runs[0].items() if not isinstance(v, list)]
+    return {
+        k: None if any(run.get(k) is None for run in runs) else statistics.fmean(run[k] for run in runs) for k in keys
+    }
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Retrieval quality on the built-in concept-video corpus",
@@ -186,15 +228,21 @@ def markdown(report: dict) -> str:
             for key in ("R@1", "R@5", "MnR"):
                 cells.append(f"{row[direction][key]:.1f} ± {row[direction + '_std'][key]:.1f}")
         lines.append(f"| {row['method']} | {row['split']} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Allocation statistics (test split, per seed):",
-        "",
-        "```",
-        json.dumps(report["allocation"], indent=1),
-    ]
-    lines += ["```", ""]
-    return "\n".join(lines)
+    by_method: dict[str, list[dict]] = {}
+    for key, stats in report["allocation"].items():
+        by_method.setdefault(key.rsplit(" / seed ", 1)[0], []).append(stats)
+    if by_method:
+        lines += [
+            "",
+            "How the S2CA rows use their concepts (`allocation` in the JSON file has every seed and tokens per concept):",
+            "",
+            "| method | " + diagnostic_header() + " |",
+            "|---|" + "---|" * (len(DIAGNOSTICS) + 1),
+        ]
+        for method, runs in by_method.items():
+            lines.append(f"| {method} | {diagnostic_cells(mean_statistics(runs))} |")
+        lines += ["", DIAGNOSTICS_LEGEND]
+    return "\n".join(lines + [""])
 
 
 def main(argv: list[str] | None = None) -> dict:

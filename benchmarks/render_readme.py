@@ -12,7 +12,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- results:start (benchmarks/render_readme.py) -->", "<!-- results:end -->"
-ORDER = ("accuracy.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
+ORDER = ("accuracy.md", "s2ca_diagnosis.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
 
 
 def results_files(results_dir: str) -> list[str]:

@@ -42,33 +42,10 @@ VARIANTS = {
     "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
     "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
 }
-DIAGNOSTICS = (
-    "text_empty_concept_rate",
-    "video_empty_concept_rate",
-    "text_top_concept_share",
-    "video_top_concept_share",
-    "text_logit_spread",
-    "video_logit_spread",
-    "text_train_eval_agreement",
-    "video_train_eval_agreement",
-    "shared_concepts_matched",
-    "shared_concepts_unmatched",
-    "concept_cosine_matched",
-    "concept_cosine_unmatched",
-    "t2v_R@1_instance_only",
-    "t2v_R@1_concept_only",
-    "t2v_R@1_combined",
-)
-
-
 def mean_std(values: list[float | None]) -> dict | None:
     if any(value is None for value in values):  # a statistic the variant does not have (soft: no noise)
         return None
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values) if len(values) > 1 else 0.0}
-
-
-def cell(value: float) -> str:
-    return "–" if value != value else f"{value:.2f}"  # NaN: a statistic the variant does not have
 
 
 def markdown(report: dict) -> str:
@@ -77,31 +54,17 @@ def markdown(report: dict) -> str:
         "",
         f"{report['date']} · {report['machine']} · seeds {report['seeds']} · {report['command']}",
         "",
-        "R@1 is text->video on the test split unless named; t / v = text / video. empty = share of the K concepts "
-        "that get no token; top = share of an item's tokens in its fullest concept; Z std = spread of the "
-        "allocation logits over concepts; train = eval = how often training's noisy allocation picks evaluation's "
-        "argmax (chance 1/K); shared = concepts non-empty on both sides (true pair / other pairs); cos = mean "
-        "concept cosine over shared concepts (true pair / other pairs); inst, con, both = R@1 from s_inst, s_con, "
-        "s_inst + s_con (the model's score).",
-        "",
-        "| variant | R@1 test | R@1 compositional | empty t / v | top t / v | Z std t / v | train = eval t / v "
-        "| shared pair / other | cos pair / other | R@1 inst / con / both |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| variant | T2V R@1 test | T2V R@1 compositional | " + accuracy.diagnostic_header() + " |",
+        "|---|---|---|" + "---|" * (len(accuracy.DIAGNOSTICS) + 1),
     ]
     for row in report["rows"]:
-        d = {key: (row["diagnostics"][key] or {"mean": float("nan")})["mean"] for key in DIAGNOSTICS}
         test, comp = row["test_t2v_R@1"], row["compositional_t2v_R@1"]
+        stats = accuracy.mean_statistics([run["diagnostics"] for run in row["runs"]])
         lines.append(
             f"| {row['variant']} | {test['mean']:.1f} ± {test['std']:.1f} | {comp['mean']:.1f} ± {comp['std']:.1f} "
-            f"| {d['text_empty_concept_rate']:.2f} / {d['video_empty_concept_rate']:.2f} "
-            f"| {d['text_top_concept_share']:.2f} / {d['video_top_concept_share']:.2f} "
-            f"| {d['text_logit_spread']:.2f} / {d['video_logit_spread']:.2f} "
-            f"| {cell(d['text_train_eval_agreement'])} / {cell(d['video_train_eval_agreement'])} "
-            f"| {d['shared_concepts_matched']:.2f} / {d['shared_concepts_unmatched']:.2f} "
-            f"| {d['concept_cosine_matched']:.2f} / {d['concept_cosine_unmatched']:.2f} "
-            f"| {d['t2v_R@1_instance_only']:.1f} / {d['t2v_R@1_concept_only']:.1f} / {d['t2v_R@1_combined']:.1f} |"
+            f"| {accuracy.diagnostic_cells(stats)} |"
         )
-    return "\n".join(lines + [""])
+    return "\n".join(lines + ["", accuracy.DIAGNOSTICS_LEGEND, ""])
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -142,7 +105,11 @@ def main(argv: list[str] | None = None) -> dict:
                 "overrides": VARIANTS[variant],
                 "test_t2v_R@1": mean_std([r["metrics"]["test"]["text_to_video"]["R@1"] for r in runs]),
                 "compositional_t2v_R@1": mean_std([r["metrics"]["compositional"]["text_to_video"]["R@1"] for r in runs]),
-                "diagnostics": {key: mean_std([r["diagnostics"][key] for r in runs]) for key in DIAGNOSTICS},
+                "diagnostics": {
+                    key: mean_std([r["diagnostics"][key] for r in runs])
+                    for key, value in runs[0]["diagnostics"].items()
+                    if not isinstance(value, list)
+                },
                 "runs": runs,
             }
         )

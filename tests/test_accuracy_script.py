@@ -1,6 +1,7 @@
 """benchmarks/accuracy.py end to end at tiny sizes: the rows, splits, seeds and statistics the issue asks for."""
 
 import json
+import statistics
 
 import pytest
 from helpers import load_benchmark_script, load_training_script
@@ -57,7 +58,12 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     # the model's phi . psi did in train.py's own evaluation of the same weights.
     evaluated = json.loads((tmp_path / "runs" / "S2CA_full-seed1" / "eval_results.json").read_text())
     assert stats["t2v_R@1_combined"] == evaluated["final_metrics"]["test"]["text_to_video"]["R@1"]
-    assert "| S2CA (full) | compositional |" in (tmp_path / "results" / "accuracy.md").read_text()
+    table = (tmp_path / "results" / "accuracy.md").read_text()
+    assert "| S2CA (full) | compositional |" in table
+    # The allocation table has one row per S2CA method, its statistics averaged over the two seeds.
+    [allocation_row] = [line for line in table.splitlines() if line.startswith("| S2CA (full) | ") and "/" in line]
+    empty = statistics.fmean(saved["allocation"][f"S2CA (full) / seed {s}"]["text_empty_concept_rate"] for s in (0, 1))
+    assert allocation_row.split(" | ")[1].split(" / ")[0] == f"{empty:.2f}"
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]
 
 
