@@ -159,3 +159,39 @@ def test_random_caption_draw_without_sentence_expansion(corpus_dir, processor):
     collator = VideoTextCollator(processor, seed=0)
     drawn = {collator._text(row) for _ in range(50)}
     assert len(drawn) > 1 and drawn <= set(row["captions"])
+
+
+FORK_AFTER_TORCH = """
+import sys
+import torch
+from s2ca_hf.data import build_frame_cache, generate_synthetic_corpus, load_corpus
+from s2ca_hf.tiny import tiny_processor
+
+out = sys.argv[1]
+corpus = generate_synthetic_corpus(out + "/corpus", num_videos=12, seed=3, size=64, num_frames=8, fps=2, num_proc=1)
+processor = tiny_processor(out + "/tok", max_frames=4)
+torch.set_num_threads(2)
+x = torch.randn(4_000_000)
+for _ in range(20):
+    x = (x * 1.0001).contiguous().clone()  # parallel kernels: this process now has an OpenMP thread team
+cache = build_frame_cache(load_corpus("synthetic", corpus, "train"), processor, cache_dir=out + "/cache", num_proc=2)
+print("cached", len(cache))
+"""
+
+
+def test_workers_forked_after_torch_ran_do_not_hang(tmp_path):
+    # train.py pretrains the small CLIP (torch's OpenMP team is up), then builds the frame cache with forked
+    # workers: their first parallel kernel used to wait forever for the parent's threads (a deadlock in libgomp).
+    import subprocess
+    import sys
+
+    script = tmp_path / "fork_after_torch.py"
+    script.write_text(FORK_AFTER_TORCH)
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script), str(tmp_path)], capture_output=True, text=True, timeout=180
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("building the frame cache in forked workers after torch ran hung")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "cached 10" in done.stdout

@@ -87,9 +87,14 @@ def cache_key(videos: Dataset, processor, corpus: str, split: str) -> tuple[str,
     return f"{safe}-{digest}", description
 
 
-def _decode_video(row: dict, policy: dict, processor_dict: dict, on_error: str) -> dict:
+def _decode_video(row: dict, policy: dict, processor_dict: dict, on_error: str, in_worker: bool = False) -> dict:
     """The `map` function: one video to its processor-resolution uint8 frames (module level, so workers can run
     it)."""
+    if in_worker and torch.get_num_threads() != 1:
+        # A forked worker inherits the parent's OpenMP state but not its thread team: the first parallel torch
+        # kernel would wait forever for threads that do not exist in this process (it hung train.py after it had
+        # pretrained the small CLIP). One thread per worker is also the right split of the cores.
+        torch.set_num_threads(1)
     processor = _worker_processor(processor_dict)
     max_frames = policy["max_frames"]
     shape = _frame_shape(processor, max_frames)
@@ -299,6 +304,7 @@ def build_frame_cache(
                 "policy": policy,
                 "processor_dict": _video_processor(processor).to_dict(),
                 "on_error": on_error,
+                "in_worker": num_proc > 1,
             },
             remove_columns=[c for c in videos.column_names if c != "video_id"],
             features=features,
