@@ -128,8 +128,15 @@ def allocation_statistics(model_dir: str, data_dir: str) -> dict:
             noisy = logits + model.config.gumbel_noise_scale * noise
             agree = (noisy.argmax(1) == logits.argmax(1))[valid].float()
             outputs[side].append(
-                (out.instance_embeds, out.concepts.concept_features, out.concepts.concept_weights,
-                 out.concepts.empty_concepts, out.concepts.token_counts, agree, logits.std(1)[valid])
+                (
+                    out.instance_embeds,
+                    out.concepts.concept_features,
+                    out.concepts.concept_weights,
+                    out.concepts.empty_concepts,
+                    out.concepts.token_counts,
+                    agree,
+                    logits.std(1)[valid],
+                )
             )
     text, video = ([torch.cat(parts) for parts in zip(*outputs[side])] for side in ("text", "video"))
     prototypes = torch.nn.functional.normalize(model.concepts.prototypes, dim=-1)
@@ -150,7 +157,8 @@ def allocation_statistics(model_dir: str, data_dir: str) -> dict:
     matched = torch.eye(len(shared), dtype=torch.bool)
     for name, pairs in (("matched", matched), ("unmatched", ~matched)):
         stats[f"shared_concepts_{name}"] = float(shared[pairs].mean())
-        stats[f"concept_cosine_{name}"] = float(per_concept_cosine.sum(-1)[pairs].sum() / shared[pairs].sum().clamp(min=1))
+        cosine_sum = per_concept_cosine.sum(-1)[pairs].sum()
+        stats[f"concept_cosine_{name}"] = float(cosine_sum / shared[pairs].sum().clamp(min=1))
     instance = text[0] @ video[0].t()
     concept = concept_similarity(text[1], text[2], video[1], video[2])
     combined = instance + model.config.concept_score_weight * concept
@@ -234,7 +242,7 @@ def markdown(report: dict) -> str:
     if by_method:
         lines += [
             "",
-            "How the S2CA rows use their concepts (`allocation` in the JSON file has every seed and tokens per concept):",
+            "How the S2CA rows use their concepts (`allocation` in the JSON file: every seed, tokens per concept):",
             "",
             "| method | " + diagnostic_header() + " |",
             "|---|" + "---|" * (len(DIAGNOSTICS) + 1),
@@ -289,21 +297,24 @@ def main(argv: list[str] | None = None) -> dict:
                 allocation[f"{name} / seed {seed}"] = allocation_statistics(summary["final_model"], args.data_dir)
         rows += summarise(name, per_seed, args.seeds)
 
-    report = {
-        "rows": rows,
-        "allocation": allocation,
-        "seeds": args.seeds,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(["python benchmarks/accuracy.py", *(argv if argv is not None else sys.argv[1:])]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "accuracy.json"), "w") as f:
+    report = {"rows": rows, "allocation": allocation, "seeds": args.seeds}
+    return save_report(report, "accuracy", argv, args.out, markdown)
+
+
+def save_report(report: dict, name: str, argv: list[str] | None, out: str, render) -> dict:
+    """Adds the date, machine, exact command and versions, writes `<out>/<name>.json` and `.md`, prints the table."""
+    report.update(
+        date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+        command=" ".join([f"python benchmarks/{name}.py", *(argv if argv is not None else sys.argv[1:])]),
+        versions={"torch": torch.__version__, "transformers": transformers.__version__},
+    )
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, f"{name}.json"), "w") as f:
         json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "accuracy.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
+    with open(os.path.join(out, f"{name}.md"), "w") as f:
+        f.write(render(report))
+    print(render(report))
     return report
 
 

@@ -14,19 +14,23 @@ Writes `benchmarks/results/s2ca_diagnosis.json` and `s2ca_diagnosis.md`.
 """
 
 import argparse
-import datetime
+import importlib.util
 import json
 import os
-import platform
 import statistics
-import sys
-
-import torch
-import transformers
 
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import accuracy  # noqa: E402  (benchmarks/accuracy.py: the same training runs and statistics)
+def _load_accuracy():
+    """benchmarks/accuracy.py (the same training runs, statistics and report format), loaded by path: the
+    benchmarks folder is not a package and must not shadow anything on sys.path."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accuracy.py")
+    spec = importlib.util.spec_from_file_location("s2ca_benchmarks_accuracy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+accuracy = _load_accuracy()
 
 
 VARIANTS = {
@@ -42,6 +46,8 @@ VARIANTS = {
     "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
     "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
 }
+
+
 def mean_std(values: list[float | None]) -> dict | None:
     if any(value is None for value in values):  # a statistic the variant does not have (soft: no noise)
         return None
@@ -90,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
         for seed in args.seeds:
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
-            summary = accuracy.run_training([*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir])
+            arguments = [*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir]
+            summary = accuracy.run_training(arguments)
             runs.append(
                 {
                     "seed": seed,
@@ -103,8 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
             {
                 "variant": variant,
                 "overrides": VARIANTS[variant],
-                "test_t2v_R@1": mean_std([r["metrics"]["test"]["text_to_video"]["R@1"] for r in runs]),
-                "compositional_t2v_R@1": mean_std([r["metrics"]["compositional"]["text_to_video"]["R@1"] for r in runs]),
+                **{
+                    f"{split}_t2v_R@1": mean_std([r["metrics"][split]["text_to_video"]["R@1"] for r in runs])
+                    for split in accuracy.SPLITS
+                },
                 "diagnostics": {
                     key: mean_std([r["diagnostics"][key] for r in runs])
                     for key, value in runs[0]["diagnostics"].items()
@@ -113,21 +122,8 @@ def main(argv: list[str] | None = None) -> dict:
                 "runs": runs,
             }
         )
-    report = {
-        "rows": rows,
-        "seeds": args.seeds,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
-        "command": " ".join(["python benchmarks/s2ca_diagnosis.py", *(argv if argv is not None else sys.argv[1:])]),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-    }
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "s2ca_diagnosis.json"), "w") as f:
-        json.dump(report, f, indent=1)
-    with open(os.path.join(args.out, "s2ca_diagnosis.md"), "w") as f:
-        f.write(markdown(report))
-    print(markdown(report))
-    return report
+    report = {"rows": rows, "seeds": args.seeds}
+    return accuracy.save_report(report, "s2ca_diagnosis", argv, args.out, markdown)
 
 
 if __name__ == "__main__":
