@@ -45,6 +45,8 @@ VARIANTS = {
     "combined loss NCE(s_inst + s_con)": ["--retrieval_loss", "combined"],
     "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
     "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
+    "no weight decay": ["--weight_decay", "0"],
+    "no Gumbel noise, no weight decay": ["--gumbel_noise_scale", "0", "--weight_decay", "0"],
 }
 
 
