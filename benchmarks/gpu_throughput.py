@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> dict:
                 row = measure_training(name, config, args, batch_size)
             except torch.OutOfMemoryError:
                 print(f"{name} at batch {batch_size}: out of memory", flush=True)
+                gc.collect()
+                torch.cuda.empty_cache()  # give the next variant the memory this one's failed step held
                 continue
             if name == "clip4clip-meanP":
                 reference = row["videos_per_s"]
