@@ -221,11 +221,16 @@ def mean_statistics(runs: list[dict]) -> dict:
     }
 
 
+def header(report: dict) -> str:
+    versions = " · ".join(f"{name} {version}" for name, version in report["versions"].items())
+    return f"{report['date']} · {report['machine']} · {versions} · seeds {report['seeds']} · `{report['command']}`"
+
+
 def markdown(report: dict) -> str:
     lines = [
         "# Retrieval quality on the built-in concept-video corpus",
         "",
-        f"{report['date']} · {report['machine']} · seeds {report['seeds']} · {report['command']}",
+        header(report),
         "",
         "| method | split | T2V R@1 | T2V R@5 | T2V MnR | V2T R@1 | V2T R@5 | V2T MnR |",
         "|---|---|---|---|---|---|---|---|",

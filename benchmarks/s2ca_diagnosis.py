@@ -60,7 +60,7 @@ def markdown(report: dict) -> str:
     lines = [
         "# S2CA diagnosis: one switch at a time (S2CA without ATR)",
         "",
-        f"{report['date']} · {report['machine']} · seeds {report['seeds']} · {report['command']}",
+        accuracy.header(report),
         "",
         "| variant | T2V R@1 test | T2V R@1 compositional | " + accuracy.diagnostic_header() + " |",
         "|---|---|---|" + "---|" * (len(accuracy.DIAGNOSTICS) + 1),
