@@ -66,10 +66,16 @@ def write_tokenizer_files(folder: str) -> None:
     symbols = list(bytes_to_unicode().values())
     merges = [("t", "h"), ("th", "e</w>"), ("o", "g</w>"), ("d", "og</w>"), ("c", "a"), ("ca", "t</w>")]
     vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
-    vocab_list += ["<|startoftext|>", "<|endoftext|>"]
+    save_bpe_files(folder, vocab_list, merges)
+
+
+def save_bpe_files(folder: str, vocab: list[str], merges: list[tuple[str, str]]) -> None:
+    """Writes `vocab.json` (each token's id is its position; CLIP's start and end tokens are appended) and
+    `merges.txt` in CLIP's layout, which `CLIPTokenizer.from_pretrained(folder)` reads."""
+    vocab = [*vocab, "<|startoftext|>", "<|endoftext|>"]
     os.makedirs(folder, exist_ok=True)
     with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump({token: i for i, token in enumerate(vocab_list)}, f)
+        json.dump({token: i for i, token in enumerate(vocab)}, f)
     with open(os.path.join(folder, "merges.txt"), "w") as f:
         f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
 

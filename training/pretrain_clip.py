@@ -27,6 +27,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 from transformers.convert_slow_tokenizer import bytes_to_unicode
 
 from s2ca_hf.data import load_corpus
+from s2ca_hf.tiny import save_bpe_files
 
 
 MARKER = "pretrain_clip.json"  # written last: its presence marks a complete checkpoint made with these arguments
@@ -70,12 +71,7 @@ def write_word_tokenizer(folder: str, texts: list[str]) -> None:
                 vocab.append(merged)
                 known.add(merged)
             left = merged
-    vocab += ["<|startoftext|>", "<|endoftext|>"]
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump({token: i for i, token in enumerate(vocab)}, f)
-    with open(os.path.join(folder, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    save_bpe_files(folder, vocab, merges)
 
 
 def load_images(paths: list[str], size: int) -> torch.Tensor:
