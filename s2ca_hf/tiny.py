@@ -92,6 +92,24 @@ def tiny_processor(folder: str, max_text_length: int = 16, **video_overrides) ->
     return S2CAProcessor(video_processor=video_processor, tokenizer=tokenizer, max_text_length=max_text_length)
 
 
+def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:
+    """RGB uint8 `(H, W, 3)` (H and W even) to the planar yuv420p layout `(3H/2, W)`: ITU-R BT.601 limited range,
+    the colour space decoders assume for untagged H.264; chroma from the mean of each 2x2 block. Plain float64
+    arithmetic with rounding, so every machine and process computes the same bytes."""
+    height, width = image.shape[:2]
+    if height % 2 or width % 2:
+        raise ValueError(f"yuv420p needs an even width and height, got {width}x{height}.")
+    rgb = image.astype(np.float64)
+    red, green, blue = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    luma = 16.0 + (65.481 * red + 128.553 * green + 24.966 * blue) / 255.0
+    block = rgb.reshape(height // 2, 2, width // 2, 2, 3).mean(axis=(1, 3))
+    red, green, blue = block[..., 0], block[..., 1], block[..., 2]
+    cb = 128.0 + (-37.797 * red - 74.203 * green + 112.0 * blue) / 255.0
+    cr = 128.0 + (112.0 * red - 93.786 * green - 18.214 * blue) / 255.0
+    planes = [luma.ravel(), cb.ravel(), cr.ravel()]
+    return np.clip(np.round(np.concatenate(planes)), 0, 255).astype(np.uint8).reshape(height * 3 // 2, width)
+
+
 def encode_frames(
     path, frames: Iterable[np.ndarray], fps, codec: str = "libx264", options: dict | None = None, **container_options
 ) -> str:
@@ -108,7 +126,10 @@ def encode_frames(
         if options:
             stream.options = options
         for image in itertools.chain([first], frames):
-            for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            # The frame reaches the encoder already in yuv420p: libswscale's RGB conversion picks its code path by
+            # the state of the process (its output changed after other PyAV work in the same process), so the same
+            # frames did not always give the same bytes.
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(image), format="yuv420p")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

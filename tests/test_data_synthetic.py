@@ -40,6 +40,34 @@ def test_same_seed_same_bytes_whatever_the_processes(tmp_path):
     assert other["videos/video0.mp4"] != one["videos/video0.mp4"]
 
 
+def test_same_bytes_after_the_process_decoded_and_trained(tmp_path):
+    # The full suite once made libx264 write other bytes in a process that had decoded clips and run torch before;
+    # generation now encodes in fresh processes, so whatever this process did, the bytes are the same.
+    import torch
+
+    first = tree(generate_synthetic_corpus(tmp_path / "first", seed=5, num_proc=1, **SMALL))
+    path = str(tmp_path / "first" / "videos" / "video0.mp4")
+    for trial in range(3):
+        read_frames(path)
+        torch.randn(256, 256).matmul(torch.randn(256, 256)).sum().item()
+        again = tree(generate_synthetic_corpus(tmp_path / f"again{trial}", seed=5, num_proc=1 + trial % 2, **SMALL))
+        assert again == first, f"trial {trial}"
+
+
+def test_rgb_to_yuv420p_is_bt601_limited_range():
+    from s2ca_hf.tiny import rgb_to_yuv420p
+
+    image = np.zeros((2, 4, 3), dtype=np.uint8)
+    image[:, :2] = (255, 255, 255)
+    image[:, 2:] = (255, 0, 0)
+    planes = rgb_to_yuv420p(image)
+    assert planes.shape == (3, 4)
+    assert planes[:2].ravel().tolist() == [235, 235, 81, 81, 235, 235, 81, 81]  # Y: white 235, red 81
+    assert planes[2].tolist() == [128, 90, 128, 240]  # Cb white, red; Cr white, red
+    with pytest.raises(ValueError, match="even"):
+        rgb_to_yuv420p(np.zeros((3, 4, 3), dtype=np.uint8))
+
+
 def test_compositional_split_shares_no_combination_with_train():
     clips, held_out = plan_corpus(1000, seed=0)
     by_split = {}

@@ -28,8 +28,9 @@ import csv
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -299,6 +300,45 @@ def _write_clip(job: tuple[Clip, str, int, int, int, str | None]) -> None:
         Image.fromarray(frames[num_frames // 2]).save(frame_path, format="PNG", optimize=False)
 
 
+def _encode_in_fresh_processes(jobs: list[tuple], num_proc: int) -> None:
+    """Draws and encodes the clips in `num_proc` new Python processes (`python -c`, not forks of this one).
+
+    Why: in a process that had done other PyAV, torch and datasets work before (the full test suite), libx264 wrote
+    other bytes for the same frames, for every clip of a run, while fresh processes always agree; forked workers
+    inherit the caller's state. A new interpreter per worker makes the bytes depend on the arguments alone (and,
+    unlike multiprocessing's spawn, it does not re-import the caller's `__main__`).
+    """
+    with tempfile.TemporaryDirectory(prefix="s2ca-synthetic-jobs-") as folder:
+        job_file = os.path.join(folder, "jobs.json")
+        _write_json(job_file, [[asdict(clip), *rest] for clip, *rest in jobs])
+        code = "import sys; from s2ca_hf.data.synthetic import _encode_worker; _encode_worker(*sys.argv[1:])"
+        workers = [
+            subprocess.Popen(
+                [sys.executable, "-c", code, job_file, str(rank), str(num_proc)],
+                stderr=subprocess.PIPE,
+                text=True,
+                env={**os.environ, "OMP_NUM_THREADS": "1"},
+            )
+            for rank in range(num_proc)
+        ]
+        errors = [worker.communicate()[1] for worker in workers]
+        failed = [(rank, error) for rank, (worker, error) in enumerate(zip(workers, errors)) if worker.returncode]
+        if failed:
+            rank, error = failed[0]
+            raise RuntimeError(
+                f"{len(failed)} of {num_proc} clip-encoding processes failed; worker {rank}:\n{error[-3000:]}"
+            )
+
+
+def _encode_worker(job_file: str, rank: str, num_proc: str) -> None:
+    with open(job_file, encoding="utf-8") as f:
+        jobs = json.load(f)
+    for clip, *rest in jobs[int(rank) :: int(num_proc)]:
+        objects = tuple(SceneObject(**o) for o in clip.pop("objects"))
+        clip = Clip(**{**clip, "objects": objects, "captions": tuple(clip["captions"])})
+        _write_clip((clip, *rest))
+
+
 # --- the corpus on disk ---------------------------------------------------------------------------------------
 
 
@@ -336,13 +376,7 @@ def generate_synthetic_corpus(
     for clip in clips:
         frame_path = os.path.join(out, "frames", f"frame{clip.video_id[5:]}.png") if clip.split == "train" else None
         jobs.append((clip, os.path.join(out, "videos", f"{clip.video_id}.mp4"), size, num_frames, fps, frame_path))
-    num_proc = min(num_proc or os.cpu_count() or 1, len(jobs))
-    if num_proc > 1:
-        with ProcessPoolExecutor(num_proc) as pool:
-            list(pool.map(_write_clip, jobs, chunksize=max(1, len(jobs) // (8 * num_proc))))
-    else:
-        for job in jobs:
-            _write_clip(job)
+    _encode_in_fresh_processes(jobs, min(num_proc or os.cpu_count() or 1, len(jobs)))
 
     duration = num_frames / fps
     data = {
