@@ -31,7 +31,7 @@ import transformers
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(REPO, "benchmarks", "results")
-SPLITS = ("test", "compositional")
+SPLITS = ("val", "test", "compositional")  # every choice is made on val; test and compositional are reported
 KEYS = ("R@1", "R@5", "R@10", "MdR", "MnR")
 NO_ATR = ["--align", "false", "--transform", "false", "--reconstruct", "false"]
 METHODS = {
@@ -67,11 +67,9 @@ def run_training(arguments: list[str]) -> dict:
         return json.load(f)
 
 
-def zero_shot(clip_dir: str, data_dir: str, max_frames: int, max_words: int) -> dict:
-    """The pretrained CLIP as CLIP4Clip-meanP without any fine-tuning, on both splits."""
+def zero_shot_model(clip_dir: str, max_frames: int, max_words: int):
+    """The pretrained CLIP as CLIP4Clip-meanP without any fine-tuning, and its processor."""
     from s2ca_hf import S2CAModel, S2CAProcessor
-    from s2ca_hf.data import load_corpus
-    from s2ca_hf.retrieval.evaluation import evaluate_corpus
 
     model = S2CAModel.from_clip(clip_dir, use_concepts=False, temporal_module="mean").eval()
     size = model.config.vision_config.image_size
@@ -82,15 +80,86 @@ def zero_shot(clip_dir: str, data_dir: str, max_frames: int, max_words: int) -> 
         size={"shortest_edge": size},
         crop_size={"height": size, "width": size},
     )
-    return {
-        split: evaluate_corpus(model, processor, load_corpus("synthetic", data_dir, split), progress=False)["metrics"]
-        for split in SPLITS
-    }
+    return model, processor
 
 
 @torch.inference_mode()
-def allocation_statistics(model_dir: str, data_dir: str) -> dict:
-    """How the trained model uses its concepts on the test split (one caption per video, text i describes video i).
+def encode_split(model, processor, data_dir: str, split: str) -> dict:
+    """Every clip of an evaluation split and its one caption (text i describes video i), through the model's two
+    towers: instance features, concept outputs, and the Gumbel agreement statistics of the allocation."""
+    from torch.utils.data import DataLoader
+
+    from s2ca_hf.data import VideoTextCollator, load_corpus
+
+    dataset = load_corpus("synthetic", data_dir, split)
+    parts = {"text": [], "video": []}
+    generator = torch.Generator().manual_seed(0)
+    for batch in DataLoader(dataset, batch_size=32, collate_fn=VideoTextCollator(processor)):
+        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
+        video = model.encode_video(batch["pixel_values_videos"], batch["frame_mask"])
+        for side, out in (("text", text), ("video", video)):
+            part = {"instance": out.instance_embeds}
+            if out.concepts is not None:
+                concepts = out.concepts
+                logits, valid = concepts.allocation_logits, concepts.token_mask.bool()
+                noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
+                noisy = logits + model.config.gumbel_noise_scale * noise
+                part.update(
+                    features=concepts.concept_features,
+                    weights=concepts.concept_weights,
+                    empty=concepts.empty_concepts,
+                    counts=concepts.token_counts,
+                    agree=(noisy.argmax(1) == logits.argmax(1))[valid].float(),
+                    spread=logits.std(1)[valid],
+                )
+            parts[side].append(part)
+    encoded = {side: {k: torch.cat([p[k] for p in parts[side]]) for k in parts[side][0]} for side in parts}
+    encoded["video_ids"] = list(dataset["video_id"])
+    return encoded
+
+
+def scores(model, encoded: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """s_inst and s_con `(T, V)` of an encoded split (s_con None without concepts)."""
+    from s2ca_hf.modeling_s2ca import concept_similarity
+
+    text, video = encoded["text"], encoded["video"]
+    instance = text["instance"] @ video["instance"].t()
+    if "features" not in text:
+        return instance, None
+    concept = concept_similarity(
+        text["features"], text["weights"], video["features"], video["weights"], model.config.concept_weighting
+    )
+    return instance, concept
+
+
+def t2v_r1(scores_: torch.Tensor) -> float:
+    from s2ca_hf.retrieval.metrics import retrieval_metrics
+
+    return retrieval_metrics(scores_)["text_to_video"]["R@1"]
+
+
+ERROR_KINDS = ("colour", "shape", "motion", "background", "binding", "objects", "several")
+
+
+def attribute_errors(scores_: torch.Tensor, video_ids: list[str], clips: dict) -> dict:
+    """What the top-1 wrong hit of each text query differs in from the right clip, per 100 queries
+    (`s2ca_hf.data.synthetic.clip_difference`), and the share of wrong hits inside the query's minimal-pair group."""
+    from s2ca_hf.data.synthetic import clip_difference
+
+    top = scores_.argmax(dim=1).tolist()
+    wrong = [(i, j) for i, j in enumerate(top) if j != i]
+    kinds = [clip_difference(clips[video_ids[i]], clips[video_ids[j]]) for i, j in wrong]
+    in_group = sum(clips[video_ids[i]].group == clips[video_ids[j]].group for i, j in wrong)
+    result = {kind: 100.0 * kinds.count(kind) / len(top) for kind in ERROR_KINDS}
+    result.update(errors=100.0 * len(wrong) / len(top), in_group=in_group / len(wrong) if wrong else None)
+    return result
+
+
+LAMBDAS = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def concept_statistics(model, encoded: dict) -> dict:
+    """How a trained model uses its concepts on one split (one caption per video, text i describes video i).
 
     * tokens per concept and the empty-concept rate, per modality; the mean |cosine| between distinct prototypes
       (collapse shows as 1);
@@ -98,73 +167,74 @@ def allocation_statistics(model_dir: str, data_dir: str) -> dict:
       for the true pairs and for all other pairs: s_con only sees concepts both sides use;
     * `concept_cosine_matched` / `_unmatched`: the mean cosine of a concept's text and video features over those
       shared concepts (does a shared concept carry content, or only its prototype?);
-    * `t2v_R@1_instance_only` / `_concept_only` / `_combined`: text-to-video R@1 from s_inst alone, s_con alone and
-      the model's score, which says whether the concept branch adds to or takes from the instance match;
     * `{side}_top_concept_share`: the share of an item's tokens in its fullest concept (1: everything in one);
     * `{side}_logit_spread`: the std over concepts of the allocation logits Z, and `{side}_train_eval_agreement`: how
       often training's noisy allocation argmax(Z + g) picks evaluation's argmax(Z) (chance: 1/K; Gumbel only). Small
       logits next to the noise mean the concepts are trained on near-random groupings of tokens.
     """
-    from torch.utils.data import DataLoader
-
-    from s2ca_hf import S2CAModel, S2CAProcessor
-    from s2ca_hf.data import VideoTextCollator, load_corpus
-    from s2ca_hf.modeling_s2ca import concept_similarity
-    from s2ca_hf.retrieval.metrics import retrieval_metrics
-
-    model = S2CAModel.from_pretrained(model_dir).eval()
-    if model.concepts is None:
-        return {}
-    processor = S2CAProcessor.from_pretrained(model_dir)
-    dataset = load_corpus("synthetic", data_dir, "test")
-    outputs = {"text": [], "video": []}
-    generator = torch.Generator().manual_seed(0)
-    for batch in DataLoader(dataset, batch_size=32, collate_fn=VideoTextCollator(processor)):
-        text = model.encode_text(batch["input_ids"], batch["attention_mask"])
-        video = model.encode_video(batch["pixel_values_videos"], batch["frame_mask"])
-        for side, out in (("text", text), ("video", video)):
-            logits, valid = out.concepts.allocation_logits, out.concepts.token_mask.bool()
-            noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
-            noisy = logits + model.config.gumbel_noise_scale * noise
-            agree = (noisy.argmax(1) == logits.argmax(1))[valid].float()
-            outputs[side].append(
-                (
-                    out.instance_embeds,
-                    out.concepts.concept_features,
-                    out.concepts.concept_weights,
-                    out.concepts.empty_concepts,
-                    out.concepts.token_counts,
-                    agree,
-                    logits.std(1)[valid],
-                )
-            )
-    text, video = ([torch.cat(parts) for parts in zip(*outputs[side])] for side in ("text", "video"))
-    prototypes = torch.nn.functional.normalize(model.concepts.prototypes, dim=-1)
+    prototypes = torch.nn.functional.normalize(model.concepts.prototypes.detach(), dim=-1)
     cosines = prototypes @ prototypes.t()
     off_diagonal = ~torch.eye(len(cosines), dtype=torch.bool)
     stats = {"prototype_abs_cosine": float(cosines[off_diagonal].abs().mean())}
-    for side, (_, _, _, empty, counts, agree, spread) in (("text", text), ("video", video)):
+    for side in ("text", "video"):
+        part = encoded[side]
+        counts = part["counts"]
         stats[f"{side}_tokens_per_concept"] = [round(float(v), 3) for v in counts.mean(0)]
-        stats[f"{side}_empty_concept_rate"] = float(empty.mean())
+        stats[f"{side}_empty_concept_rate"] = float(part["empty"].mean())
         stats[f"{side}_top_concept_share"] = float((counts.max(1).values / counts.sum(1).clamp(min=1e-6)).mean())
-        stats[f"{side}_logit_spread"] = float(spread.mean())
-        gumbel = model.config.allocation == "gumbel"
-        stats[f"{side}_train_eval_agreement"] = float(agree.mean()) if gumbel else None
-
-    present_text, present_video = 1 - text[3], 1 - video[3]
-    shared = present_text @ present_video.t()  # (T, V): concepts non-empty on both sides
-    per_concept_cosine = torch.einsum("tkd,vkd->tvk", text[1], video[1])  # zero wherever either side is empty
+        stats[f"{side}_logit_spread"] = float(part["spread"].mean())
+        noisy = model.config.allocation in ("gumbel", "relaxed")
+        stats[f"{side}_train_eval_agreement"] = float(part["agree"].mean()) if noisy else None
+    text, video = encoded["text"], encoded["video"]
+    shared = (1 - text["empty"]) @ (1 - video["empty"]).t()  # (T, V): concepts non-empty on both sides
+    per_concept_cosine = torch.einsum("tkd,vkd->tvk", text["features"], video["features"])  # 0 where one is empty
     matched = torch.eye(len(shared), dtype=torch.bool)
     for name, pairs in (("matched", matched), ("unmatched", ~matched)):
         stats[f"shared_concepts_{name}"] = float(shared[pairs].mean())
         cosine_sum = per_concept_cosine.sum(-1)[pairs].sum()
         stats[f"concept_cosine_{name}"] = float(cosine_sum / shared[pairs].sum().clamp(min=1))
-    instance = text[0] @ video[0].t()
-    concept = concept_similarity(text[1], text[2], video[1], video[2])
-    combined = instance + model.config.concept_score_weight * concept
-    for name, scores in (("instance_only", instance), ("concept_only", concept), ("combined", combined)):
-        stats[f"t2v_R@1_{name}"] = retrieval_metrics(scores)["text_to_video"]["R@1"]
     return stats
+
+
+@torch.inference_mode()
+def diagnostics(model, processor, data_dir: str) -> dict:
+    """Per split: the attribute error breakdown of the model's score and, with concepts, text->video R@1 from
+    s_inst alone, s_con alone and the model's score (`t2v_R@1_instance_only` / `_concept_only` / `_combined`); on
+    `val` also the concept statistics and R@1 for other concept score weights lambda_e (chosen there, never on test).
+    """
+    from s2ca_hf.data.synthetic import load_clips
+
+    clips = load_clips(data_dir)
+    model.eval()
+    result = {}
+    for split in SPLITS:
+        encoded = encode_split(model, processor, data_dir, split)
+        instance, concept = scores(model, encoded)
+        combined = instance if concept is None else instance + model.config.concept_score_weight * concept
+        entry = {"errors": attribute_errors(combined, encoded["video_ids"], clips)}
+        if concept is not None:
+            entry["t2v_R@1_instance_only"] = t2v_r1(instance)
+            entry["t2v_R@1_concept_only"] = t2v_r1(concept)
+            entry["t2v_R@1_combined"] = t2v_r1(combined)
+            if split == "val":
+                entry["lambda_e"] = {str(w): t2v_r1(instance + w * concept) for w in LAMBDAS}
+                entry.update(concept_statistics(model, encoded))
+        result[split] = entry
+    return result
+
+
+def run_diagnostics(model_dir: str, data_dir: str) -> dict:
+    from s2ca_hf import S2CAModel, S2CAProcessor
+
+    return diagnostics(S2CAModel.from_pretrained(model_dir), S2CAProcessor.from_pretrained(model_dir), data_dir)
+
+
+def selected(summary: dict) -> tuple[dict, str]:
+    """The metrics of the checkpoint that `train.py` selected on val (its `best_step`), and where it is."""
+    for evaluation in summary["evaluations"]:
+        if evaluation["step"] == summary["best_step"]:
+            return evaluation["metrics"], summary["best_model"]
+    return summary["final_metrics"], summary["final_model"]
 
 
 def summarise(name: str, per_seed: list[dict], seeds: list[int]) -> list[dict]:
@@ -189,12 +259,21 @@ DIAGNOSTICS = (  # the allocation statistics that the tables show, as (text, vid
 )
 R1_DIAGNOSTICS = ("t2v_R@1_instance_only", "t2v_R@1_concept_only", "t2v_R@1_combined")
 DIAGNOSTICS_LEGEND = (
-    "t / v = text / video, means over seeds, test split. empty = share of the K concepts that get no token; top = "
+    "t / v = text / video, means over seeds, val split. empty = share of the K concepts that get no token; top = "
     "share of an item's tokens in its fullest concept; Z std = spread of the allocation logits over the concepts; "
     "train = eval = how often training's noisy allocation argmax(Z + g) picks evaluation's argmax(Z) (chance 1/K; "
     "– for soft allocation, which has no noise); shared = concepts non-empty on both sides (true pair / any other "
     "pair); cos = mean concept cosine over shared concepts (true pair / other pairs); R@1 inst / con / both = "
-    "text->video R@1 from s_inst alone, s_con alone, and s_inst + s_con (the model's score)."
+    "text->video R@1 from s_inst alone, s_con alone, and s_inst + lambda_e s_con (the model's score), on val, test "
+    "and compositional; best lambda_e = the concept score weight with the best val R@1 (of "
+    + ", ".join(str(w) for w in LAMBDAS)
+    + "), with that R@1."
+)
+ERRORS_LEGEND = (
+    "Per 100 text queries (means over seeds): all = queries whose top-1 video is wrong; then what that wrong video "
+    "differs in from the right one (one object's colour, shape or motion, the background, binding = two objects "
+    "with their colours swapped, objects = another number of objects, several = more than one thing); in group = "
+    "share of the wrong top-1 hits that are in the query's own minimal-pair group."
 )
 
 
@@ -202,28 +281,76 @@ def cell(value) -> str:
     return "–" if value is None or value != value else f"{value:.2f}"  # None / NaN: a statistic the row lacks
 
 
+def r1_cell(value) -> str:
+    return "–" if value is None else f"{value:.1f}"
+
+
 def diagnostic_header() -> str:
-    return " | ".join(name for name, _, _ in DIAGNOSTICS) + " | R@1 inst / con / both"
+    names = " | ".join(name for name, _, _ in DIAGNOSTICS)
+    return names + " | R@1 inst / con / both: val | test | compositional | best lambda_e (val R@1)"
 
 
-def diagnostic_cells(stats: dict) -> str:
-    """The table cells of one row's (mean) allocation statistics."""
-    pairs = [f"{cell(stats.get(a))} / {cell(stats.get(b))}" for _, a, b in DIAGNOSTICS]
-    pairs.append(" / ".join("–" if stats.get(k) is None else f"{stats[k]:.1f}" for k in R1_DIAGNOSTICS))
-    return " | ".join(pairs)
+def diagnostic_cells(runs: list[dict]) -> str:
+    """The table cells of one row: mean concept statistics on val and R@1 triples per split over the seeds."""
+    stats = mean_statistics([run["val"] for run in runs])
+    cells = [f"{cell(stats.get(a))} / {cell(stats.get(b))}" for _, a, b in DIAGNOSTICS]
+    for split in SPLITS:
+        split_stats = mean_statistics([run[split] for run in runs])
+        cells.append(" / ".join(r1_cell(split_stats.get(k)) for k in R1_DIAGNOSTICS))
+    sweep = [run["val"].get("lambda_e") for run in runs]
+    if all(sweep):
+        means = {w: statistics.fmean(s[w] for s in sweep) for w in sweep[0]}
+        best = max(means, key=means.get)
+        cells.append(f"{best} ({means[best]:.1f})")
+    else:
+        cells.append("–")
+    return " | ".join(cells)
 
 
 def mean_statistics(runs: list[dict]) -> dict:
     """Means over seeds of each scalar statistic (None where any run lacks it)."""
-    keys = [k for k, v in runs[0].items() if not isinstance(v, list)]
+    keys = [k for k, v in runs[0].items() if not isinstance(v, (list, dict))]
     return {
         k: None if any(run.get(k) is None for run in runs) else statistics.fmean(run[k] for run in runs) for k in keys
     }
 
 
+def error_lines(by_method: dict[str, list[dict]]) -> list[str]:
+    """The attribute error table: one row per method and reported split."""
+    lines = [
+        "| method | split | all | " + " | ".join(ERROR_KINDS) + " | in group |",
+        "|---|---|---|" + "---|" * (len(ERROR_KINDS) + 1),
+    ]
+    for method, runs in by_method.items():
+        for split in ("test", "compositional"):
+            errors = mean_statistics([run[split]["errors"] for run in runs])
+            kinds = " | ".join(f"{errors[k]:.1f}" for k in ERROR_KINDS)
+            lines.append(f"| {method} | {split} | {errors['errors']:.1f} | {kinds} | {cell(errors['in_group'])} |")
+    return lines
+
+
+def concept_lines(by_method: dict[str, list[dict]]) -> list[str]:
+    lines = ["| method | " + diagnostic_header() + " |", "|---|" + "---|" * (len(DIAGNOSTICS) + 4)]
+    for method, runs in by_method.items():
+        if "t2v_R@1_combined" in runs[0]["val"]:
+            lines.append(f"| {method} | {diagnostic_cells(runs)} |")
+    return lines
+
+
 def header(report: dict) -> str:
     versions = " · ".join(f"{name} {version}" for name, version in report["versions"].items())
-    return f"{report['date']} · {report['machine']} · {versions} · seeds {report['seeds']} · `{report['command']}`"
+    zero_shot_r1 = " / ".join(f"{report['clip_zero_shot'][split]['text_to_video']['R@1']:.1f}" for split in SPLITS)
+    return (
+        f"{report['date']} · {report['machine']} · {versions} · seeds {report['seeds']} · `{report['command']}` · "
+        f"the small CLIP's zero-shot text->video R@1 (val / test / compositional): {zero_shot_r1}"
+    )
+
+
+def group_by_method(per_run: dict[str, dict]) -> dict[str, list[dict]]:
+    by_method: dict[str, list[dict]] = {}
+    for key, run in per_run.items():
+        by_method.setdefault(key.rsplit(" / seed ", 1)[0], []).append(run)
+    return by_method
 
 
 def markdown(report: dict) -> str:
@@ -231,6 +358,9 @@ def markdown(report: dict) -> str:
         "# Retrieval quality on the built-in concept-video corpus",
         "",
         header(report),
+        "",
+        "Each run's checkpoint is the one with the best val text->video R@1; val is the selection split, test and "
+        "compositional are only reported.",
         "",
         "| method | split | T2V R@1 | T2V R@5 | T2V MnR | V2T R@1 | V2T R@5 | V2T MnR |",
         "|---|---|---|---|---|---|---|---|",
@@ -241,20 +371,12 @@ def markdown(report: dict) -> str:
             for key in ("R@1", "R@5", "MnR"):
                 cells.append(f"{row[direction][key]:.1f} ± {row[direction + '_std'][key]:.1f}")
         lines.append(f"| {row['method']} | {row['split']} | " + " | ".join(cells) + " |")
-    by_method: dict[str, list[dict]] = {}
-    for key, stats in report["allocation"].items():
-        by_method.setdefault(key.rsplit(" / seed ", 1)[0], []).append(stats)
-    if by_method:
-        lines += [
-            "",
-            "How the S2CA rows use their concepts (`allocation` in the JSON file: every seed, tokens per concept):",
-            "",
-            "| method | " + diagnostic_header() + " |",
-            "|---|" + "---|" * (len(DIAGNOSTICS) + 1),
-        ]
-        for method, runs in by_method.items():
-            lines.append(f"| {method} | {diagnostic_cells(mean_statistics(runs))} |")
-        lines += ["", DIAGNOSTICS_LEGEND]
+    by_method = group_by_method(report["diagnostics"])
+    lines += ["", "What the top-1 wrong hit differs in (text->video):", "", *error_lines(by_method)]
+    lines += ["", ERRORS_LEGEND]
+    if any("t2v_R@1_combined" in runs[0]["val"] for runs in by_method.values()):
+        lines += ["", "How the S2CA rows use their concepts (`diagnostics` in the JSON file: every seed):", ""]
+        lines += [*concept_lines(by_method), "", DIAGNOSTICS_LEGEND]
     return "\n".join(lines + [""])
 
 
@@ -266,7 +388,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--pretrained_clip_dir", default="runs/clip-synthetic")
     parser.add_argument("--clip", default=None, help="use this CLIP checkpoint instead of the pretrained small one")
     parser.add_argument("--work_dir", default="runs/accuracy")
-    parser.add_argument("--synthetic_num_videos", type=int, default=1000)
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
@@ -276,41 +397,70 @@ def main(argv: list[str] | None = None) -> dict:
     for name in ("data_dir", "pretrained_clip_dir", "work_dir", "out"):
         setattr(args, name, os.path.abspath(getattr(args, name)))
     args.clip = os.path.abspath(args.clip) if args.clip and os.path.isdir(args.clip) else args.clip
-    train = load_training_script("train")
-    common = ["--data_dir", args.data_dir, "--synthetic_num_videos", str(args.synthetic_num_videos)]
-    common += ["--pretrained_clip_dir", args.pretrained_clip_dir, "--eval_splits", *SPLITS]
+    common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
+    common += ["--eval_splits", *SPLITS, "--selection_split", "val"]
     common += ["--max_steps", str(args.max_steps), *(["--clip", args.clip] if args.clip else [])]
     common += args.train_overrides
-    rows, allocation = [], {}
+    rows, per_run = [], {}
+    clip_zero_shot = None
     for name in args.methods:
         overrides = METHODS[name]
         if overrides is None:  # deterministic: one evaluation stands for every seed
-            clip = args.clip or args.pretrained_clip_dir
-            if not os.path.isdir(clip):  # a first (one-step) training run pretrains the small CLIP
-                run_training([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
-            _, data_args, _, _ = train.parse_arguments(common)
-            metrics = zero_shot(clip, args.data_dir, data_args.max_frames, data_args.max_words)
-            rows += summarise(name, [metrics], args.seeds[:1])
+            clip_zero_shot, diagnosed = zero_shot_report(args, common)
+            rows += summarise(name, [clip_zero_shot], args.seeds[:1])
+            per_run[f"{name} / seed {args.seeds[0]}"] = diagnosed
             continue
         per_seed = []
         for seed in args.seeds:
             slug = name.replace(" ", "_").replace("(", "").replace(")", "")
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
             summary = run_training([*common, *overrides, "--seed", str(seed), "--output_dir", output_dir])
-            per_seed.append(summary["final_metrics"])
-            if name.startswith("S2CA"):
-                allocation[f"{name} / seed {seed}"] = allocation_statistics(summary["final_model"], args.data_dir)
+            metrics, model_dir = selected(summary)
+            per_seed.append(metrics)
+            per_run[f"{name} / seed {seed}"] = run_diagnostics(model_dir, args.data_dir)
         rows += summarise(name, per_seed, args.seeds)
-
-    report = {"rows": rows, "allocation": allocation, "seeds": args.seeds}
+    if clip_zero_shot is None:
+        clip_zero_shot, _ = zero_shot_report(args, common)
+    report = {"rows": rows, "diagnostics": per_run, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot}
     return save_report(report, "accuracy", argv, args.out, markdown)
+
+
+def zero_shot_report(args, common: list[str]) -> tuple[dict, dict]:
+    """The small CLIP's zero-shot metrics on every split and its diagnostics (pretraining it first if needed)."""
+    from s2ca_hf.data import load_corpus
+    from s2ca_hf.retrieval.evaluation import evaluate_corpus
+
+    clip = args.clip or args.pretrained_clip_dir
+    if not os.path.isdir(clip):  # a first (one-step) training run pretrains the small CLIP
+        run_training([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
+    _, data_args, _, _ = load_training_script("train").parse_arguments(common)
+    model, processor = zero_shot_model(clip, data_args.max_frames, data_args.max_words)
+    metrics = {
+        split: evaluate_corpus(model, processor, load_corpus("synthetic", args.data_dir, split), progress=False)[
+            "metrics"
+        ]
+        for split in SPLITS
+    }
+    return metrics, diagnostics(model, processor, args.data_dir)
+
+
+def machine() -> str:
+    """The CPU model (results depend on it: float kernels differ), core count and architecture."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}, {platform.machine()}, {os.cpu_count()} cores"
 
 
 def save_report(report: dict, name: str, argv: list[str] | None, out: str, render) -> dict:
     """Adds the date, machine, exact command and versions, writes `<out>/<name>.json` and `.md`, prints the table."""
     report.update(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        machine=f"{platform.machine()}, {os.cpu_count()} cores",
+        machine=machine(),
         command=" ".join([f"python benchmarks/{name}.py", *(argv if argv is not None else sys.argv[1:])]),
         versions={"torch": torch.__version__, "transformers": transformers.__version__},
     )

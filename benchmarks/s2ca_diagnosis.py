@@ -1,6 +1,6 @@
 """Why does S2CA win or lose on the built-in corpus? One switch at a time, with the concept diagnostics.
 
-    python benchmarks/s2ca_diagnosis.py                              # every variant, 3 seeds, the recipe's length
+    python benchmarks/s2ca_diagnosis.py                              # round 1's variants, 3 seeds, the recipe's length
     python benchmarks/s2ca_diagnosis.py --seeds 0 --max_steps 150    # a quick look (about 10 minutes on 2 cores)
 
 Each variant is "S2CA without ATR" (the concept branch alone, and the cheapest to train) with one METHOD.md switch
@@ -10,7 +10,8 @@ diagnostics of `accuracy.allocation_statistics` on the test split: empty-concept
 pair shares against any other pair, the concept cosine over shared concepts, and text->video R@1 from the instance
 score alone, the concept score alone and their sum (the model's score).
 
-Writes `benchmarks/results/s2ca_diagnosis.json` and `s2ca_diagnosis.md`.
+Writes `benchmarks/results/<name>.json` and `.md` (`--name`, default `s2ca_diagnosis`; one file per round) after
+every variant.
 """
 
 import argparse
@@ -33,11 +34,30 @@ def _load_accuracy():
 accuracy = _load_accuracy()
 
 
+LEAD = ["--allocation", "soft", "--concept_contrastive_weight", "1"]
+RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
-    # name: train.py overrides on top of "S2CA without ATR"
+    # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
+    # alone, the lead (soft allocation + per-concept contrastive loss) and its combinations, and the no-concept
+    # baseline trained in the same run for comparison.
+    "seqTransf (no concepts, reference)": ["--use_concepts", "false"],
     "default: hard Gumbel, tau 1, K 8, patches": [],
-    "tau annealed 1 -> 0.1": ["--gumbel_tau_min", "0.1"],
     "soft allocation": ["--allocation", "soft"],
+    "per-concept contrastive loss (hard Gumbel)": ["--concept_contrastive_weight", "1"],
+    "usage weights (hard Gumbel)": ["--concept_weighting", "usage"],
+    "relaxed Gumbel, tau 1 -> 0.1 from half-way": RELAXED_LATE,
+    "lead: soft + per-concept contrastive": LEAD,
+    "lead + usage weights": [*LEAD, "--concept_weighting", "usage"],
+    "relaxed late + per-concept contrastive": [*RELAXED_LATE, "--concept_contrastive_weight", "1"],
+    "relaxed late + per-concept contrastive + usage": [
+        *RELAXED_LATE,
+        "--concept_contrastive_weight",
+        "1",
+        "--concept_weighting",
+        "usage",
+    ],
+    # The first diagnosis (before issue 12), kept runnable:
+    "tau annealed 1 -> 0.1": ["--gumbel_tau_min", "0.1"],
     "frames as video tokens": ["--video_tokens", "frames"],
     "K = 4": ["--num_concepts", "4"],
     "K = 16": ["--num_concepts", "16"],
@@ -46,8 +66,8 @@ VARIANTS = {
     "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
     "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
     "no weight decay": ["--weight_decay", "0"],
-    "no Gumbel noise, no weight decay": ["--gumbel_noise_scale", "0", "--weight_decay", "0"],
 }
+ROUND_1 = list(VARIANTS)[:10]
 
 
 def mean_std(values: list[float | None]) -> dict | None:
@@ -62,27 +82,30 @@ def markdown(report: dict) -> str:
         "",
         accuracy.header(report),
         "",
-        "| variant | T2V R@1 test | T2V R@1 compositional | " + accuracy.diagnostic_header() + " |",
-        "|---|---|---|" + "---|" * (len(accuracy.DIAGNOSTICS) + 1),
+        "Checkpoints selected on val; choices are read on val, test and compositional are reported.",
+        "",
+        "| variant | T2V R@1 val | T2V R@1 test | T2V R@1 compositional |",
+        "|---|---|---|---|",
     ]
     for row in report["rows"]:
-        test, comp = row["test_t2v_R@1"], row["compositional_t2v_R@1"]
-        stats = accuracy.mean_statistics([run["diagnostics"] for run in row["runs"]])
-        lines.append(
-            f"| {row['variant']} | {test['mean']:.1f} ± {test['std']:.1f} | {comp['mean']:.1f} ± {comp['std']:.1f} "
-            f"| {accuracy.diagnostic_cells(stats)} |"
-        )
-    return "\n".join(lines + ["", accuracy.DIAGNOSTICS_LEGEND, ""])
+        r1 = [row[f"{split}_t2v_R@1"] for split in accuracy.SPLITS]
+        lines.append(f"| {row['variant']} | " + " | ".join(f"{v['mean']:.1f} ± {v['std']:.1f}" for v in r1) + " |")
+    by_variant = {row["variant"]: [run["diagnostics"] for run in row["runs"]] for row in report["rows"]}
+    lines += ["", "What the top-1 wrong hit differs in (text->video):", "", *accuracy.error_lines(by_variant)]
+    lines += ["", accuracy.ERRORS_LEGEND, "", "How each variant uses its concepts:", ""]
+    lines += [*accuracy.concept_lines(by_variant), "", accuracy.DIAGNOSTICS_LEGEND, ""]
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", default=ROUND_1, choices=list(VARIANTS))
     parser.add_argument("--data_dir", default="data/synthetic")
     parser.add_argument("--pretrained_clip_dir", default="runs/clip-synthetic")
     parser.add_argument("--work_dir", default="runs/s2ca_diagnosis")
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
+    parser.add_argument("--name", default="s2ca_diagnosis", help="results file name (one per round)")
     parser.add_argument("--out", default=accuracy.RESULTS)
     parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
     args = parser.parse_args(argv)
@@ -90,8 +113,8 @@ def main(argv: list[str] | None = None) -> dict:
         setattr(args, name, os.path.abspath(getattr(args, name)))
 
     common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
-    common += ["--eval_splits", *accuracy.SPLITS, "--max_steps", str(args.max_steps), *accuracy.NO_ATR]
-    common += args.train_overrides
+    common += ["--eval_splits", *accuracy.SPLITS, "--selection_split", "val"]
+    common += ["--max_steps", str(args.max_steps), *accuracy.NO_ATR, *args.train_overrides]
     rows = []
     for variant in args.variants:
         runs = []
@@ -99,15 +122,11 @@ def main(argv: list[str] | None = None) -> dict:
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
             arguments = [*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir]
-            summary = accuracy.run_training(arguments)
+            metrics, model_dir = accuracy.selected(accuracy.run_training(arguments))
             runs.append(
-                {
-                    "seed": seed,
-                    "metrics": summary["final_metrics"],
-                    "diagnostics": accuracy.allocation_statistics(summary["final_model"], args.data_dir),
-                }
+                {"seed": seed, "metrics": metrics, "diagnostics": accuracy.run_diagnostics(model_dir, args.data_dir)}
             )
-            print(f"{variant} / seed {seed}: {json.dumps(runs[-1]['diagnostics'])}", flush=True)
+            print(f"{variant} / seed {seed}: {json.dumps(runs[-1])}", flush=True)
         rows.append(
             {
                 "variant": variant,
@@ -116,16 +135,32 @@ def main(argv: list[str] | None = None) -> dict:
                     f"{split}_t2v_R@1": mean_std([r["metrics"][split]["text_to_video"]["R@1"] for r in runs])
                     for split in accuracy.SPLITS
                 },
-                "diagnostics": {
-                    key: mean_std([r["diagnostics"][key] for r in runs])
-                    for key, value in runs[0]["diagnostics"].items()
-                    if not isinstance(value, list)
-                },
                 "runs": runs,
             }
         )
-    report = {"rows": rows, "seeds": args.seeds}
-    return accuracy.save_report(report, "s2ca_diagnosis", argv, args.out, markdown)
+        # Written after every variant, so that a long round's finished rows are never lost.
+        report = {"rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
+        accuracy.save_report(report, args.name, argv, args.out, markdown)
+    return report
+
+
+_ZERO_SHOT: dict = {}
+
+
+def clip_zero_shot(args, common: list[str]) -> dict:
+    if not _ZERO_SHOT:
+        _ZERO_SHOT.update(accuracy.zero_shot_report(_Args(args), common)[0])
+    return dict(_ZERO_SHOT)
+
+
+class _Args:
+    def __init__(self, args):
+        self.clip, self.pretrained_clip_dir, self.work_dir, self.data_dir = (
+            None,
+            args.pretrained_clip_dir,
+            args.work_dir,
+            args.data_dir,
+        )
 
 
 if __name__ == "__main__":

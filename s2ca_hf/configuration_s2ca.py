@@ -14,7 +14,8 @@ from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
 
 _CHOICES = {
     "temporal_module": ("mean", "transformer"),
-    "allocation": ("gumbel", "soft"),
+    "allocation": ("gumbel", "soft", "relaxed"),
+    "concept_weighting": ("uniform", "usage"),
     "video_tokens": ("patches", "frames"),
     "retrieval_loss": ("separate", "combined"),
 }
@@ -66,12 +67,17 @@ class S2CAConfig(PretrainedConfig):
         allocation (`str`, *optional*, defaults to `"gumbel"`):
             How tokens are allocated to concepts. `"gumbel"`: Gumbel-softmax with a hard one-hot forward pass and a
             straight-through gradient in training, argmax (no noise) in evaluation. `"soft"` (ablation): a plain
-            softmax over the concepts, no noise, no one-hot.
+            softmax over the concepts, no noise, no one-hot. `"relaxed"`: the relaxed Gumbel-softmax, the soft sample
+            softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard argmax
+            one-hot in evaluation, so the allocation matrices are discrete where the model is used.
         gumbel_tau (`float`, *optional*, defaults to 1.0):
             Temperature of the Gumbel-softmax at the start of training.
         gumbel_tau_min (`float`, *optional*):
             Floor of an optional cosine anneal of the temperature from `gumbel_tau` over training (see
             `S2CAModel.set_training_progress`). `None` keeps the temperature constant.
+        gumbel_anneal_start (`float`, *optional*, defaults to 0.0):
+            Fraction of training before the anneal starts: the temperature stays `gumbel_tau` until then (with
+            `allocation="relaxed"`, training is close to soft allocation at first and reaches the hard one late).
         gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
             Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
             of METHOD.md). The hard forward pass is argmax(Z + scale * g), which the temperature does not change:
@@ -89,6 +95,15 @@ class S2CAConfig(PretrainedConfig):
             epsilon in the aggregation `sum_n A_kn V_n / (n_k + epsilon)` (GroupViT's smoothing).
         concept_score_weight (`float`, *optional*, defaults to 1.0):
             lambda_e, the weight of the concept similarity in the retrieval score `s = s_inst + lambda_e * s_con`.
+        concept_weighting (`str`, *optional*, defaults to `"uniform"`):
+            How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
+            / (non-empty concepts), phi and psi of size D (1 + 2K). `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
+            sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
+            size D (1 + K).
+        concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
+            lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
+            the text and video features of that concept, among the items that use it; see
+            `per_concept_contrastive_loss`). 0 leaves it out.
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
         retrieval_loss (`str`, *optional*, defaults to `"separate"`):
@@ -144,10 +159,13 @@ class S2CAConfig(PretrainedConfig):
     gumbel_tau: float | int = 1.0
     gumbel_tau_min: float | int | None = None
     gumbel_noise_scale: float | int = 1.0
+    gumbel_anneal_start: float | int = 0.0
     video_tokens: str = "patches"
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
+    concept_weighting: str = "uniform"
+    concept_contrastive_weight: float | int = 0.0
     concept_loss_weight: float | int = 1.0
     retrieval_loss: str = "separate"
     diversity_loss_weight: float | int = 1e-2
@@ -208,6 +226,7 @@ class S2CAConfig(PretrainedConfig):
         non_negative = (
             "gumbel_noise_scale",
             "concept_score_weight",
+            "concept_contrastive_weight",
             "concept_loss_weight",
             "diversity_loss_weight",
             "balance_loss_weight",
@@ -225,6 +244,8 @@ class S2CAConfig(PretrainedConfig):
             raise ValueError(
                 f"`gumbel_tau_min` must be None or in (0, gumbel_tau={self.gumbel_tau}], got {self.gumbel_tau_min!r}."
             )
+        if not _is_number(self.gumbel_anneal_start) or not 0 <= self.gumbel_anneal_start < 1:
+            raise ValueError(f"`gumbel_anneal_start` must be a number in [0, 1), got {self.gumbel_anneal_start!r}.")
         if self.projection_dim % self.temporal_num_attention_heads:
             raise ValueError(
                 f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "
@@ -238,10 +259,12 @@ class S2CAConfig(PretrainedConfig):
 
     @property
     def embedding_dim(self) -> int:
-        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D (1 + 2K)."""
+        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D (1 + 2K), or
+        D (1 + K) with `concept_weighting="usage"`."""
         if not self.use_concepts:
             return self.projection_dim
-        return self.projection_dim * (1 + 2 * self.num_concepts)
+        blocks = 1 if self.concept_weighting == "usage" else 2
+        return self.projection_dim * (1 + blocks * self.num_concepts)
 
 
 __all__ = ["S2CAConfig"]

@@ -180,15 +180,52 @@ def concept_similarity(
     text_weights: torch.Tensor,
     video_features: torch.Tensor,
     video_weights: torch.Tensor,
+    weighting: str = "uniform",
 ) -> torch.Tensor:
-    """s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk> (METHOD.md §5).
+    """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`.
 
-    Takes `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)` and returns `(T, V)`. Written as two matrix products so that the
+    `weighting="uniform"` (METHOD.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>, alpha
+    = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where the
+    weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
+    much as both sides use it, and one that only one side uses adds nothing. Matrix products only, so that the
     training loss can call it on features gathered from every process.
     """
     text_weighted = (text_weights.unsqueeze(-1) * text_features).flatten(1)
     video_weighted = (video_weights.unsqueeze(-1) * video_features).flatten(1)
+    if weighting == "usage":
+        return text_weighted @ video_weighted.t()
     return 0.5 * (text_weighted @ video_features.flatten(1).t() + text_features.flatten(1) @ video_weighted.t())
+
+
+def per_concept_contrastive_loss(
+    text_features: torch.Tensor,
+    text_present: torch.Tensor,
+    video_features: torch.Tensor,
+    video_present: torch.Tensor,
+    scale: torch.Tensor,
+) -> torch.Tensor:
+    """L_k: for each concept k, a symmetric InfoNCE over the batch on cos(c^t_ik, c^v_jk), text i and video i the
+    positive pair, averaged over the (k, i) for which both sides of pair i use k.
+
+    Takes the normalised concept features `(B, K, D)` of texts and videos (text i describes video i), their
+    non-empty masks `(B, K)` and the logit scale. An item that does not use k is never a negative for k. Without it,
+    nothing asks a concept to tell one item from another on its own: s_con alone only has to rank well in sum, and
+    the concepts drift into weaker copies of the instance features (`benchmarks/s2ca_diagnosis.py`).
+    """
+    batch = text_features.shape[0]
+    logits = scale * torch.einsum("ikd,jkd->kij", text_features, video_features)  # (K, texts, videos)
+    lowest = torch.finfo(logits.dtype).min  # finite, so that rows without any candidate stay finite
+    text_to_video = logits.masked_fill(~video_present.t().bool()[:, None, :], lowest)
+    video_to_text = logits.transpose(1, 2).masked_fill(~text_present.t().bool()[:, None, :], lowest)
+    labels = torch.arange(batch, device=logits.device).repeat(logits.shape[0])
+    losses = 0.5 * (
+        F.cross_entropy(text_to_video.flatten(0, 1), labels, reduction="none")
+        + F.cross_entropy(video_to_text.flatten(0, 1), labels, reduction="none")
+    )
+    valid = (text_present * video_present).t().flatten().bool()
+    if not valid.any():
+        return logits.sum() * 0.0
+    return losses[valid].mean()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -280,6 +317,7 @@ class S2CAConceptAllocator(nn.Module):
         super().__init__()
         width = config.projection_dim
         self.allocation = config.allocation
+        self.weighting = config.concept_weighting
         self.eps = config.concept_eps
         self.noise_scale = config.gumbel_noise_scale
         self.scale = width**-0.5
@@ -297,6 +335,12 @@ class S2CAConceptAllocator(nn.Module):
         if self.allocation == "soft":
             allocation = logits.softmax(dim=1)
             return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+        if self.allocation == "relaxed" and self.training:
+            # The relaxed Gumbel-softmax: the soft sample itself in the forward pass, so every token's gradient is
+            # exact; as tau is annealed towards 0 the sample approaches the one-hot that evaluation uses.
+            gumbels = -torch.empty_like(logits).exponential_().log()
+            soft = ((logits + self.noise_scale * gumbels) / tau).softmax(dim=1)
+            return soft, F.one_hot(soft.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
         if self.training:
             gumbels = -torch.empty_like(logits).exponential_().log()
             noisy = logits + self.noise_scale * gumbels
@@ -324,13 +368,18 @@ class S2CAConceptAllocator(nn.Module):
         aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
         features = self.norm_out(prototypes + self.o_proj(aggregated))
         # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
-        if self.allocation == "soft":
+        if self.allocation == "soft" or (self.allocation == "relaxed" and self.training):
             empty = (token_counts.detach() == 0).to(tokens.dtype)
         else:
             empty = (hard.sum(dim=-1) == 0).to(tokens.dtype)
         present = 1.0 - empty
         features = present.unsqueeze(-1) * F.normalize(features, dim=-1)
-        weights = present / present.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        if self.weighting == "usage":
+            # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.
+            share = token_counts / token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+            weights = present * share.clamp(min=1e-6).sqrt()
+        else:
+            weights = present / present.sum(dim=-1, keepdim=True).clamp(min=1.0)
         return S2CAConceptOutput(
             concept_features=features,
             concept_weights=weights,
@@ -367,14 +416,18 @@ class S2CAConceptModule(nn.Module):
 
 
 def balance_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The sums behind L_bal over a batch's valid tokens: tokens hard-allocated to each concept `(K,)` (no
-    gradient), noise-free softmax probability of each concept summed over tokens `(K,)`, and the token count.
+    """The sums behind L_bal over a batch's valid tokens: tokens that evaluation's noise-free argmax allocates to
+    each concept `(K,)` (no gradient), noise-free softmax probability of each concept summed over tokens `(K,)`, and
+    the token count.
 
-    Sums rather than means, so that the training loss can add them up across processes and get the global value.
+    The counts come from argmax(Z), not from training's noisy allocation: with small logits the noisy one is close to
+    uniform whatever Z does, and L_bal could not see the collapse that evaluation shows (`benchmarks/
+    s2ca_diagnosis.py`: two thirds of an item's tokens in one concept at evaluation). Sums rather than means, so that
+    the training loss can add them up across processes and get the global value.
     """
     logits, mask = concepts.allocation_logits, concepts.token_mask
     num_concepts = logits.shape[1]
-    hard = F.one_hot(concepts.allocation.detach().argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
+    hard = F.one_hot(logits.detach().argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
     counts = (hard * mask.unsqueeze(1)).sum(dim=(0, 2))
     probability_sums = (logits.softmax(dim=1) * mask.unsqueeze(1)).sum(dim=(0, 2))
     return counts, probability_sums, mask.sum()
@@ -513,7 +566,8 @@ class S2CAModel(S2CAPreTrainedModel):
         return model
 
     def set_training_progress(self, progress: float) -> float:
-        """Anneals the Gumbel temperature on a cosine from `gumbel_tau` (progress 0) to `gumbel_tau_min` (progress 1).
+        """Anneals the Gumbel temperature on a cosine from `gumbel_tau` to `gumbel_tau_min` (progress 1), starting
+        at progress `gumbel_anneal_start` (the temperature stays `gumbel_tau` before it).
 
         Call it from the training loop with `step / total_steps`; returns the temperature now in use. Without
         `gumbel_tau_min` the temperature stays `gumbel_tau`.
@@ -522,18 +576,22 @@ class S2CAModel(S2CAPreTrainedModel):
         if floor is None:
             self.gumbel_tau = float(start)
         else:
-            progress = min(max(progress, 0.0), 1.0)
+            begin = self.config.gumbel_anneal_start
+            progress = min(max((progress - begin) / (1.0 - begin), 0.0), 1.0)
             self.gumbel_tau = float(floor + 0.5 * (start - floor) * (1.0 + math.cos(math.pi * progress)))
         return self.gumbel_tau
 
     def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
         # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
-        # product is s_inst + lambda_e * s_con exactly (METHOD.md §5).
+        # product is s_inst + lambda_e * s_con exactly (METHOD.md §5). With usage weights both sides are
+        # [t ; sqrt(lambda_e) a*c]: half the size.
         if concepts is None:
             return instance
-        root = math.sqrt(self.config.concept_score_weight / 2.0)
         plain = concepts.concept_features
         weighted = concepts.concept_weights.unsqueeze(-1) * plain
+        if self.config.concept_weighting == "usage":
+            return torch.cat([instance, math.sqrt(self.config.concept_score_weight) * weighted.flatten(1)], dim=-1)
+        root = math.sqrt(self.config.concept_score_weight / 2.0)
         first, second = (weighted, plain) if modality == "text" else (plain, weighted)
         return torch.cat([instance, root * first.flatten(1), root * second.flatten(1)], dim=-1)
 
@@ -684,6 +742,7 @@ class S2CAModel(S2CAPreTrainedModel):
             text.concepts.concept_weights,
             video.concepts.concept_features,
             video.concepts.concept_weights,
+            self.config.concept_weighting,
         )
         return instance, concept
 
@@ -757,6 +816,15 @@ class S2CAModel(S2CAPreTrainedModel):
                     f"{logits_per_text.shape[0]} texts and {logits_per_text.shape[1]} videos."
                 )
             loss = retrieval = self.retrieval_loss(instance_sim, concept_sim)
+            if self.concepts is not None and self.config.concept_contrastive_weight > 0:
+                per_concept = per_concept_contrastive_loss(
+                    text.concepts.concept_features,
+                    1.0 - text.concepts.empty_concepts,
+                    video.concepts.concept_features,
+                    1.0 - video.concepts.empty_concepts,
+                    self.logit_scale_value(),
+                )
+                loss = loss + self.config.concept_contrastive_weight * per_concept
             if self.concepts is not None:
                 diversity = self.concepts.diversity_loss()
                 balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
@@ -794,4 +862,5 @@ __all__ = [
     "balance_statistics",
     "concept_similarity",
     "contrastive_loss",
+    "per_concept_contrastive_loss",
 ]

@@ -125,11 +125,20 @@ def encode_frames(
         stream.pix_fmt = "yuv420p"
         if options:
             stream.options = options
-        for image in itertools.chain([first], frames):
-            # The frame reaches the encoder already in yuv420p: libswscale's RGB conversion picks its code path by
-            # the state of the process (its output changed after other PyAV work in the same process), so the same
-            # frames did not always give the same bytes.
-            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb_to_yuv420p(image), format="yuv420p")):
+        height, width = first.shape[:2]
+        for index, image in enumerate(itertools.chain([first], frames)):
+            # The pixels are copied into frame buffers that PyAV owns. `VideoFrame.from_ndarray(array)` can point at
+            # the array's memory instead, and a temporary array is freed before the encoder reads the frame: the
+            # same frames then gave other bytes from run to run (the flaky same-seed test of the full suite).
+            planes = rgb_to_yuv420p(image)
+            frame = av.VideoFrame(width, height, "yuv420p")
+            chroma = planes[height:].reshape(2, height // 2, width // 2)
+            for plane, data in zip(frame.planes, (planes[:height], chroma[0], chroma[1])):
+                rows = np.zeros((data.shape[0], plane.line_size), dtype=np.uint8)  # zeroed row padding
+                rows[:, : data.shape[1]] = data
+                plane.update(rows.tobytes())
+            frame.pts = index
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

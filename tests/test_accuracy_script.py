@@ -32,16 +32,16 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
     accuracy = load_benchmark_script("accuracy")
     methods = ["CLIP zero-shot (no fine-tuning)", "meanP", "S2CA (full)"]
-    tiny = [*TINY, "--frame_cache_dir", str(tmp_path / "frames")]
+    tiny = [*TINY, "--frame_cache_dir", str(tmp_path / "frames"), "--synthetic_num_videos", "24"]
     report = accuracy.main(
         ["--seeds", "0", "1", "--methods", *methods, "--data_dir", str(corpus), "--clip", clip]
-        + ["--synthetic_num_videos", "24", "--max_steps", "2", "--work_dir", str(tmp_path / "runs")]
+        + ["--max_steps", "2", "--work_dir", str(tmp_path / "runs")]
         + ["--out", str(tmp_path / "results"), "--", *tiny]
     )
     saved = json.loads((tmp_path / "results" / "accuracy.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(report["rows"]))
     assert [(row["method"], row["split"]) for row in saved["rows"]] == [
-        (method, split) for method in methods for split in ("test", "compositional")
+        (method, split) for method in methods for split in ("val", "test", "compositional")
     ]
     by_method = {row["method"]: row for row in saved["rows"] if row["split"] == "test"}
     assert by_method["meanP"]["seeds"] == [0, 1] and by_method["CLIP zero-shot (no fine-tuning)"]["seeds"] == [0]
@@ -49,21 +49,37 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
         for direction in ("text_to_video", "video_to_text"):
             assert set(row[direction]) >= {"R@1", "R@5", "R@10", "MdR", "MnR"}
             assert 0 <= row[direction]["R@1"] <= 100 and row[f"{direction}_std"]["R@1"] >= 0
-    stats = saved["allocation"]["S2CA (full) / seed 1"]
+    # the machine and the small CLIP's zero-shot are in every results file
+    assert (
+        saved["clip_zero_shot"]["test"]["text_to_video"]["R@1"]
+        == by_method["CLIP zero-shot (no fine-tuning)"]["text_to_video"]["R@1"]
+    )
+    assert "cores" in saved["machine"] and "zero-shot" in (tmp_path / "results" / "accuracy.md").read_text()
+    diagnosed = saved["diagnostics"]["S2CA (full) / seed 1"]
+    stats = diagnosed["val"]
     assert len(stats["video_tokens_per_concept"]) == 4 and 0 <= stats["text_empty_concept_rate"] <= 1
-    assert 0 <= stats["prototype_abs_cosine"] <= 1
+    assert 0 <= stats["prototype_abs_cosine"] <= 1 and set(stats["lambda_e"]) == {"0.25", "0.5", "1.0", "2.0", "4.0"}
     for name in ("matched", "unmatched"):
         assert 0 <= stats[f"shared_concepts_{name}"] <= 4 and -1 <= stats[f"concept_cosine_{name}"] <= 1
-    # The diagnostics re-score the test split from the concept outputs; their combined score must rank exactly as
-    # the model's phi . psi did in train.py's own evaluation of the same weights.
+    # The diagnostics re-score each split from the concept outputs of the checkpoint selected on val; their combined
+    # score must rank exactly as the model's phi . psi did in train.py's own evaluation of the same weights.
     evaluated = json.loads((tmp_path / "runs" / "S2CA_full-seed1" / "eval_results.json").read_text())
-    assert stats["t2v_R@1_combined"] == evaluated["final_metrics"]["test"]["text_to_video"]["R@1"]
+    [at_best] = [e["metrics"] for e in evaluated["evaluations"] if e["step"] == evaluated["best_step"]]
+    for split in ("val", "test", "compositional"):
+        assert diagnosed[split]["t2v_R@1_combined"] == at_best[split]["text_to_video"]["R@1"]
+        errors = diagnosed[split]["errors"]
+        # the error kinds add up to the wrong top-1 hits, which are 100 - R@1 per 100 queries
+        assert abs(sum(errors[k] for k in accuracy.ERROR_KINDS) - errors["errors"]) < 1e-6
+        assert abs(errors["errors"] - (100 - at_best[split]["text_to_video"]["R@1"])) < 1e-6
+    assert "errors" in saved["diagnostics"]["meanP / seed 0"]["test"]  # every method has the breakdown
     table = (tmp_path / "results" / "accuracy.md").read_text()
-    assert "| S2CA (full) | compositional |" in table
-    # The allocation table has one row per S2CA method, its statistics averaged over the two seeds.
-    [allocation_row] = [line for line in table.splitlines() if line.startswith("| S2CA (full) | ") and "/" in line]
-    empty = statistics.fmean(saved["allocation"][f"S2CA (full) / seed {s}"]["text_empty_concept_rate"] for s in (0, 1))
-    assert allocation_row.split(" | ")[1].split(" / ")[0] == f"{empty:.2f}"
+    assert "| S2CA (full) | compositional |" in table and "| meanP | test |" in table
+    # The concept table has one row per S2CA method, its statistics averaged over the two seeds.
+    [concept_row] = [line for line in table.splitlines() if line.startswith("| S2CA (full) | ") and " / " in line]
+    empty = statistics.fmean(
+        saved["diagnostics"][f"S2CA (full) / seed {s}"]["val"]["text_empty_concept_rate"] for s in (0, 1)
+    )
+    assert concept_row.split(" | ")[1].split(" / ")[0] == f"{empty:.2f}"
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]
 
 
@@ -81,11 +97,11 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     hard, soft = saved["rows"]
     assert hard["overrides"] == [] and soft["overrides"] == ["--allocation", "soft"]
     # Soft allocation gives every concept some weight on both sides and has no training noise to agree with.
-    assert soft["diagnostics"]["text_empty_concept_rate"]["mean"] == 0
-    assert soft["diagnostics"]["text_train_eval_agreement"] is None
-    agreement = hard["diagnostics"]["video_train_eval_agreement"]["mean"]
-    assert 0 <= agreement <= 1
+    assert soft["runs"][0]["diagnostics"]["val"]["text_empty_concept_rate"] == 0
+    assert soft["runs"][0]["diagnostics"]["val"]["text_train_eval_agreement"] is None
+    assert 0 <= hard["runs"][0]["diagnostics"]["val"]["video_train_eval_agreement"] <= 1
     [run] = hard["runs"]
-    assert run["diagnostics"]["t2v_R@1_combined"] == run["metrics"]["test"]["text_to_video"]["R@1"]
+    assert run["diagnostics"]["test"]["t2v_R@1_combined"] == run["metrics"]["test"]["text_to_video"]["R@1"]
+    assert "clip_zero_shot" in saved
     table = (tmp_path / "results" / "s2ca_diagnosis.md").read_text()
     assert "| soft allocation |" in table and "| – / – |" in table  # soft: no agreement to report

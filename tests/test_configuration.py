@@ -58,7 +58,7 @@ def test_save_and_load_round_trip(tmp_path):
     [
         ({"num_concepts": 0}, "num_concepts", ">= 1"),
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
-        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft')"),
+        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed')"),
         ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames')"),
         ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),

@@ -16,6 +16,7 @@ from s2ca_hf.data.synthetic import (
     SHAPES,
     Clip,
     SceneObject,
+    clip_difference,
     main,
     plan_corpus,
     render_clip,
@@ -41,8 +42,8 @@ def test_same_seed_same_bytes_whatever_the_processes(tmp_path):
 
 
 def test_same_bytes_after_the_process_decoded_and_trained(tmp_path):
-    # The full suite once made libx264 write other bytes in a process that had decoded clips and run torch before;
-    # generation now encodes in fresh processes, so whatever this process did, the bytes are the same.
+    # The full suite once made libx264 write other bytes for the same frames (its threaded lookahead, and frames
+    # without timestamps); whatever the process did before, the same seed must write the same bytes.
     import torch
 
     first = tree(generate_synthetic_corpus(tmp_path / "first", seed=5, num_proc=1, **SMALL))
@@ -51,7 +52,7 @@ def test_same_bytes_after_the_process_decoded_and_trained(tmp_path):
         read_frames(path)
         torch.randn(256, 256).matmul(torch.randn(256, 256)).sum().item()
         again = tree(generate_synthetic_corpus(tmp_path / f"again{trial}", seed=5, num_proc=1 + trial % 2, **SMALL))
-        assert again == first, f"trial {trial}"
+        assert again == first, (trial, [k for k in first if first[k] != again.get(k)])
 
 
 def test_rgb_to_yuv420p_is_bt601_limited_range():
@@ -156,8 +157,70 @@ def test_load_corpus_synthetic_generates_once_and_reads_through_msrvtt(tmp_path)
     assert os.path.getmtime(root / "synthetic.json") == mtime
     with pytest.raises(ValueError, match="other arguments"):
         ensure_synthetic_corpus(root, seed=3)
+    val = load_corpus("synthetic", root, "val")
+    assert {clips[v]["split"] for v in val["video_id"]} == {"val"} and len(val) == len(set(val["video_id"]))
     with pytest.raises(ValueError, match="splits"):
-        load_corpus("synthetic", root, "val")
+        load_corpus("synthetic", root, "validation")
+
+
+def test_an_old_format_corpus_is_refused_with_how_to_regenerate(tmp_path):
+    root = tmp_path / "old"
+    generate_synthetic_corpus(root, seed=2, num_proc=1, **SMALL)
+    meta = json.loads((root / "synthetic.json").read_text())
+    meta["format_version"] = 1
+    (root / "synthetic.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="format 1.*delete the folder"):
+        ensure_synthetic_corpus(root, seed=2)
+
+
+def test_evaluation_splits_come_in_minimal_pair_groups():
+    clips, held_out = plan_corpus(2000, seed=0, val_size=200, test_size=500, compositional_size=500)
+    counts = {split: [c.split for c in clips].count(split) for split in ("train", "val", "test", "compositional")}
+    assert counts == {"train": 800, "val": 200, "test": 500, "compositional": 500}
+    assert all(c.group is None for c in clips if c.split == "train")
+    for split in ("val", "test", "compositional"):
+        groups: dict[int, list[Clip]] = {}
+        for clip in clips:
+            if clip.split == split:
+                groups.setdefault(clip.group, []).append(clip)
+        assert sum(len(g) for g in groups.values()) == counts[split]
+        differences = [clip_difference(group[0], other) for group in groups.values() for other in group[1:]]
+        # every variant differs from its group's first clip in exactly one thing, and every kind occurs
+        assert set(differences) <= {"colour", "shape", "motion", "background", "binding"}
+        assert {"colour", "shape", "motion", "background"} <= set(differences), split
+        assert len(differences) >= 0.75 * counts[split]  # most clips have a partner, not only the group heads
+    assert "binding" in {
+        clip_difference(g[0], o) for g in [[c for c in clips if c.group == i] for i in range(60, 140)] for o in g[1:]
+    }
+    # held-out combinations come in 2 x 2 x 2 blocks: each has held-out neighbours in colour, shape and motion
+    held = set(held_out)
+    for colour, shape, motion in held_out:
+        for position, value in enumerate((colour, shape, motion)):
+            neighbours = [
+                c
+                for c in held
+                if c[position] != value and sum(a != b for a, b in zip(c, (colour, shape, motion))) == 1
+            ]
+            assert neighbours, (colour, shape, motion, position)
+
+
+def test_clip_difference_names_what_separates_two_clips():
+    def clip(background, *objects):
+        return Clip("v", "test", background, tuple(SceneObject(*o, 0.5, 0.5) for o in objects), (), "")
+
+    red_circle = clip("black", ("red", "circle", "left"))
+    assert clip_difference(red_circle, red_circle) == "none"
+    assert clip_difference(red_circle, clip("black", ("blue", "circle", "left"))) == "colour"
+    assert clip_difference(red_circle, clip("black", ("red", "square", "left"))) == "shape"
+    assert clip_difference(red_circle, clip("black", ("red", "circle", "up"))) == "motion"
+    assert clip_difference(red_circle, clip("grey", ("red", "circle", "left"))) == "background"
+    assert clip_difference(red_circle, clip("grey", ("blue", "circle", "left"))) == "several"
+    two = clip("black", ("red", "circle", "left"), ("blue", "square", "up"))
+    assert clip_difference(red_circle, two) == "objects"
+    assert clip_difference(two, clip("black", ("blue", "circle", "left"), ("red", "square", "up"))) == "binding"
+    # the same two objects listed the other way round are the same scene
+    assert clip_difference(two, clip("black", ("blue", "square", "up"), ("red", "circle", "left"))) == "none"
+    assert clip_difference(two, clip("black", ("blue", "square", "down"), ("red", "circle", "left"))) == "motion"
 
 
 def test_command_line(tmp_path, capsys):

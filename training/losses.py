@@ -19,6 +19,7 @@ from s2ca_hf.modeling_s2ca import (
     balance_loss_from_statistics,
     balance_statistics,
     concept_similarity,
+    per_concept_contrastive_loss,
 )
 
 
@@ -49,6 +50,7 @@ class S2CALossOutput:
     retrieval: torch.Tensor
     diversity: torch.Tensor | None
     balance: torch.Tensor | None
+    per_concept: torch.Tensor | None
     instance_similarity: torch.Tensor  # [global batch, global batch]
     concept_similarity: torch.Tensor | None
 
@@ -76,13 +78,16 @@ class S2CALoss(nn.Module):
         text = self.gather(outputs.text_instance_embeds)
         video = self.gather(outputs.video_instance_embeds)
         instance = text @ video.t()
-        concept = None
+        concept = per_concept = None
         if outputs.text_concepts is not None:
+            text_features = self.gather(outputs.text_concepts.concept_features)
+            video_features = self.gather(outputs.video_concepts.concept_features)
             concept = concept_similarity(
-                self.gather(outputs.text_concepts.concept_features),
+                text_features,
                 self.gather(outputs.text_concepts.concept_weights),
-                self.gather(outputs.video_concepts.concept_features),
+                video_features,
                 self.gather(outputs.video_concepts.concept_weights),
+                config.concept_weighting,
             )
         # exp(logit_scale) multiplies the whole global matrix, so its gradient is already complete on every process:
         # pre-divide it by the process count that scales the loss below (same value, 1/world_size of the gradient).
@@ -92,6 +97,15 @@ class S2CALoss(nn.Module):
         # Terms that depend on this process's features: their gradient is summed over processes by the
         # scaling below (DDP averages it).
         per_process = retrieval
+        if concept is not None and config.concept_contrastive_weight > 0:
+            per_concept = per_concept_contrastive_loss(
+                text_features,
+                self.gather(1.0 - outputs.text_concepts.empty_concepts),
+                video_features,
+                self.gather(1.0 - outputs.video_concepts.empty_concepts),
+                scale,
+            )
+            per_process = per_process + config.concept_contrastive_weight * per_concept
         diversity = balance = None
         if outputs.text_concepts is not None:
             balances = []
@@ -115,6 +129,7 @@ class S2CALoss(nn.Module):
             retrieval=retrieval.detach(),
             diversity=None if diversity is None else diversity.detach(),
             balance=None if balance is None else balance.detach(),
+            per_concept=None if per_concept is None else per_concept.detach(),
             instance_similarity=instance.detach(),
             concept_similarity=None if concept is None else concept.detach(),
         )

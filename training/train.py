@@ -56,11 +56,14 @@ class ModelArguments:
     temporal_intermediate_size: int | None = field(default=None, metadata={"help": "default 4 x projection_dim"})
     use_concepts: bool = True
     num_concepts: int = 8
-    allocation: Literal["gumbel", "soft"] = "gumbel"
+    allocation: Literal["gumbel", "soft", "relaxed"] = "gumbel"
     video_tokens: Literal["patches", "frames"] = "patches"
     gumbel_tau: float = 1.0
     gumbel_tau_min: float | None = None
     gumbel_noise_scale: float = 1.0
+    gumbel_anneal_start: float = 0.0
+    concept_weighting: Literal["uniform", "usage"] = "uniform"
+    concept_contrastive_weight: float = 0.0
     concept_loss_weight: float = 1.0
     concept_score_weight: float = 1.0
     retrieval_loss: Literal["separate", "combined"] = "separate"
@@ -96,6 +99,9 @@ class DataArguments:
     max_words: int = 32
     max_frames: int = 12
     synthetic_num_videos: int = 1000
+    synthetic_val_size: int | None = field(default=None, metadata={"help": "synthetic val clips (default 10%)"})
+    synthetic_test_size: int | None = field(default=None, metadata={"help": "synthetic test clips (default 10%)"})
+    synthetic_compositional_size: int | None = field(default=None, metadata={"help": "(default 10%)"})
     frame_cache: bool = True
     frame_cache_dir: str | None = None
     preprocessing_num_workers: int | None = None
@@ -360,6 +366,27 @@ def training_loss(
     return loss.loss + atr.loss, loss.value + atr.value
 
 
+def synthetic_split_sizes(data_args: DataArguments, log) -> dict:
+    """The evaluation split sizes to generate the synthetic corpus with. They only apply when the corpus is made: an
+    existing corpus keeps its own, and a difference is logged (the recipe's 200 / 500 / 500 suit its 2000 clips)."""
+    from s2ca_hf.data.synthetic import META_JSON
+
+    sizes = {
+        f"{split}_size": getattr(data_args, f"synthetic_{split}_size")
+        for split in ("val", "test", "compositional")
+        if getattr(data_args, f"synthetic_{split}_size") is not None
+    }
+    meta_path = os.path.join(data_args.data_dir, META_JSON)
+    if not os.path.isfile(meta_path):
+        return sizes
+    with open(meta_path) as f:
+        existing = json.load(f).get("arguments", {})
+    different = {k: (existing.get(k), v) for k, v in sizes.items() if existing.get(k) != v}
+    if different:
+        log(f"{data_args.data_dir} was generated with other split sizes (existing, asked: {different}); using it.")
+    return {}
+
+
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
     # 1. Arguments: recipe, then overrides; validated field by field.
@@ -395,6 +422,7 @@ def main(argv: list[str] | None = None) -> dict:
     protocol = dict(item.split("=", 1) for item in data_args.protocol)
     if data_args.corpus == "synthetic":
         protocol["num_videos"] = data_args.synthetic_num_videos
+        protocol.update(synthetic_split_sizes(data_args, log))
     with accelerator.main_process_first():
         train_set = load_corpus(
             data_args.corpus, data_args.data_dir, data_args.train_split, video_dir=data_args.video_dir, **protocol
@@ -452,6 +480,9 @@ def main(argv: list[str] | None = None) -> dict:
             "gumbel_tau",
             "gumbel_tau_min",
             "gumbel_noise_scale",
+            "gumbel_anneal_start",
+            "concept_weighting",
+            "concept_contrastive_weight",
             "concept_loss_weight",
             "concept_score_weight",
             "retrieval_loss",

@@ -431,12 +431,13 @@ def _activitynet_files(index: _VideoIndex, pseudo_id: str) -> str | None:
 
 def _synthetic(data_dir: str, split: str, **options) -> tuple[list[_Pair], Callable]:
     """The built-in concept-video corpus (`s2ca_hf.data.synthetic`), generated into `data_dir` on first use. Splits:
-    `"train"`, `"test"` (1k-A style, one caption per video), `"compositional"` (test clips whose (colour, shape,
-    motion) combinations never occur in training) and `"frames"` (single images with static captions, for
-    pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
-    from .synthetic import COMPOSITIONAL_CSV, FRAMES_JSON, ensure_synthetic_corpus
+    `"train"`, `"val"` and `"test"` (1k-A style, one caption per video), `"compositional"` (test clips whose
+    (colour, shape, motion) combinations never occur in training) and `"frames"` (single images with static captions,
+    for pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
+    from .synthetic import COMPOSITIONAL_CSV, FRAMES_JSON, VAL_CSV, ensure_synthetic_corpus
 
-    arguments = ("num_videos", "seed", "size", "num_frames", "fps", "captions_per_video")
+    arguments = ("num_videos", "seed", "val_size", "test_size", "compositional_size", "size", "num_frames", "fps")
+    arguments += ("captions_per_video",)
     generate = {key: options.pop(key) for key in arguments if key in options}
     ensure_synthetic_corpus(data_dir, **generate)
     if split == "frames":
@@ -449,10 +450,12 @@ def _synthetic(data_dir: str, split: str, **options) -> tuple[list[_Pair], Calla
             for i, r in enumerate(records)
         ]
         return pairs, lambda index, name: index.find(names=(name,))
-    if split == "compositional":
-        return _msrvtt(data_dir, "test", test_csv=COMPOSITIONAL_CSV, **options)
+    if split in ("val", "compositional"):
+        return _msrvtt(data_dir, "test", test_csv=VAL_CSV if split == "val" else COMPOSITIONAL_CSV, **options)
     if split not in ("train", "test"):
-        raise ValueError(f"The synthetic corpus has the splits train, test, compositional and frames; got {split!r}.")
+        raise ValueError(
+            f"The synthetic corpus has the splits train, val, test, compositional and frames; got {split!r}."
+        )
     return _msrvtt(data_dir, split, **options)
 
 
@@ -490,8 +493,9 @@ def load_corpus(
             MSVD `caption_file="raw-captions.pkl" | "captions_msvd.json"`;
             DiDeMo `paragraphs=True`, `video_names="auto" | "original" | "mp4" | "stem"`;
             ActivityNet `paragraphs=True`, `annotation_file`, `ids_file`;
-            synthetic the MSR-VTT options, and `num_videos`, `seed`, `size`, `num_frames`, `fps`,
-            `captions_per_video` for its generation (see `s2ca_hf.data.synthetic`).
+            synthetic the MSR-VTT options, and `num_videos`, `seed`, `val_size`, `test_size`,
+            `compositional_size`, `size`, `num_frames`, `fps`, `captions_per_video` for its generation (see
+            `s2ca_hf.data.synthetic`).
 
     Raises:
         CorpusFormatError: an annotation file is missing or malformed (named with the problem).

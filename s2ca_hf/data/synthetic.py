@@ -1,6 +1,7 @@
 """The built-in concept-video corpus: clips of coloured shapes in motion, captioned compositionally.
 
-    python -m s2ca_hf.data.synthetic --out data/synthetic [--num-videos 1000] [--seed 0] [--size 64] [--num-frames 48]
+    python -m s2ca_hf.data.synthetic --out data/synthetic [--num-videos 2000] [--val-size 200] [--test-size 500]
+        [--compositional-size 500] [--seed 0] [--size 64] [--num-frames 48]
 
 Each clip shows one or two objects, each with a colour, a shape and a motion (left, right, up, down, grow, shrink,
 rotate, blink, still), on a background, and has several captions worded differently ("a red circle slides to the
@@ -13,14 +14,23 @@ a held-out test and pretraining images:
     videos/video<i>.mp4                 real H.264 files encoded with PyAV
     MSRVTT_data.json                    every clip ("videos") and every caption ("sentences")
     MSRVTT_train.9k.csv                 the training clips
+    MSRVTT_val.csv                      the validation clips (seen combinations), one caption each: every choice
+                                        (checkpoint, hyper-parameters, defaults) is made on them
     MSRVTT_JSFUSION_test.csv            the test clips, one caption each (1k-A style), in-distribution combinations
     MSRVTT_compositional_test.csv       test clips whose (colour, shape, motion) combinations never occur in training
     frames/frame<i>.png, frames.json    one still image per training clip with a static caption ("a red circle on a
                                         striped background"), for pretraining a small CLIP
     synthetic.json                      the generation arguments, the held-out combinations, each clip's content
 
-`load_corpus("synthetic", out, split)` uses it (generating it on first use) with the splits "train", "test",
-"compositional" and "frames".
+The val, test and compositional clips come in minimal-pair groups: a clip and up to four others that each differ
+from it in exactly one thing (the colour, the shape or the motion of one object, the background, or, with two
+objects, which colour goes with which shape), so that retrieving the right one takes fine-grained alignment.
+`clip_difference` names what separates two clips (the benchmarks' attribute error breakdown). The compositional
+combinations are held out in blocks of 2 colours x 2 shapes x 2 motions, so that they too have one-attribute
+neighbours.
+
+`load_corpus("synthetic", out, split)` uses it (generating it on first use) with the splits "train", "val",
+"test", "compositional" and "frames".
 """
 
 import argparse
@@ -28,10 +38,9 @@ import csv
 import json
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
@@ -41,9 +50,13 @@ from ..tiny import encode_frames
 COMPOSITIONAL_CSV = "MSRVTT_compositional_test.csv"
 TRAIN_CSV = "MSRVTT_train.9k.csv"
 TEST_CSV = "MSRVTT_JSFUSION_test.csv"
+VAL_CSV = "MSRVTT_val.csv"
 FRAMES_JSON = "frames.json"
 META_JSON = "synthetic.json"
-FORMAT_VERSION = 1
+# 2: a val split, split sizes as arguments, minimal-pair groups, held-out combinations in blocks.
+FORMAT_VERSION = 2
+EVAL_SPLITS = ("val", "test", "compositional")
+GROUP_SIZE = 5  # a minimal-pair group: one clip and up to four one-attribute variants
 
 COLOURS = {
     "red": (220, 30, 30),
@@ -97,11 +110,12 @@ class SceneObject:
 @dataclass(frozen=True)
 class Clip:
     video_id: str
-    split: str  # "train", "test" or "compositional"
+    split: str  # "train", "val", "test" or "compositional"
     background: str
     objects: tuple[SceneObject, ...]
     captions: tuple[str, ...]
     static_caption: str
+    group: int | None = None  # the minimal-pair group of an evaluation clip
 
 
 # --- what each clip shows -------------------------------------------------------------------------------------
@@ -119,12 +133,23 @@ def all_combinations() -> list[tuple[str, str, str]]:
 
 def held_out_combinations(seed: int, fraction: float = 0.1) -> list[tuple[str, str, str]]:
     """The (colour, shape, motion) combinations reserved for the compositional test: every colour, shape and motion
-    still occurs in training, only these combinations of them do not."""
-    combinations = all_combinations()
+    still occurs in training, only these combinations of them do not.
+
+    They are drawn in blocks of 2 colours x 2 shapes x 2 motions (at least `fraction` of all combinations), so that
+    each held-out combination has held-out neighbours that differ from it in one attribute: the compositional split
+    has minimal pairs too."""
+    combinations = set(all_combinations())
+    target = max(1, round(fraction * len(combinations)))
     rng = np.random.default_rng([seed, 1])
-    count = max(1, round(fraction * len(combinations)))
-    chosen = rng.choice(len(combinations), size=count, replace=False)
-    return sorted(combinations[i] for i in chosen)
+    held_out: set[tuple[str, str, str]] = set()
+    while len(held_out) < target:
+        colours = rng.choice(list(COLOURS), size=2, replace=False)
+        shapes = rng.choice(list(SHAPES), size=2, replace=False)
+        motions = rng.choice(list(MOTIONS), size=2, replace=False)
+        block = {(str(c), str(s), str(m)) for c in colours for s in shapes for m in motions}
+        if block <= combinations and block.isdisjoint(held_out):
+            held_out |= block
+    return sorted(held_out)
 
 
 def _article(word: str) -> str:
@@ -171,44 +196,160 @@ def _static_caption(objects: tuple[SceneObject, ...], background: str, rng: np.r
     return f"{things} {where}" if rng.random() < 0.7 else f"{where}, {things}"
 
 
+def split_sizes(
+    num_videos: int, val_size: int | None = None, test_size: int | None = None, compositional_size: int | None = None
+) -> dict[str, int]:
+    """Clips per split: each evaluation split 10% of `num_videos` unless given; training gets the rest."""
+    sizes = {}
+    for split, size in (("val", val_size), ("test", test_size), ("compositional", compositional_size)):
+        size = max(1, round(0.1 * num_videos)) if size is None else size
+        if not isinstance(size, int) or size < 1:
+            raise ValueError(f"`{split}_size` must be an integer >= 1, got {size!r}.")
+        sizes[split] = size
+    train = num_videos - sum(sizes.values())
+    if train < 1:
+        raise ValueError(f"{num_videos} videos leave no training clip after the evaluation splits {sizes}.")
+    return {"train": train, **sizes}
+
+
+def _scene(pool: list, rng: np.random.Generator) -> tuple[tuple[SceneObject, ...], str]:
+    """One or two objects from `pool` (distinct in colour or shape, so each caption names them unambiguously), in
+    places where they never overlap, and a background."""
+    count = 1 if rng.random() < 0.7 else 2
+    combinations = []
+    while len(combinations) < count:
+        combination = pool[int(rng.integers(len(pool)))]
+        if all(combination[:2] != other[:2] for other in combinations):
+            combinations.append(combination)
+    if count == 1:
+        places = [(0.5, 0.5)]
+    else:  # one object in each half
+        places = [(0.5, 0.27), (0.5, 0.73)] if rng.random() < 0.5 else [(0.27, 0.5), (0.73, 0.5)]
+    objects = tuple(
+        SceneObject(colour, shape, motion, x, y) for (colour, shape, motion), (x, y) in zip(combinations, places)
+    )
+    return objects, BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
+
+
+def _variant(objects, background: str, attribute: str, pool: set, rng: np.random.Generator):
+    """The scene changed in `attribute` alone ("colour", "shape", "motion" of one object, "background", or
+    "binding": two objects swap colours), with every combination still in `pool`; None where none exists."""
+    if attribute == "background":
+        others = [b for b in BACKGROUNDS if b != background]
+        return objects, others[int(rng.integers(len(others)))]
+    if attribute == "binding":
+        if len(objects) != 2 or objects[0].colour == objects[1].colour or objects[0].shape == objects[1].shape:
+            return None
+        swapped = (replace(objects[0], colour=objects[1].colour), replace(objects[1], colour=objects[0].colour))
+        return (swapped, background) if all(o.combination in pool for o in swapped) else None
+    index = int(rng.integers(len(objects)))
+    values = {"colour": list(COLOURS), "shape": list(SHAPES), "motion": list(MOTIONS)}[attribute]
+    for value in rng.permutation(values):
+        changed = replace(objects[index], **{attribute: str(value)})
+        if changed == objects[index] or changed.combination not in pool:
+            continue
+        if any(changed.combination[:2] == o.combination[:2] for i, o in enumerate(objects) if i != index):
+            continue  # the two objects must stay distinguishable
+        return tuple(changed if i == index else o for i, o in enumerate(objects)), background
+    return None
+
+
+def _minimal_pair_group(pool: list, pool_set: set, rng: np.random.Generator, size: int) -> list:
+    """A scene and up to `size - 1` variants of it, each different from it in exactly one attribute."""
+    objects, background = _scene(pool, rng)
+    group = [(objects, background)]
+    # Binding first where there are two objects: it is the pair that only concept-level matching can tell apart.
+    attributes = (["binding"] if len(objects) == 2 else []) + list(rng.permutation(["colour", "shape", "motion"]))
+    for attribute in [*attributes, "background"]:
+        if len(group) >= size:
+            break
+        variant = _variant(objects, background, str(attribute), pool_set, rng)
+        if variant is not None:
+            group.append(variant)
+    return group
+
+
 def plan_corpus(
-    num_videos: int, seed: int, captions_per_video: int = 8, test_fraction: float = 0.1, held_out_fraction: float = 0.1
+    num_videos: int,
+    seed: int,
+    captions_per_video: int = 8,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    compositional_size: int | None = None,
+    held_out_fraction: float = 0.1,
 ) -> tuple[list[Clip], list[tuple[str, str, str]]]:
-    """The content of every clip (no pixels yet): which split, objects, background and captions."""
-    if num_videos < 3:
-        raise ValueError(f"The synthetic corpus needs 3 videos or more (train, test, held-out), got {num_videos}.")
+    """The content of every clip (no pixels yet): which split, objects, background and captions.
+
+    Training clips are drawn independently; the clips of each evaluation split come in minimal-pair groups of up to
+    `GROUP_SIZE` (`Clip.group`)."""
+    if num_videos < 4:
+        raise ValueError(
+            f"The synthetic corpus needs 4 videos or more (train, val, test, held-out), got {num_videos}."
+        )
+    sizes = split_sizes(num_videos, val_size, test_size, compositional_size)
     held_out = held_out_combinations(seed, held_out_fraction)
     held_out_set = set(held_out)
     seen = [c for c in all_combinations() if c not in held_out_set]
-    num_held_out_clips = max(1, round(test_fraction * num_videos))
-    num_test = max(1, round(test_fraction * num_videos))
-    num_train = num_videos - num_test - num_held_out_clips
-    if num_train < 1:
-        raise ValueError(f"{num_videos} videos leave no training clip; use more videos or smaller fractions.")
-    splits = ["train"] * num_train + ["test"] * num_test + ["compositional"] * num_held_out_clips
-    clips = []
-    for i, split in enumerate(splits):
-        rng = np.random.default_rng([seed, 2, i])
+    scenes = []  # (split, group, objects, background)
+    rng = np.random.default_rng([seed, 2])
+    for _ in range(sizes["train"]):
+        scenes.append(("train", None, *_scene(seen, rng)))
+    group_id = 0
+    for split in EVAL_SPLITS:
         pool = held_out if split == "compositional" else seen
-        count = 1 if rng.random() < 0.7 else 2
-        combinations = []
-        while len(combinations) < count:
-            combination = pool[int(rng.integers(len(pool)))]
-            # Two objects differ in colour or shape, so that each caption names them unambiguously.
-            if all(combination[:2] != other[:2] for other in combinations):
-                combinations.append(combination)
-        if count == 1:
-            places = [(0.5, 0.5)]
-        else:  # one object in each half, so that they never overlap
-            places = [(0.5, 0.27), (0.5, 0.73)] if rng.random() < 0.5 else [(0.27, 0.5), (0.73, 0.5)]
-        objects = tuple(
-            SceneObject(colour, shape, motion, x, y) for (colour, shape, motion), (x, y) in zip(combinations, places)
-        )
-        background = BACKGROUNDS[int(rng.integers(len(BACKGROUNDS)))]
-        captions = tuple(_caption(objects, background, rng) for _ in range(captions_per_video))
-        static_caption = _static_caption(objects, background, rng)
-        clips.append(Clip(f"video{i}", split, background, objects, captions, static_caption))
+        pool_set, made = set(pool), 0
+        while made < sizes[split]:
+            group = _minimal_pair_group(pool, pool_set, rng, min(GROUP_SIZE, sizes[split] - made))
+            scenes += [(split, group_id, objects, background) for objects, background in group]
+            made, group_id = made + len(group), group_id + 1
+    clips = []
+    for i, (split, group, objects, background) in enumerate(scenes):
+        wording = np.random.default_rng([seed, 3, i])
+        captions = tuple(_caption(objects, background, wording) for _ in range(captions_per_video))
+        static_caption = _static_caption(objects, background, wording)
+        clips.append(Clip(f"video{i}", split, background, objects, captions, static_caption, group))
     return clips, held_out
+
+
+def clip_difference(query: Clip, other: Clip) -> str:
+    """What tells `other` apart from `query`: "colour", "shape", "motion" (of one object), "background", "binding"
+    (two objects with their colours swapped), "objects" (another number of objects), "several", or "none"."""
+    if len(query.objects) != len(other.objects):
+        return "objects"
+    same_background = query.background == other.background
+    if len(query.objects) == 2 and same_background:
+        colours = sorted(o.colour for o in query.objects) == sorted(o.colour for o in other.objects)
+        rest = sorted((o.shape, o.motion) for o in query.objects) == sorted((o.shape, o.motion) for o in other.objects)
+        combos = sorted(o.combination for o in query.objects) != sorted(o.combination for o in other.objects)
+        if colours and rest and combos:
+            return "binding"
+    pairings = [list(zip(query.objects, other.objects))]
+    if len(query.objects) == 2:
+        pairings.append(list(zip(query.objects, other.objects[::-1])))
+    changes = min(
+        (
+            [a for x, y in pairing for a in ("colour", "shape", "motion") if getattr(x, a) != getattr(y, a)]
+            for pairing in pairings
+        ),
+        key=len,
+    )
+    changes += [] if same_background else ["background"]
+    if not changes:
+        return "none"
+    return changes[0] if len(changes) == 1 else "several"
+
+
+def load_clips(data_dir: str | os.PathLike) -> dict[str, Clip]:
+    """Every clip of a generated corpus by video id, from its `synthetic.json`."""
+    with open(os.path.join(os.fspath(data_dir), META_JSON), encoding="utf-8") as f:
+        meta = json.load(f)
+    clips = {}
+    for record in meta["clips"]:
+        objects = tuple(SceneObject(**o) for o in record["objects"])
+        clips[record["video_id"]] = Clip(
+            record["video_id"], record["split"], record["background"], objects, (), "", record.get("group")
+        )
+    return clips
 
 
 # --- drawing ----------------------------------------------------------------------------------------------------
@@ -285,9 +426,12 @@ def render_clip(clip: Clip, size: int, num_frames: int) -> np.ndarray:
 
 
 def encode_video(path: str, frames: np.ndarray, fps: int) -> None:
-    """Writes frames as an H.264 mp4 with PyAV (single-threaded, so the bytes depend only on the frames)."""
-    # A keyframe every 2 s keeps seeking useful; one thread makes the encoder deterministic.
-    encode_frames(path, frames, fps, "libx264", {"g": str(2 * fps), "threads": "1"})
+    """Writes frames as an H.264 mp4 with PyAV, so that the bytes depend only on the frames."""
+    # A keyframe every 2 s keeps seeking useful. `threads=1` alone was not enough: x264's lookahead still ran in a
+    # thread of its own and the same frames gave other bytes in about one run in forty (the flaky same-seed test);
+    # with the lookahead and macroblock-tree rate control off, 160 repeated encodings under load were identical.
+    params = "threads=1:lookahead-threads=1:sync-lookahead=0:rc-lookahead=0:mbtree=0"
+    encode_frames(path, frames, fps, "libx264", {"g": str(2 * fps), "threads": "1", "x264-params": params})
 
 
 def _write_clip(job: tuple[Clip, str, int, int, int, str | None]) -> None:
@@ -300,45 +444,6 @@ def _write_clip(job: tuple[Clip, str, int, int, int, str | None]) -> None:
         Image.fromarray(frames[num_frames // 2]).save(frame_path, format="PNG", optimize=False)
 
 
-def _encode_in_fresh_processes(jobs: list[tuple], num_proc: int) -> None:
-    """Draws and encodes the clips in `num_proc` new Python processes (`python -c`, not forks of this one).
-
-    Why: in a process that had done other PyAV, torch and datasets work before (the full test suite), libx264 wrote
-    other bytes for the same frames, for every clip of a run, while fresh processes always agree; forked workers
-    inherit the caller's state. A new interpreter per worker makes the bytes depend on the arguments alone (and,
-    unlike multiprocessing's spawn, it does not re-import the caller's `__main__`).
-    """
-    with tempfile.TemporaryDirectory(prefix="s2ca-synthetic-jobs-") as folder:
-        job_file = os.path.join(folder, "jobs.json")
-        _write_json(job_file, [[asdict(clip), *rest] for clip, *rest in jobs])
-        code = "import sys; from s2ca_hf.data.synthetic import _encode_worker; _encode_worker(*sys.argv[1:])"
-        workers = [
-            subprocess.Popen(
-                [sys.executable, "-c", code, job_file, str(rank), str(num_proc)],
-                stderr=subprocess.PIPE,
-                text=True,
-                env={**os.environ, "OMP_NUM_THREADS": "1"},
-            )
-            for rank in range(num_proc)
-        ]
-        errors = [worker.communicate()[1] for worker in workers]
-        failed = [(rank, error) for rank, (worker, error) in enumerate(zip(workers, errors)) if worker.returncode]
-        if failed:
-            rank, error = failed[0]
-            raise RuntimeError(
-                f"{len(failed)} of {num_proc} clip-encoding processes failed; worker {rank}:\n{error[-3000:]}"
-            )
-
-
-def _encode_worker(job_file: str, rank: str, num_proc: str) -> None:
-    with open(job_file, encoding="utf-8") as f:
-        jobs = json.load(f)
-    for clip, *rest in jobs[int(rank) :: int(num_proc)]:
-        objects = tuple(SceneObject(**o) for o in clip.pop("objects"))
-        clip = Clip(**{**clip, "objects": objects, "captions": tuple(clip["captions"])})
-        _write_clip((clip, *rest))
-
-
 # --- the corpus on disk ---------------------------------------------------------------------------------------
 
 
@@ -346,6 +451,9 @@ def generate_synthetic_corpus(
     out: str | os.PathLike,
     num_videos: int = 1000,
     seed: int = 0,
+    val_size: int | None = None,
+    test_size: int | None = None,
+    compositional_size: int | None = None,
     size: int = 64,
     num_frames: int = 48,
     fps: int = 4,
@@ -355,8 +463,10 @@ def generate_synthetic_corpus(
     """Writes the corpus into `out` (created; it must not hold a corpus already) and returns `out`.
 
     Args:
-        num_videos: clips in all; 10% are the test split and 10% the compositional test split.
+        num_videos: clips in all; training gets what the evaluation splits leave.
         seed: everything (content, wording, held-out combinations) follows from it.
+        val_size, test_size, compositional_size: clips of each evaluation split (default: 10% of `num_videos`
+            each). The default run uses 2000 clips with 200 / 500 / 500, so that training keeps 800.
         size: frame width and height in pixels (even, for H.264's 4:2:0 chroma).
         num_frames, fps: clip length; the default 48 frames at 4 fps last 12 s, so that CLIP4Clip's one frame per
             second fills `max_frames=12`.
@@ -368,7 +478,7 @@ def generate_synthetic_corpus(
     if num_frames < 1 or fps < 1:
         raise ValueError(f"`num_frames` and `fps` must be >= 1, got {num_frames}, {fps}.")
     out = os.fspath(out)
-    clips, held_out = plan_corpus(num_videos, seed, captions_per_video)
+    clips, held_out = plan_corpus(num_videos, seed, captions_per_video, val_size, test_size, compositional_size)
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     os.makedirs(os.path.join(out, "frames"), exist_ok=True)
 
@@ -376,7 +486,13 @@ def generate_synthetic_corpus(
     for clip in clips:
         frame_path = os.path.join(out, "frames", f"frame{clip.video_id[5:]}.png") if clip.split == "train" else None
         jobs.append((clip, os.path.join(out, "videos", f"{clip.video_id}.mp4"), size, num_frames, fps, frame_path))
-    _encode_in_fresh_processes(jobs, min(num_proc or os.cpu_count() or 1, len(jobs)))
+    num_proc = min(num_proc or os.cpu_count() or 1, len(jobs))
+    if num_proc > 1:
+        with ProcessPoolExecutor(num_proc) as pool:
+            list(pool.map(_write_clip, jobs, chunksize=max(1, len(jobs) // (8 * num_proc))))
+    else:
+        for job in jobs:
+            _write_clip(job)
 
     duration = num_frames / fps
     data = {
@@ -394,7 +510,7 @@ def generate_synthetic_corpus(
                 "video_id": clip.video_id,
                 "start time": 0.0,
                 "end time": duration,
-                "split": "train" if clip.split == "train" else "test",
+                "split": {"train": "train", "val": "validate"}.get(clip.split, "test"),
                 "id": i,
             }
             for i, clip in enumerate(clips)
@@ -406,7 +522,7 @@ def generate_synthetic_corpus(
             data["sentences"].append({"caption": caption, "video_id": clip.video_id, "sen_id": len(data["sentences"])})
     _write_json(os.path.join(out, "MSRVTT_data.json"), data)
     _write_csv(os.path.join(out, TRAIN_CSV), ["video_id"], [[c.video_id] for c in clips if c.split == "train"])
-    for name, split in ((TEST_CSV, "test"), (COMPOSITIONAL_CSV, "compositional")):
+    for name, split in ((VAL_CSV, "val"), (TEST_CSV, "test"), (COMPOSITIONAL_CSV, "compositional")):
         rows = [c for c in clips if c.split == split]
         _write_csv(
             os.path.join(out, name),
@@ -424,6 +540,9 @@ def generate_synthetic_corpus(
         "arguments": {
             "num_videos": num_videos,
             "seed": seed,
+            "val_size": val_size,
+            "test_size": test_size,
+            "compositional_size": compositional_size,
             "size": size,
             "num_frames": num_frames,
             "fps": fps,
@@ -435,6 +554,7 @@ def generate_synthetic_corpus(
                 "video_id": c.video_id,
                 "split": c.split,
                 "background": c.background,
+                "group": c.group,
                 "objects": [asdict(o) for o in c.objects],
             }
             for c in clips
@@ -465,7 +585,13 @@ def ensure_synthetic_corpus(data_dir: str | os.PathLike, **arguments) -> str:
     meta_path = os.path.join(data_dir, META_JSON)
     if os.path.isfile(meta_path):
         with open(meta_path, encoding="utf-8") as f:
-            existing = json.load(f).get("arguments", {})
+            meta = json.load(f)
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{data_dir} holds a synthetic corpus of format {meta.get('format_version')}; this version writes "
+                f"format {FORMAT_VERSION} (a val split, minimal-pair groups): delete the folder to regenerate it."
+            )
+        existing = meta.get("arguments", {})
         different = {k: (existing.get(k), v) for k, v in arguments.items() if existing.get(k) != v}
         if different:
             raise ValueError(
@@ -494,6 +620,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", required=True, help="the folder to write (created)")
     parser.add_argument("--num-videos", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-size", type=int, default=None, help="val clips (default 10%% of --num-videos)")
+    parser.add_argument("--test-size", type=int, default=None, help="test clips (default 10%%)")
+    parser.add_argument("--compositional-size", type=int, default=None, help="compositional clips (default 10%%)")
     parser.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
     parser.add_argument("--num-frames", type=int, default=48, help="frames per clip")
     parser.add_argument("--fps", type=int, default=4)
@@ -506,6 +635,9 @@ def main(argv: list[str] | None = None) -> None:
         args.out,
         num_videos=args.num_videos,
         seed=args.seed,
+        val_size=args.val_size,
+        test_size=args.test_size,
+        compositional_size=args.compositional_size,
         size=args.size,
         num_frames=args.num_frames,
         fps=args.fps,
@@ -525,6 +657,9 @@ __all__ = [
     "MOTIONS",
     "SHAPES",
     "all_combinations",
+    "clip_difference",
+    "load_clips",
+    "split_sizes",
     "ensure_synthetic_corpus",
     "generate_synthetic_corpus",
     "held_out_combinations",
