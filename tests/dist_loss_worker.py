@@ -23,9 +23,15 @@ from s2ca_hf.tiny import tiny_config  # noqa: E402
 GLOBAL_BATCH = 4
 
 
+# "soft+concepts": the per-concept contrastive loss and usage weights, whose terms are gathered across processes too.
+VARIANTS = {"soft+concepts": dict(allocation="soft", concept_contrastive_weight=1.0, concept_weighting="usage")}
+
+
 def build_model(allocation: str) -> S2CAModel:
     torch.manual_seed(0)
-    model = S2CAModel(tiny_config(prototype_init_std=1.0, allocation=allocation))
+    fields = VARIANTS.get(allocation, dict(allocation=allocation))
+    model = S2CAModel(tiny_config(prototype_init_std=1.0, **fields))
+    allocation = fields["allocation"]
     # Soft allocation keeps training mode noise-free; Gumbel allocation is compared in eval mode (argmax), so that two
     # runs over the same data can be compared exactly.
     return model.train() if allocation == "soft" else model.eval()

@@ -27,14 +27,16 @@ def build_model(**overrides) -> S2CAModel:
     return S2CAModel(tiny_config(prototype_init_std=1.0, allocation="soft", **overrides)).train()
 
 
-def test_one_process_equals_the_models_local_loss():
-    model = build_model()
+@pytest.mark.parametrize("overrides", [{}, {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"}])
+def test_one_process_equals_the_models_local_loss(overrides):
+    model = build_model(**overrides)
     inputs = make_inputs(batch=GLOBAL_BATCH)
     outputs = model(**inputs, return_loss=True)
     result = S2CALoss()(model, outputs)
     assert torch.allclose(result.value, outputs.loss.detach(), atol=1e-6)
     assert torch.allclose(result.retrieval, outputs.retrieval_loss.detach(), atol=1e-6)
     assert torch.allclose(result.balance, outputs.balance_loss.detach(), atol=1e-6)
+    assert (result.per_concept is None) == ("concept_contrastive_weight" not in overrides)
 
 
 def free_port() -> int:
@@ -43,7 +45,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-@pytest.mark.parametrize("allocation", ["soft", "gumbel"])
+@pytest.mark.parametrize("allocation", ["soft", "gumbel", "soft+concepts"])
 def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, allocation):
     # A real launch, not a fork of this process (forking after torch ran can deadlock its thread pools).
     output = tmp_path / "report.json"

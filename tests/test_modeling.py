@@ -306,6 +306,115 @@ def test_soft_allocation_ablation():
     assert torch.isfinite(out.loss)
 
 
+def test_per_concept_contrastive_loss_is_infonce_per_concept_among_items_that_use_it():
+    from s2ca_hf.modeling_s2ca import contrastive_loss, per_concept_contrastive_loss
+
+    generator = torch.Generator().manual_seed(0)
+    text = F.normalize(torch.randn(5, 3, 8, generator=generator), dim=-1)
+    video = F.normalize(torch.randn(5, 3, 8, generator=generator), dim=-1)
+    scale = torch.tensor(10.0)
+    everyone = torch.ones(5, 3)
+    expected = torch.stack([contrastive_loss(scale * text[:, k] @ video[:, k].t()) for k in range(3)]).mean()
+    assert torch.allclose(per_concept_contrastive_loss(text, everyone, video, everyone, scale), expected, atol=1e-6)
+    # Item 4 does not use concept 0 on the video side: pair 4 leaves concept 0's average, and video 4 is no negative
+    # for concept 0, so changing its concept-0 feature changes nothing.
+    present = everyone.clone()
+    present[4, 0] = 0
+    loss = per_concept_contrastive_loss(text, everyone, video, present, scale)
+    moved = video.clone()
+    moved[4, 0] = F.normalize(torch.randn(8, generator=generator), dim=0)
+    assert torch.allclose(loss, per_concept_contrastive_loss(text, everyone, moved, present, scale), atol=1e-6)
+    kept = list(range(4))
+    concept0 = 0.5 * (
+        F.cross_entropy(scale * text[kept, 0] @ video[kept, 0].t(), torch.arange(4), reduction="none")
+        + F.cross_entropy(
+            scale * video[kept, 0] @ text[:, 0].t(), torch.arange(4), reduction="none"
+        )  # all texts use 0
+    )
+    others = [contrastive_loss(scale * text[:, k] @ video[:, k].t()) * 5 for k in (1, 2)]
+    assert torch.allclose(loss, (concept0.sum() + sum(others)) / 14, atol=1e-5)
+    # a concept nobody uses: finite, and no gradient becomes NaN
+    text.requires_grad_(True)
+    none = everyone.clone()
+    none[:, 2] = 0
+    value = per_concept_contrastive_loss(text, none, video, none, scale)
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(text.grad).all() and text.grad[:, 2].abs().sum() == 0
+
+
+def test_per_concept_contrastive_loss_enters_the_training_loss(inputs):
+    plain = seeded_model(tiny_config(allocation="soft")).train()
+    weighted = seeded_model(tiny_config(allocation="soft", concept_contrastive_weight=2.0)).train()
+    out_plain, out_weighted = plain(**inputs, return_loss=True), weighted(**inputs, return_loss=True)
+    from s2ca_hf.modeling_s2ca import per_concept_contrastive_loss
+
+    concepts_t, concepts_v = out_weighted.text_concepts, out_weighted.video_concepts
+    term = per_concept_contrastive_loss(
+        concepts_t.concept_features,
+        1 - concepts_t.empty_concepts,
+        concepts_v.concept_features,
+        1 - concepts_v.empty_concepts,
+        weighted.logit_scale_value(),
+    )
+    assert torch.allclose(out_weighted.loss, out_plain.loss + 2.0 * term, atol=1e-5)
+
+
+def test_usage_weights_factorise_and_ignore_one_sided_concepts(inputs):
+    model = seeded_model(tiny_config(concept_weighting="usage", concept_score_weight=0.5, prototype_init_std=1.0))
+    model.eval()
+    with torch.no_grad():
+        out = model(**inputs)
+        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+    config = model.config
+    assert phi.shape[1] == psi.shape[1] == config.embedding_dim == config.projection_dim * (1 + config.num_concepts)
+    assert torch.allclose(phi @ psi.t() * model.logit_scale_value(), out.logits_per_text, atol=1e-4)
+    for concepts in (out.text_concepts, out.video_concepts):
+        share = concepts.token_counts / concepts.token_mask.sum(-1, keepdim=True)
+        expected = (1 - concepts.empty_concepts) * share.clamp(min=1e-6).sqrt()
+        assert torch.allclose(concepts.concept_weights, expected)
+    # s_con = sum_k a^t_k a^v_k cos_k: a concept only one side uses (zero weight on the other) adds nothing
+    t, v = out.text_concepts, out.video_concepts
+    cosines = torch.einsum("ikd,jkd->ijk", t.concept_features, v.concept_features)
+    expected = (t.concept_weights[:, None, :] * v.concept_weights[None, :, :] * cosines).sum(-1)
+    assert torch.allclose(out.concept_similarity, expected, atol=1e-5)
+
+
+def test_relaxed_allocation_is_soft_in_training_and_one_hot_in_evaluation(inputs):
+    model = seeded_model(tiny_config(allocation="relaxed", gumbel_tau_min=0.05, gumbel_anneal_start=0.5))
+    model.train()
+    out = model(**inputs, return_loss=True)
+    allocation = out.video_concepts.allocation.detach()
+    assert ((allocation > 0.01) & (allocation < 0.99)).any()  # the relaxed sample, not a one-hot
+    assert torch.allclose(allocation.sum(1), out.video_concepts.token_mask, atol=1e-5)
+    out.loss.backward()
+    assert model.concepts.prototypes.grad.abs().sum() > 0
+    model.eval()
+    with torch.no_grad():
+        evaluated = model(**inputs).video_concepts
+    hard = evaluated.allocation
+    assert torch.equal(
+        hard,
+        F.one_hot(evaluated.allocation_logits.argmax(1), hard.shape[1]).transpose(1, 2)
+        * evaluated.token_mask[:, None],
+    )
+    # the temperature stays at gumbel_tau until half-way, then follows the cosine to the floor
+    assert model.set_training_progress(0.4) == pytest.approx(1.0)
+    assert model.set_training_progress(0.75) == pytest.approx(0.05 + 0.5 * 0.95)
+    assert model.set_training_progress(1.0) == pytest.approx(0.05)
+
+
+def test_balance_counts_come_from_the_noise_free_argmax(inputs):
+    from s2ca_hf.modeling_s2ca import balance_statistics
+
+    model = seeded_model(tiny_config(num_concepts=4)).train()
+    concepts = model(**inputs).video_concepts  # training: noisy hard allocation
+    counts, _, _ = balance_statistics(concepts)
+    noise_free = F.one_hot(concepts.allocation_logits.argmax(1), 4).transpose(1, 2) * concepts.token_mask[:, None]
+    assert torch.equal(counts, noise_free.sum(dim=(0, 2)).to(counts.dtype))
+    assert not torch.equal(counts, concepts.allocation.detach().sum(dim=(0, 2)))  # the noisy one differs
+
+
 def test_gumbel_temperature_anneal():
     model = seeded_model(tiny_config(gumbel_tau=1.0, gumbel_tau_min=0.25))
     assert model.set_training_progress(0.0) == pytest.approx(1.0)
