@@ -53,8 +53,8 @@ class S2CAConfig(PretrainedConfig):
             Layers of the temporal transformer.
         temporal_num_attention_heads (`int`, *optional*, defaults to 8):
             Attention heads of the temporal transformer; must divide `projection_dim`.
-        temporal_intermediate_size (`int`, *optional*, defaults to 2048):
-            MLP width of the temporal transformer.
+        temporal_intermediate_size (`int`, *optional*):
+            MLP width of the temporal transformer; by default 4 x `projection_dim` (2048 for ViT-B/32).
         temporal_max_position_embeddings (`int`, *optional*, defaults to 128):
             Largest number of frames the temporal transformer has position embeddings for.
         temporal_hidden_act (`str`, *optional*, defaults to `"quick_gelu"`):
@@ -150,7 +150,7 @@ class S2CAConfig(PretrainedConfig):
     temporal_module: str = "transformer"
     temporal_num_hidden_layers: int = 4
     temporal_num_attention_heads: int = 8
-    temporal_intermediate_size: int = 2048
+    temporal_intermediate_size: int | None = None
     temporal_max_position_embeddings: int = 128
     temporal_hidden_act: str = "quick_gelu"
     use_concepts: bool = True
@@ -177,6 +177,8 @@ class S2CAConfig(PretrainedConfig):
     initializer_factor: float | int = 1.0
 
     def __post_init__(self, **kwargs):
+        if self.temporal_intermediate_size is None:  # derived, as a transformer block's MLP usually is
+            self.temporal_intermediate_size = 4 * self.projection_dim
         self.text_config = self._build_sub_config("text_config", self.text_config, CLIPTextConfig)
         self.vision_config = self._build_sub_config("vision_config", self.vision_config, CLIPVisionConfig)
         self._check_values()

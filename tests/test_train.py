@@ -167,7 +167,7 @@ def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
 
 def atr_setup(tiny, **switches):
     torch.manual_seed(0)
-    model_args = train.ModelArguments(clip=tiny["clip"], num_concepts=4, allocation="soft", **switches)
+    model_args = train.ModelArguments(clip=tiny["clip"], **switches)
     student = S2CAModel.from_clip(tiny["clip"], num_frames=4, num_concepts=4, allocation="soft",
                                   temporal_num_hidden_layers=1, temporal_num_attention_heads=2)  # fmt: skip
     teacher, heads, atr_loss = train.build_distillation(model_args, student, tiny["clip"], max_positions=32)
@@ -266,7 +266,8 @@ def test_every_recipe_parses_with_the_method_budgets(name):
     model_args, data_args, args, recipe = train.parse_arguments(["--config", str(config)])
     assert recipe == name and args.output_dir == os.path.join("runs", name)
     if name == "synthetic":
-        assert model_args.clip is None and data_args.eval_splits == ["test", "compositional"]
+        assert model_args.clip is None and data_args.eval_splits == ["val", "test", "compositional"]
+        assert data_args.selection_split == "val" and model_args.model_config["num_concepts"] == 8
         return
     words, frames = (32, 12) if name in ("msrvtt", "msrvtt_7k", "msvd") else (64, 64)
     assert (data_args.max_words, data_args.max_frames) == (words, frames)
@@ -284,6 +285,38 @@ def test_command_line_overrides_the_recipe():
     _, data_args, args, _ = train.parse_arguments(["--learning_rate", "3e-4", "--max_frames", "8"])
     assert args.learning_rate == 3e-4 and data_args.max_frames == 8
     assert args.output_dir == os.path.join("runs", "synthetic")
+
+
+def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_path):
+    # S2CAConfig is the only list of model fields: every one of them can be set, typed by its annotation.
+    model_args, *_ = train.parse_arguments(
+        ["--num_concepts", "4", "--allocation=relaxed", "--gumbel_tau_min", "0.1", "--concept_weighting", "usage"]
+        + ["--use_concepts", "true", "--temporal_intermediate_size", "none", "--prototype_init_std", "0.5"]
+    )
+    assert model_args.model_config == {
+        "temporal_num_hidden_layers": 2,  # from the recipe
+        "temporal_num_attention_heads": 4,
+        "num_concepts": 4,
+        "allocation": "relaxed",
+        "gumbel_tau_min": 0.1,
+        "concept_weighting": "usage",
+        "use_concepts": True,
+        "temporal_intermediate_size": None,
+        "prototype_init_std": 0.5,
+    }
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("gumbel_anneal_start: 0.5\nconcept_contrastive_weight: 1\n")
+    model_args, *_ = train.parse_arguments(["--config", str(recipe), "--gumbel_anneal_start", "0.25"])
+    assert model_args.model_config == {"gumbel_anneal_start": 0.25, "concept_contrastive_weight": 1}
+    for flags, message in (
+        (["--num_concepts", "0"], "num_concepts"),
+        (["--gumbel_anneal_start", "1.5"], "gumbel_anneal_start"),
+        (["--use_concepts", "maybe"], "use_concepts"),
+        (["--num_concepts", "four"], "num_concepts"),
+        (["--projection_dim", "64"], "--projection_dim"),  # comes from the CLIP checkpoint
+    ):
+        with pytest.raises(ValueError, match=message):
+            train.parse_arguments(flags)
 
 
 @pytest.mark.parametrize(

@@ -21,6 +21,7 @@ import os
 import shutil
 import sys
 import time
+import typing
 from dataclasses import asdict, dataclass, field, fields
 from typing import Literal
 
@@ -34,7 +35,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, HfArgumentParser, get_scheduler
 
-from s2ca_hf import S2CAModel, S2CAProcessor
+from s2ca_hf import S2CAConfig, S2CAModel, S2CAProcessor
 from s2ca_hf.data import VideoTextCollator, build_frame_cache, load_corpus
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
 
@@ -47,29 +48,13 @@ CLIP_PREFIXES += ("student.visual_projection.", "student.logit_scale")
 
 @dataclass
 class ModelArguments:
+    """Training-only model settings. Every field of `S2CAConfig` (num_concepts, allocation, temporal_module, ...) is
+    also a recipe key and a `--key value` flag: those are validated by the config itself (`model_config` holds them),
+    so that a new config field needs no edit here."""
+
     clip: str | None = field(default=None, metadata={"help": "CLIP checkpoint (Hub id or folder); synthetic: auto"})
     pretrained_clip_dir: str = field(default="runs/clip-synthetic", metadata={"help": "where the small CLIP lives"})
     teacher: str | None = field(default=None, metadata={"help": "ATR teacher CLIP (default: --clip)"})
-    temporal_module: Literal["transformer", "mean"] = "transformer"
-    temporal_num_hidden_layers: int = 4
-    temporal_num_attention_heads: int = 8
-    temporal_intermediate_size: int | None = field(default=None, metadata={"help": "default 4 x projection_dim"})
-    use_concepts: bool = True
-    num_concepts: int = 8
-    allocation: Literal["gumbel", "soft", "relaxed"] = "gumbel"
-    video_tokens: Literal["patches", "frames"] = "patches"
-    gumbel_tau: float = 1.0
-    gumbel_tau_min: float | None = None
-    gumbel_noise_scale: float = 1.0
-    gumbel_anneal_start: float = 0.0
-    concept_weighting: Literal["uniform", "usage"] = "uniform"
-    concept_contrastive_weight: float = 0.0
-    concept_loss_weight: float = 1.0
-    concept_score_weight: float = 1.0
-    retrieval_loss: Literal["separate", "combined"] = "separate"
-    share_concept_projections: bool = True
-    diversity_loss_weight: float = 1e-2
-    balance_loss_weight: float = 1e-2
     align: bool = True
     transform: bool = True
     reconstruct: bool = True
@@ -79,11 +64,11 @@ class ModelArguments:
     reconstruct_mask_ratio: float = 0.5
     cache_teacher_outputs: bool = True
     gradient_checkpointing: bool = False
+    model_config: dict = field(default_factory=dict, init=False)  # S2CAConfig fields from the recipe and flags
 
     def __post_init__(self):
-        check(self.num_concepts >= 1, "num_concepts", self.num_concepts, ">= 1")
         check(0 < self.reconstruct_mask_ratio <= 1, "reconstruct_mask_ratio", self.reconstruct_mask_ratio, "in (0, 1]")
-        for name in ("align_weight", "transform_weight", "reconstruct_weight", "diversity_loss_weight"):
+        for name in ("align_weight", "transform_weight", "reconstruct_weight"):
             check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
 
 
@@ -99,9 +84,15 @@ class DataArguments:
     max_words: int = 32
     max_frames: int = 12
     synthetic_num_videos: int = 1000
-    synthetic_val_size: int | None = field(default=None, metadata={"help": "synthetic val clips (default 10%)"})
-    synthetic_test_size: int | None = field(default=None, metadata={"help": "synthetic test clips (default 10%)"})
-    synthetic_compositional_size: int | None = field(default=None, metadata={"help": "(default 10%)"})
+    synthetic_val_size: int | None = field(
+        default=None, metadata={"help": "synthetic val clips (default: a tenth of the clips)"}
+    )
+    synthetic_test_size: int | None = field(
+        default=None, metadata={"help": "synthetic test clips (default: a tenth of the clips)"}
+    )
+    synthetic_compositional_size: int | None = field(
+        default=None, metadata={"help": "(default: a tenth of the clips)"}
+    )
     frame_cache: bool = True
     frame_cache_dir: str | None = None
     preprocessing_num_workers: int | None = None
@@ -178,8 +169,62 @@ def check(condition: bool, name: str, value, expected: str) -> None:
         raise ValueError(f"Recipe field `{name}` must be {expected}, got {value!r}.")
 
 
+# S2CAConfig fields that a recipe may not set: they come from the CLIP checkpoint, or from `max_frames`.
+FROM_CLIP = ("text_config", "vision_config", "projection_dim", "logit_scale_init_value", "num_frames")
+
+
+def model_config_fields() -> dict:
+    """The S2CAConfig fields a recipe and the command line can set, with their type annotations."""
+    return {name: kind for name, kind in S2CAConfig.__annotations__.items() if name not in FROM_CLIP}
+
+
+def config_value(name: str, text: str):
+    """A command-line string as the value of config field `name`, by the field's annotation."""
+    annotation = model_config_fields()[name]
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    if type(None) in kinds and text.lower() in ("none", "null"):
+        return None
+    if bool in kinds:
+        if text.lower() in ("true", "false"):
+            return text.lower() == "true"
+        raise ValueError(f"Recipe field `{name}` must be true or false, got {text!r}.")
+    for kind in (int, float):
+        if kind in kinds:
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+    if str in kinds:
+        return text
+    raise ValueError(f"Recipe field `{name}` must be {annotation}, got {text!r}.")
+
+
+def split_config_flags(tokens: list[str]) -> tuple[dict, list[str]]:
+    """(`--key value` pairs whose key is a config field, the other tokens); `--key=value` works too."""
+    config_fields, values, rest = model_config_fields(), {}, []
+    index = 0
+    while index < len(tokens):
+        token = tokens[index]
+        name, equals, inline = token[2:].partition("=") if token.startswith("--") else ("", "", "")
+        if name in config_fields:
+            if equals:
+                values[name] = config_value(name, inline)
+                index += 1
+                continue
+            if index + 1 >= len(tokens):
+                raise ValueError(f"--{name} needs a value.")
+            values[name] = config_value(name, tokens[index + 1])
+            index += 2
+            continue
+        rest.append(token)
+        index += 1
+    return values, rest
+
+
 def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments, str]:
-    """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors."""
+    """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors.
+
+    S2CAConfig fields go to `model_args.model_config` and are checked by `S2CAConfig` itself."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=DEFAULT_RECIPE)
     known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
@@ -190,23 +235,35 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     if not isinstance(recipe, dict):
         raise ValueError(f"Recipe {known.config} must be a mapping of field: value.")
     types = (ModelArguments, DataArguments, TrainingArguments)
-    names = {f.name for cls in types for f in fields(cls)}
+    config_fields = model_config_fields()
+    names = {f.name for cls in types for f in fields(cls) if f.init} | set(config_fields)
     unknown = sorted(set(recipe) - names)
     if unknown:
         raise ValueError(f"Unknown recipe field(s) {unknown} in {known.config}; the fields are {sorted(names)}.")
+    model_config = {key: value for key, value in recipe.items() if key in config_fields}
     from_recipe = []
     for key, value in recipe.items():
-        if value is None:
+        if value is None or key in config_fields:
             continue
         if isinstance(value, dict):  # protocol: {train_csv: 7k}
             value = [f"{k}={v}" for k, v in value.items()]
         values = value if isinstance(value, list) else [value]
         from_recipe += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
+    from_flags, rest = split_config_flags(rest)
+    model_config.update(from_flags)
     parser = HfArgumentParser(types, exit_on_error=False)
+    if "-h" in rest or "--help" in rest:
+        parser.print_help()
+        print("\nModel fields (S2CAConfig; see its docstring): " + ", ".join(f"--{n}" for n in config_fields))
+        raise SystemExit(0)
     try:
+        S2CAConfig(**model_config)  # the config's own checks, naming the field
         model_args, data_args, train_args = parser.parse_args_into_dataclasses(from_recipe + rest)
     except argparse.ArgumentError as error:
         raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
+    model_args.model_config = model_config
     name = os.path.splitext(os.path.basename(known.config))[0]
     train_args.output_dir = train_args.output_dir or os.path.join("runs", name)
     return model_args, data_args, train_args, name
@@ -467,32 +524,7 @@ def main(argv: list[str] | None = None) -> dict:
             )
 
     # 4. Student, ATR heads and teacher. The heads share the student's DDP wrapper; the teacher is never wrapped.
-    overrides = {
-        k: getattr(model_args, k)
-        for k in (
-            "temporal_module",
-            "temporal_num_hidden_layers",
-            "temporal_num_attention_heads",
-            "use_concepts",
-            "num_concepts",
-            "allocation",
-            "video_tokens",
-            "gumbel_tau",
-            "gumbel_tau_min",
-            "gumbel_noise_scale",
-            "gumbel_anneal_start",
-            "concept_weighting",
-            "concept_contrastive_weight",
-            "concept_loss_weight",
-            "concept_score_weight",
-            "retrieval_loss",
-            "share_concept_projections",
-            "diversity_loss_weight",
-            "balance_loss_weight",
-        )
-    }
-    overrides["temporal_intermediate_size"] = model_args.temporal_intermediate_size or 4 * clip_config.projection_dim
-    student = S2CAModel.from_clip(clip, num_frames=data_args.max_frames, **overrides)
+    student = S2CAModel.from_clip(clip, num_frames=data_args.max_frames, **model_args.model_config)
     if model_args.gradient_checkpointing:
         student.gradient_checkpointing_enable()
     max_positions = max(data_args.max_words, data_args.max_frames)
