@@ -456,12 +456,14 @@ def machine() -> str:
     return f"{model}, {platform.machine()}, {os.cpu_count()} cores"
 
 
-def save_report(report: dict, name: str, argv: list[str] | None, out: str, render) -> dict:
-    """Adds the date, machine, exact command and versions, writes `<out>/<name>.json` and `.md`, prints the table."""
+def save_report(report: dict, name: str, argv: list[str] | None, out: str, render, script: str | None = None) -> dict:
+    """Adds the date, machine, exact command and versions, writes `<out>/<name>.json` and `.md`, prints the table.
+    `script` is the benchmark that ran (default: `benchmarks/<name>.py`)."""
+    script = script or f"benchmarks/{name}.py"
     report.update(
         date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         machine=machine(),
-        command=" ".join([f"python benchmarks/{name}.py", *(argv if argv is not None else sys.argv[1:])]),
+        command=" ".join([f"python {script}", *(argv if argv is not None else sys.argv[1:])]),
         versions={"torch": torch.__version__, "transformers": transformers.__version__},
     )
     os.makedirs(out, exist_ok=True)

@@ -1,4 +1,5 @@
-"""Writes the README's "Results" section from the committed results files, so that no figure there is typed by hand.
+"""Writes the README's "Results" section and its default-run table from the committed results files, so that no
+figure there is typed by hand.
 
 python benchmarks/render_readme.py          # rewrite README.md between the results markers
 python benchmarks/render_readme.py --check  # exit 1 if README.md is not what the results files give
@@ -12,7 +13,9 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- results:start (benchmarks/render_readme.py) -->", "<!-- results:end -->"
-ORDER = ("accuracy.md", "s2ca_diagnosis.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
+RUN_START, RUN_END = "<!-- default-run:start (benchmarks/render_readme.py) -->", "<!-- default-run:end -->"
+DEFAULT_RUN = "default_run.md"  # shown in the Training section, not under Results
+ORDER = ("accuracy.md", "s2ca_diagnosis_round*.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
 
 
 def results_files(results_dir: str) -> list[str]:
@@ -37,12 +40,25 @@ def section(results_dir: str) -> str:
     return "\n".join(parts)
 
 
+def default_run_section(results_dir: str) -> str:
+    path = os.path.join(results_dir, DEFAULT_RUN)
+    lines = open(path, encoding="utf-8").read().strip().splitlines()[1:]  # without its title
+    return "\n".join([RUN_START, *lines, "", f"(from `{os.path.relpath(path, REPO)}`)", RUN_END])
+
+
+def replace_between(text: str, start: str, end: str, content: str) -> str:
+    if start not in text or end not in text:
+        raise ValueError(f"README.md has no markers {start} ... {end}.")
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    return before + content + after
+
+
 def render(readme: str, results_dir: str) -> str:
-    if START not in readme or END not in readme:
-        raise ValueError(f"README.md has no results markers ({START} ... {END}).")
-    before, rest = readme.split(START, 1)
-    _, after = rest.split(END, 1)
-    return before + section(results_dir) + after
+    readme = replace_between(readme, START, END, section(results_dir))
+    if os.path.isfile(os.path.join(results_dir, DEFAULT_RUN)):
+        readme = replace_between(readme, RUN_START, RUN_END, default_run_section(results_dir))
+    return readme
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -56,6 +56,13 @@ VARIANTS = {
         "--concept_weighting",
         "usage",
     ],
+    # Round 2: on top of the lead, where round 1 left it (motion is the attribute all variants miss most).
+    "lead + temporal patches": [*LEAD, "--video_tokens", "temporal_patches"],
+    "lead + frames as video tokens": [*LEAD, "--video_tokens", "frames"],
+    "lead + K = 4": [*LEAD, "--num_concepts", "4"],
+    "lead + K = 16": [*LEAD, "--num_concepts", "16"],
+    "lead, per-concept weight 0.5": ["--allocation", "soft", "--concept_contrastive_weight", "0.5"],
+    "lead, per-concept weight 2": ["--allocation", "soft", "--concept_contrastive_weight", "2"],
     # The first diagnosis (before issue 12), kept runnable:
     "tau annealed 1 -> 0.1": ["--gumbel_tau_min", "0.1"],
     "frames as video tokens": ["--video_tokens", "frames"],
@@ -68,6 +75,7 @@ VARIANTS = {
     "no weight decay": ["--weight_decay", "0"],
 }
 ROUND_1 = list(VARIANTS)[:10]
+ROUND_2 = list(VARIANTS)[10:16]
 
 
 def mean_std(values: list[float | None]) -> dict | None:
@@ -140,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         # Written after every variant, so that a long round's finished rows are never lost.
         report = {"rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
-        accuracy.save_report(report, args.name, argv, args.out, markdown)
+        accuracy.save_report(report, args.name, argv, args.out, markdown, script="benchmarks/s2ca_diagnosis.py")
     return report
 
 

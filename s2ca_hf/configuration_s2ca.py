@@ -16,7 +16,7 @@ _CHOICES = {
     "temporal_module": ("mean", "transformer"),
     "allocation": ("gumbel", "soft", "relaxed"),
     "concept_weighting": ("uniform", "usage"),
-    "video_tokens": ("patches", "frames"),
+    "video_tokens": ("patches", "frames", "temporal_patches"),
     "retrieval_loss": ("separate", "combined"),
 }
 
@@ -87,7 +87,9 @@ class S2CAConfig(PretrainedConfig):
         video_tokens (`str`, *optional*, defaults to `"patches"`):
             The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
             frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
-            refined frame features.
+            refined frame features. `"temporal_patches"`: as `"patches"`, with every patch token also refined over
+            the frames by the temporal transformer (run along each patch position), so that patch tokens carry
+            motion; needs `temporal_module="transformer"`.
         share_concept_projections (`bool`, *optional*, defaults to `True`):
             Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
             prototypes themselves are always shared.
@@ -248,6 +250,8 @@ class S2CAConfig(PretrainedConfig):
             )
         if not _is_number(self.gumbel_anneal_start) or not 0 <= self.gumbel_anneal_start < 1:
             raise ValueError(f"`gumbel_anneal_start` must be a number in [0, 1), got {self.gumbel_anneal_start!r}.")
+        if self.video_tokens == "temporal_patches" and self.temporal_module != "transformer":
+            raise ValueError('`video_tokens="temporal_patches"` needs `temporal_module="transformer"`.')
         if self.projection_dim % self.temporal_num_attention_heads:
             raise ValueError(
                 f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "

@@ -656,7 +656,7 @@ class S2CAModel(S2CAPreTrainedModel):
         if not real.any():  # a batch of failed decodes: run the tower on the zeros rather than on an empty batch
             real = torch.ones_like(real)
         outputs = self.vision_model(pixel_values=pixel_values_videos.flatten(0, 1)[real], return_dict=True, **kwargs)
-        want_patches = self.concepts is not None and self.config.video_tokens == "patches"
+        want_patches = self.concepts is not None and self.config.video_tokens in ("patches", "temporal_patches")
         if want_patches:
             hidden = self.vision_model.post_layernorm(outputs.last_hidden_state)
         else:
@@ -674,8 +674,17 @@ class S2CAModel(S2CAPreTrainedModel):
         instance = F.normalize(masked_mean(F.normalize(frame_features, dim=-1), frame_mask), dim=-1)
 
         if want_patches:
-            # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own.
-            tokens = torch.cat([frame_features.unsqueeze(2), frame_tokens[:, :, 1:]], dim=2).flatten(1, 2)
+            # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own, or, with
+            # "temporal_patches", are refined over time too: the same temporal transformer runs along each patch
+            # position's frames, so that a patch token carries what happens there over the clip (motion), which a
+            # single frame's patch cannot show.
+            patches = frame_tokens[:, :, 1:]
+            if self.config.video_tokens == "temporal_patches":
+                num_patches, width = patches.shape[2], patches.shape[3]
+                along_time = patches.transpose(1, 2).reshape(batch * num_patches, num_frames, width)
+                refined = self.temporal(along_time, frame_mask.repeat_interleave(num_patches, dim=0))
+                patches = refined.view(batch, num_patches, num_frames, width).transpose(1, 2)
+            tokens = torch.cat([frame_features.unsqueeze(2), patches], dim=2).flatten(1, 2)
             token_mask = frame_mask.unsqueeze(-1).expand(-1, -1, frame_tokens.shape[2]).flatten(1)
         else:
             tokens, token_mask = frame_features, frame_mask

@@ -415,6 +415,29 @@ def test_balance_counts_come_from_the_noise_free_argmax(inputs):
     assert not torch.equal(counts, concepts.allocation.detach().sum(dim=(0, 2)))  # the noisy one differs
 
 
+@pytest.mark.parametrize("video_tokens", ["patches", "temporal_patches"])
+def test_temporal_patches_carry_other_frames_and_ignore_padding(video_tokens):
+    model = seeded_model(tiny_config(video_tokens=video_tokens, allocation="soft")).eval()
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, 4, 3, 32, 32, generator=generator)
+    frame_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    with torch.no_grad():
+        tokens = model.encode_video(pixels, frame_mask).tokens
+        changed_first = pixels.clone()
+        changed_first[1, 0] += 1.0
+        other = model.encode_video(changed_first, frame_mask).tokens
+        padded = pixels.clone()
+        padded[0, 3] = 7.0  # a padded frame's pixels
+        embeds = model.encode_video(padded, frame_mask).embeds
+    per_frame = tokens.shape[1] // 4
+    last_frame_patches = slice(3 * per_frame + 1, 4 * per_frame)
+    moved = not torch.allclose(tokens[1, last_frame_patches], other[1, last_frame_patches])
+    assert moved == (video_tokens == "temporal_patches")  # only refined patches see another frame
+    assert torch.allclose(embeds, model.encode_video(pixels, frame_mask).embeds, atol=1e-5)
+    with pytest.raises(ValueError, match="temporal_patches"):
+        tiny_config(video_tokens="temporal_patches", temporal_module="mean")
+
+
 def test_gumbel_temperature_anneal():
     model = seeded_model(tiny_config(gumbel_tau=1.0, gumbel_tau_min=0.25))
     assert model.set_training_progress(0.0) == pytest.approx(1.0)

@@ -1,0 +1,82 @@
+"""The README's default run, measured: `accelerate launch training/train.py` with no argument, in an empty folder.
+
+    python benchmarks/default_run.py      # about 7 minutes on 2 cores
+
+It generates the built-in corpus, pretrains the small CLIP, trains S2CA with the default recipe and evaluates it,
+exactly as a new user's first command does, and writes the wall time and the metrics of the model it selected (best
+val text->video R@1) to `benchmarks/results/default_run.json` and `.md`, which the README's Training section renders.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+from accuracy import RESULTS, SPLITS, save_report, selected  # noqa: E402
+
+
+COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        "# The default run",
+        "",
+        f"{report['date']} · {report['machine']} · "
+        + " · ".join(f"{k} {v}" for k, v in report["versions"].items())
+        + f" · `{report['command']}`",
+        "",
+        f"`accelerate launch training/train.py` in an empty folder, one process: **{report['seconds']:.0f} s in all** "
+        f"({report['seconds'] / 60:.1f} min: corpus, small-CLIP pretraining, frame caches, {report['steps']} "
+        f"training steps, {report['evaluations']} evaluations). The model selected on val (step "
+        f"{report['best_step']}) scored:",
+        "",
+        "| split (clips) | direction | " + " | ".join(COLUMNS) + " |",
+        "|---|---|" + "---|" * len(COLUMNS),
+    ]
+    for split in SPLITS:
+        for direction in ("text_to_video", "video_to_text"):
+            values = " | ".join(f"{report['metrics'][split][direction][c]:.1f}" for c in COLUMNS)
+            name = f"{split} ({report['clips'][split]})" if direction == "text_to_video" else split
+            lines.append(f"| {name} | {direction.replace('_to_', '→')} | {values} |")
+    lines += ["", "One seed, one run: this shows what the first command gives, not how methods compare (see Results)."]
+    return "\n".join(lines + [""])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=RESULTS)
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="s2ca-default-run-") as folder:
+        command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1"]
+        command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
+        command += [os.path.join(REPO, "training", "train.py"), "--disable_tqdm", "true"]
+        started = time.time()
+        completed = subprocess.run(command, cwd=folder, capture_output=True, text=True)
+        seconds = time.time() - started
+        if completed.returncode != 0:
+            raise RuntimeError(f"the default run failed:\n{completed.stderr[-4000:]}")
+        with open(os.path.join(folder, "runs", "synthetic", "eval_results.json")) as f:
+            summary = json.load(f)
+        metrics, _ = selected(summary)
+        with open(os.path.join(folder, "data", "synthetic", "synthetic.json")) as f:
+            clips = json.load(f)["clips"]
+    report = {
+        "seconds": seconds,
+        "steps": summary["global_step"],
+        "evaluations": len(summary["evaluations"]),
+        "best_step": summary["best_step"],
+        "metrics": metrics,
+        "clips": {split: sum(c["split"] == split for c in clips) for split in SPLITS},
+    }
+    return save_report(report, "default_run", argv, args.out, markdown)
+
+
+if __name__ == "__main__":
+    main()
