@@ -56,7 +56,12 @@ VARIANTS = {
         "--concept_weighting",
         "usage",
     ],
-    # Round 2: on top of the lead, where round 1 left it (motion is the attribute all variants miss most).
+    # Round 2: round 1's best discrete variant (usage weights) with one more switch each: motion is the attribute
+    # every variant misses most, and the logits of hard allocation stay small next to the noise.
+    "usage + temporal patches": ["--concept_weighting", "usage", "--video_tokens", "temporal_patches"],
+    "usage + Gumbel noise x 0.25": ["--concept_weighting", "usage", "--gumbel_noise_scale", "0.25"],
+    "usage + per-concept contrastive": ["--concept_weighting", "usage", "--concept_contrastive_weight", "1"],
+    # On top of the (soft, not discrete) lead:
     "lead + temporal patches": [*LEAD, "--video_tokens", "temporal_patches"],
     "lead + frames as video tokens": [*LEAD, "--video_tokens", "frames"],
     "lead + K = 4": [*LEAD, "--num_concepts", "4"],
@@ -75,7 +80,7 @@ VARIANTS = {
     "no weight decay": ["--weight_decay", "0"],
 }
 ROUND_1 = list(VARIANTS)[:10]
-ROUND_2 = list(VARIANTS)[10:16]
+ROUND_2 = list(VARIANTS)[10:13]
 
 
 def mean_std(values: list[float | None]) -> dict | None:

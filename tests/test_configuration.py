@@ -59,7 +59,7 @@ def test_save_and_load_round_trip(tmp_path):
         ({"num_concepts": 0}, "num_concepts", ">= 1"),
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
         ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed')"),
-        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames')"),
+        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames', 'temporal_patches')"),
         ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
         ({"gumbel_tau_min": 2.0}, "gumbel_tau_min", "gumbel_tau"),
