@@ -97,11 +97,12 @@ class S2CAConfig(PretrainedConfig):
             epsilon in the aggregation `sum_n A_kn V_n / (n_k + epsilon)` (GroupViT's smoothing).
         concept_score_weight (`float`, *optional*, defaults to 1.0):
             lambda_e, the weight of the concept similarity in the retrieval score `s = s_inst + lambda_e * s_con`.
-        concept_weighting (`str`, *optional*, defaults to `"uniform"`):
+        concept_weighting (`str`, *optional*, defaults to `"usage"`):
             How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
             / (non-empty concepts), phi and psi of size D (1 + 2K). `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
             sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
-            size D (1 + K).
+            size D (1 + K). The default since issue 12: of the discrete allocations tried it ranked best on the
+            built-in corpus's val split (`benchmarks/results/s2ca_diagnosis_round1.md`).
         concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
             the text and video features of that concept, among the items that use it; see
@@ -166,7 +167,7 @@ class S2CAConfig(PretrainedConfig):
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
-    concept_weighting: str = "uniform"
+    concept_weighting: str = "usage"
     concept_contrastive_weight: float | int = 0.0
     concept_loss_weight: float | int = 1.0
     retrieval_loss: str = "separate"

@@ -25,8 +25,11 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert config.diversity_loss_weight == 0.01 and config.balance_loss_weight == 0.01
     assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)
     assert config.logit_scale_max == pytest.approx(math.log(100))
-    # phi and psi have D (1 + 2K) = 8,704 dimensions (METHOD.md §9).
-    assert config.embedding_dim == 8704
+    # Usage weights (the default since issue 12): phi and psi have D (1 + K) = 4,608 dimensions; the uniform
+    # weights of METHOD.md §5 need D (1 + 2K) = 8,704.
+    assert config.concept_weighting == "usage" and config.concept_contrastive_weight == 0.0
+    assert config.embedding_dim == 4608
+    assert S2CAConfig(concept_weighting="uniform").embedding_dim == 8704
     assert S2CAConfig(use_concepts=False).embedding_dim == 512
 
 

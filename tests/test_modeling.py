@@ -244,7 +244,7 @@ def test_concept_features_recomputed_from_weights(model, inputs):
 
 def test_empty_concept_contributes_zero():
     # Texts of one word have two concept tokens (the word and end-of-text): at least K - 2 concepts stay empty.
-    model = seeded_model(tiny_config())
+    model = seeded_model(tiny_config(concept_weighting="uniform"))
     inputs = make_inputs(batch=2, seq_len=3)
     with torch.no_grad():
         out = model(**inputs)
