@@ -7,9 +7,14 @@ Only the paper's abstract is public. Every choice the abstract leaves open is a 
 can be changed when the full paper is read (see the package README, "The method is a reconstruction").
 """
 
+import difflib
 import math
 
 from transformers import CLIPTextConfig, CLIPVisionConfig, PretrainedConfig
+from transformers.utils import logging
+
+
+logger = logging.get_logger(__name__)
 
 
 _CHOICES = {
@@ -180,12 +185,33 @@ class S2CAConfig(PretrainedConfig):
     initializer_factor: float | int = 1.0
 
     def __post_init__(self, **kwargs):
+        self._check_unknown_keys(kwargs)
         if self.temporal_intermediate_size is None:  # derived, as a transformer block's MLP usually is
             self.temporal_intermediate_size = 4 * self.projection_dim
         self.text_config = self._build_sub_config("text_config", self.text_config, CLIPTextConfig)
         self.vision_config = self._build_sub_config("vision_config", self.vision_config, CLIPVisionConfig)
         self._check_values()
         super().__post_init__(**kwargs)
+
+    def _check_unknown_keys(self, kwargs: dict) -> None:
+        """A key that is no field is kept as an attribute (transformers' way) but the model never reads it: refuse one
+        that looks like a misspelt field (`num_concepst`), warn about any other, naming it."""
+        fields = list(type(self).__annotations__)
+        unknown = [
+            key
+            for key in kwargs
+            if key != "model_type"
+            and not hasattr(PretrainedConfig, key)
+            and key not in PretrainedConfig.__annotations__
+        ]
+        for key in unknown:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.85)
+            if close:
+                raise ValueError(f"S2CAConfig has no field `{key}`: did you mean `{close[0]}`?")
+        if unknown:
+            logger.warning(
+                f"S2CAConfig: {unknown} are not S2CA fields; they are kept but the model does not use them."
+            )
 
     def _build_sub_config(self, name, value, config_class):
         if value is None:

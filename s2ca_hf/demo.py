@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"video   {video_path}: 3 s at 15 fps -> {int(inputs['frame_mask'].sum())} frames (one per second)")
     print(f"caption {args.caption!r} -> {int(inputs['attention_mask'].sum())} tokens")
     print(
-        f"phi(text) {tuple(phi.shape)}, psi(video) {tuple(psi.shape)}: D (1 + 2K) with D = {config.projection_dim}, "
+        f"phi(text) {tuple(phi.shape)}, psi(video) {tuple(psi.shape)}: "
+        f"D (1 + {'K' if config.concept_weighting == 'usage' else '2K'}) with D = {config.projection_dim}, "
         f"K = {config.num_concepts} shared concepts"
     )
     print(

@@ -7,6 +7,11 @@ Only the abstract is public; what it leaves open is reconstructed from GroupViT 
 learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compared concept by concept) and CLIP4Clip
 (backbone, temporal module, loss). Every such choice is a field of `S2CAConfig`.
 
+What the measurements changed from the first reconstruction (issue 12; README, "The method is a reconstruction"):
+the concept score weighs each concept by how much both sides use it (`concept_weighting="usage"`), the balance loss
+counts tokens by evaluation's noise-free argmax, and the per-concept contrastive loss, the relaxed Gumbel-softmax and
+temporally refined patch tokens are options that did not help on the val split of the built-in corpus.
+
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
 """
@@ -704,12 +709,15 @@ class S2CAModel(S2CAPreTrainedModel):
 
     def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
         r"""
-        Returns phi(text), `(T, E)` with E = `config.embedding_dim`: D (1 + 2K) with concepts, D without.
+        Returns phi(text), `(T, E)` with E = `config.embedding_dim`: D (1 + K) with usage weights (the default),
+        D (1 + 2K) with uniform weights, D without concepts.
 
-        Layout (D = `projection_dim`, K = `num_concepts`, r = sqrt(`concept_score_weight` / 2)):
-        `[t (D) ; r * alpha_k * c_k for k = 1..K (K*D) ; r * c_k for k = 1..K (K*D)]`, where t is the normalised
-        instance feature, c_k the normalised concept features (zero if empty) and alpha_k the concept weights.
-        `get_text_features(...) @ get_video_features(...).T` is the retrieval score (unscaled).
+        Layout (D = `projection_dim`, K = `num_concepts`), t the normalised instance feature, c_k the normalised
+        concept features (zero if empty): with `concept_weighting="usage"`, `[t (D) ; sqrt(lambda_e) * a_k * c_k for
+        k = 1..K (K*D)]`, a_k = sqrt(share of the text's tokens in k); with `"uniform"`, r = sqrt(lambda_e / 2),
+        `[t ; r * alpha_k * c_k for k = 1..K ; r * c_k for k = 1..K]`. `get_text_features(...) @
+        get_video_features(...).T` is the retrieval score (unscaled). The vector is not unit-norm: compare with a
+        plain inner product, never a cosine.
 
         Example:
 
@@ -721,10 +729,10 @@ class S2CAModel(S2CAPreTrainedModel):
 
     def get_video_features(self, pixel_values_videos: torch.Tensor, frame_mask: torch.Tensor | None = None, **kwargs):
         r"""
-        Returns psi(video), `(V, E)`: `[v (D) ; r * c_k for k = 1..K ; r * alpha_k * c_k for k = 1..K]`.
-
-        The two concept blocks are in the opposite order to `get_text_features`, so that the dot product pairs the
-        text's weighted concepts with the video's plain ones and the reverse. Store it once per video.
+        Returns psi(video), `(V, E)`: `[v (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K]` with usage weights;
+        `[v ; r * c_k for k = 1..K ; r * alpha_k * c_k for k = 1..K]` with uniform ones, whose two concept blocks are
+        in the opposite order to `get_text_features`, so that the dot product pairs the text's weighted concepts with
+        the video's plain ones and the reverse. Store it once per video.
 
         Example:
 

@@ -96,3 +96,17 @@ def test_docstring_has_an_args_entry_per_field():
     assert "num_concepts" in own_fields and "logit_scale_init_value" in own_fields
     missing = [name for name in own_fields if f"\n        {name} (" not in S2CAConfig.__doc__]
     assert not missing, f"no Args: entry for {missing}"
+
+
+def test_a_misspelt_field_is_refused_and_an_unknown_key_named(caplog):
+    with pytest.raises(ValueError, match="`num_concepst`: did you mean `num_concepts`"):
+        S2CAConfig(num_concepst=4)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.enable_propagation()
+    try:
+        with caplog.at_level("WARNING"):
+            config = S2CAConfig(my_experiment_note="x")
+    finally:
+        hf_logging.disable_propagation()
+    assert "my_experiment_note" in caplog.text and config.num_concepts == 8
