@@ -192,6 +192,31 @@ class S2CAVideoProcessorKwargs(VideosKwargs, total=False):
     frame_sampling: str
 
 
+def _checked_pixel_range(video: torch.Tensor, index: int) -> torch.Tensor:
+    """Frames on the 0-255 scale, or a clear error; never a silently wrong vector.
+
+    Integer frames must lie in [0, 255]. Float frames must be finite; float frames whose values all lie in [0, 1]
+    are taken to be on the 0-1 scale (as `torchvision.transforms.ToTensor` gives them) and multiplied by 255, since
+    rescaling them again would make them black; other float frames must lie in [0, 255].
+    """
+    if video.numel() == 0:
+        return video
+    if video.is_floating_point():
+        if not torch.isfinite(video).all():
+            raise ValueError(f"Video {index} of the batch has NaN or infinite pixel values.")
+        low, high = float(video.min()), float(video.max())
+        if low >= 0.0 and high <= 1.0:
+            return video * 255.0
+    else:
+        low, high = int(video.min()), int(video.max())
+    if low < 0 or high > 255:
+        raise ValueError(
+            f"Video {index} of the batch has pixel values in [{low}, {high}]; frames must be on the 0-255 scale "
+            "(uint8), or floats in [0, 1] or [0, 255]."
+        )
+    return video
+
+
 class S2CAVideoProcessor(BaseVideoProcessor):
     r"""
     Turns videos into `pixel_values_videos` `(V, max_frames, 3, 224, 224)` and `frame_mask` `(V, max_frames)`.
@@ -212,7 +237,9 @@ class S2CAVideoProcessor(BaseVideoProcessor):
             `"clip4clip"` as above; `"xpool"` always gives exactly `max_frames` frames, the middle frame of
             `max_frames` equal segments, repeating the last frame of a short video (every slot real).
 
-    Decoded frames given without `video_metadata` are taken to be sampled already (one per second, as the frame
+    Decoded frames may be uint8, or floats in [0, 1] (multiplied by 255 first) or in [0, 255]; values outside those
+    ranges or NaN raise an error naming the video. Decoded frames given without `video_metadata` are taken to be
+    sampled already (one per second, as the frame
     cache holds them): only the slicing applies. With metadata that gives their `fps`, they are sampled per second
     as a file would be.
     """
@@ -288,6 +315,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
 
     def _preprocess(self, videos: list[torch.Tensor], return_tensors=None, max_frames: int | None = None, **kwargs):
         max_frames = max_frames or self.max_frames
+        videos = [_checked_pixel_range(video, index) for index, video in enumerate(videos)]
         for index, video in enumerate(videos):
             if video.shape[0] == 0:
                 raise ValueError(f"Video {index} of the batch has no frames.")

@@ -7,7 +7,7 @@ from helpers import numbered_frames
 from transformers import AutoProcessor, AutoVideoProcessor
 
 from s2ca_hf import S2CAModel, S2CAProcessor, S2CAVideoProcessor
-from s2ca_hf.tiny import IMAGE_SIZE, tiny_config, write_video
+from s2ca_hf.tiny import IMAGE_SIZE, tiny_config, tiny_processor, write_video
 from s2ca_hf.video_processing_s2ca import clip4clip_frame_indices, xpool_frame_indices
 
 
@@ -252,3 +252,18 @@ def test_processor_from_clip_folder(processor, tmp_path):
     out = from_clip(text=["the dog"], videos=[numbered_frames(3, 224, 224)], return_tensors="pt")
     assert out["input_ids"].tolist() == processor(text=["the dog"], return_tensors="pt")["input_ids"].tolist()
     assert out["frame_mask"].tolist() == [[1, 1, 1, 0, 0, 0]]
+
+
+def test_float_frames_in_0_1_equal_uint8_and_bad_ranges_are_named(tmp_path):
+    # Float frames in [0, 1] used to be divided by 255 a second time and came out black.
+    processor = tiny_processor(str(tmp_path / "tok")).video_processor
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    reference = processor(videos=[frames], return_tensors="pt")["pixel_values_videos"]
+    for as_float in (frames.astype(np.float32) / 255.0, frames.astype(np.float32)):
+        converted = processor(videos=[as_float], return_tensors="pt")["pixel_values_videos"]
+        assert torch.allclose(converted, reference, atol=1e-4)
+    too_bright = frames.astype(np.int32) * 3
+    nan = np.full(frames.shape, np.nan, dtype=np.float32)
+    for bad, message in ((too_bright, r"Video 1 .* \[0, 765\]"), (nan, "Video 1 .*NaN")):
+        with pytest.raises(ValueError, match=message):
+            processor(videos=[frames, bad], return_tensors="pt")
