@@ -192,6 +192,40 @@ class S2CAVideoProcessorKwargs(VideosKwargs, total=False):
     frame_sampling: str
 
 
+EXPECTED_VIDEO = (
+    "a file path, or decoded frames of shape (num_frames, height, width, 3) or (num_frames, 3, height, width)"
+)
+
+
+def _check_video_inputs(videos) -> None:
+    """A clear error for inputs that would otherwise fail deep inside transformers (an `IndexError`)."""
+    shape = getattr(videos, "shape", None)
+    if shape is not None and len(shape) == 5:  # one array holding a batch of videos
+        videos = list(videos)
+    elif shape is not None:
+        videos = [videos]
+    if not isinstance(videos, (list, tuple)) or len(videos) == 0:
+        raise ValueError(
+            f"`videos` is empty or not a list: give one video or a list of videos, each {EXPECTED_VIDEO}."
+        )
+    for index, video in enumerate(videos):
+        if isinstance(video, (str, os.PathLike)) or (isinstance(video, (list, tuple)) and video):
+            continue  # a path, or a list of frames (checked when they are converted)
+        if isinstance(video, (bytes, bytearray)):
+            raise ValueError(
+                f"Video {index} of the batch is bytes: write it to a file, give its path; expected {EXPECTED_VIDEO}."
+            )
+        shape = getattr(video, "shape", None)
+        if shape is None or len(shape) != 4:
+            got = "no shape" if shape is None else f"shape {tuple(shape)}"
+            raise ValueError(f"Video {index} of the batch has {got}; expected {EXPECTED_VIDEO}.")
+        if 3 not in (shape[1], shape[-1]):
+            raise ValueError(
+                f"Video {index} of the batch has shape {tuple(shape)}: frames need 3 colour channels (RGB); for RGBA "
+                "frames drop the alpha channel (frames[..., :3])."
+            )
+
+
 def _checked_pixel_range(video: torch.Tensor, index: int) -> torch.Tensor:
     """Frames on the 0-255 scale, or a clear error; never a silently wrong vector.
 
@@ -293,6 +327,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
         # decoded here, one by one, with PyAV (not torchcodec, which needs system FFmpeg libraries).
         if isinstance(videos, (str, os.PathLike)):
             videos = [videos]
+        _check_video_inputs(videos)
         if not (isinstance(videos, (list, tuple)) and any(isinstance(v, (str, os.PathLike)) for v in videos)):
             return super()._decode_and_sample_videos(videos, video_metadata, do_sample_frames, sample_indices_fn)
         if not do_sample_frames:

@@ -267,3 +267,23 @@ def test_float_frames_in_0_1_equal_uint8_and_bad_ranges_are_named(tmp_path):
     for bad, message in ((too_bright, r"Video 1 .* \[0, 765\]"), (nan, "Video 1 .*NaN")):
         with pytest.raises(ValueError, match=message):
             processor(videos=[frames, bad], return_tensors="pt")
+
+
+@pytest.mark.parametrize(
+    ("videos", "message"),
+    [
+        ([], "empty"),
+        ([b"\x00\x00\x00 ftypisom"], "Video 0 .* bytes"),
+        ([np.zeros((2, 4, 32, 32, 3), dtype=np.uint8)], r"Video 0 .*shape \(2, 4, 32, 32, 3\)"),
+        ([np.zeros((4, 32, 32, 3), dtype=np.uint8), np.zeros((32, 32), dtype=np.uint8)], r"Video 1 .*\(32, 32\)"),
+        ([np.zeros((4, 32, 32, 4), dtype=np.uint8)], "RGBA"),
+    ],
+)
+def test_malformed_video_inputs_are_named_with_the_expected_shapes(tmp_path, videos, message):
+    processor = tiny_processor(str(tmp_path / "tok")).video_processor
+    with pytest.raises(ValueError, match=message) as error:
+        processor(videos=videos, return_tensors="pt")
+    assert "num_frames" in str(error.value) or "RGBA" in str(error.value)
+    # a batch given as one 5-D array is still a batch
+    batch = processor(videos=np.zeros((2, 4, 32, 32, 3), dtype=np.uint8), return_tensors="pt")
+    assert batch["pixel_values_videos"].shape == (2, 4, 3, IMAGE_SIZE, IMAGE_SIZE)
