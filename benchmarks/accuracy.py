@@ -58,7 +58,14 @@ def load_training_script(name: str):
 def run_training(arguments: list[str]) -> dict:
     """One `training/train.py` run in its own process, as a user runs it (a long-lived process that forks data
     workers after heavy torch work can hang), returning its `eval_results.json` summary."""
-    command = [sys.executable, os.path.join(REPO, "training", "train.py"), *arguments]
+    # A benchmark run replaces what an earlier run of the same benchmark left in its folder.
+    command = [
+        sys.executable,
+        os.path.join(REPO, "training", "train.py"),
+        *arguments,
+        "--overwrite_output_dir",
+        "true",
+    ]
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-4000:]}")

@@ -156,10 +156,29 @@ def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
 
 def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
     output = tmp_path / "run"
-    (output / "checkpoints" / ".staging-7").mkdir(parents=True)  # what a crash during a save leaves
+    staging = output / "checkpoints" / ".staging-7"
+    staging.mkdir(parents=True)  # what a crash during a save leaves
+    (staging / "trainer_state.json").write_text("{}")  # written before the rename: still not a checkpoint
+    (output / "checkpoints" / "checkpoint-2.bak").mkdir()  # a user's copy: not a checkpoint either
     assert train.latest_checkpoint(str(output)) is None
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         train.main(tiny_args(tiny, output, "--resume_from_checkpoint", "latest"))
+    with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
+        train.main(tiny_args(tiny, output, "--resume_from_checkpoint", str(staging)))
+
+
+def test_a_second_run_in_the_same_output_dir_is_refused_or_replaces_the_first(tiny, tmp_path):
+    output = tmp_path / "run"
+    train.main(tiny_args(tiny, output, "--max_steps", "2", "--eval_strategy", "no"))
+    (output / "checkpoints" / "checkpoint-2.bak").mkdir()
+    assert train.latest_checkpoint(str(output)).endswith("checkpoint-2")  # the copy is ignored
+    with pytest.raises(FileExistsError, match="resume_from_checkpoint latest.*overwrite_output_dir"):
+        train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no"))
+    assert len(history(output)) == 2  # nothing of the first run was touched
+    train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no", "--overwrite_output_dir", "true"))
+    assert [record["step"] for record in history(output)] == [1]  # the log is the new run's alone
+    assert train.checkpoint_steps(str(output / "checkpoints")) == [1]
+    assert (output / "checkpoints" / "checkpoint-2.bak").is_dir()  # only what a run writes is deleted
 
 
 # --- ATR distillation --------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ import argparse
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -114,6 +115,7 @@ class DataArguments:
 @dataclass
 class TrainingArguments:
     output_dir: str | None = field(default=None, metadata={"help": "default runs/<recipe name>"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a previous run in output_dir"})
     num_train_epochs: int = 5
     max_steps: int = field(default=-1, metadata={"help": "> 0 overrides num_train_epochs"})
     per_device_train_batch_size: int = 128
@@ -287,14 +289,48 @@ def parameter_groups(module: torch.nn.Module, args: TrainingArguments) -> list[d
     ]
 
 
+CHECKPOINT = re.compile(r"checkpoint-(\d+)")
+
+
+def checkpoint_steps(folder: str) -> list[int]:
+    """The steps of the `checkpoint-<digits>` folders in `folder`, sorted; anything else there is ignored."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted(int(m.group(1)) for m in map(CHECKPOINT.fullmatch, os.listdir(folder)) if m)
+
+
 def latest_checkpoint(output_dir: str) -> str | None:
     folder = os.path.join(output_dir, "checkpoints")
-    steps = (
-        [int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-")]
-        if os.path.isdir(folder)
-        else []
-    )
-    return os.path.join(folder, f"checkpoint-{max(steps)}") if steps else None
+    steps = checkpoint_steps(folder)
+    return os.path.join(folder, f"checkpoint-{steps[-1]}") if steps else None
+
+
+RUN_FILES = ("best", "final", "log_history.jsonl", "eval_results.json")
+STAGING = re.compile(r"\.staging-(\d+)")
+
+
+def run_files(output_dir: str) -> list[str]:
+    """What a training run wrote in `output_dir` (relative paths): checkpoints, staging folders, models, logs."""
+    folder = os.path.join(output_dir, "checkpoints")
+    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    written = [os.path.join("checkpoints", n) for n in names if CHECKPOINT.fullmatch(n) or STAGING.fullmatch(n)]
+    return written + [n for n in RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
+
+
+def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> None:
+    """A second run in a folder that holds one would mix their logs and checkpoints: refuse it, unless the run
+    resumes, or `overwrite_output_dir` says to delete the previous run's files (only those a run writes)."""
+    present = run_files(output_dir)
+    if not present or resume:
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"output_dir {output_dir} holds another run ({', '.join(present)}): resume it with "
+            "--resume_from_checkpoint latest, replace it with --overwrite_output_dir true, or choose another folder."
+        )
+    for name in present:
+        path = os.path.join(output_dir, name)
+        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
 
 
 def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limit: int | None) -> str:
@@ -312,7 +348,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limi
             json.dump(state, f, indent=1)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
-        steps = sorted(int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-"))
+        steps = checkpoint_steps(folder)
         for step in steps[: -limit or None] if limit else []:
             shutil.rmtree(os.path.join(folder, f"checkpoint-{step}"))
     accelerator.wait_for_everyone()
@@ -473,6 +509,13 @@ def main(argv: list[str] | None = None) -> dict:
     rank, world = accelerator.process_index, accelerator.num_processes
     log = accelerator.print
     set_seed(args.seed)
+    # Every process checks before the main one deletes anything, so that a refusal stops all of them.
+    if not args.overwrite_output_dir:
+        prepare_output_dir(output_dir, args.resume_from_checkpoint, overwrite=False)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and args.overwrite_output_dir:
+        prepare_output_dir(output_dir, args.resume_from_checkpoint, overwrite=True)
+    accelerator.wait_for_everyone()
     os.makedirs(output_dir, exist_ok=True)
 
     # 3. Corpus, CLIP and processor. The synthetic corpus and its small CLIP are made on first use (main first).
@@ -585,7 +628,8 @@ def main(argv: list[str] | None = None) -> dict:
         path = (
             latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
         )
-        if path is None or not os.path.isfile(os.path.join(path or "", "trainer_state.json")):
+        complete = path is not None and CHECKPOINT.fullmatch(os.path.basename(os.path.normpath(path)))
+        if not complete or not os.path.isfile(os.path.join(path, "trainer_state.json")):
             raise FileNotFoundError(
                 f"resume_from_checkpoint={args.resume_from_checkpoint!r}: no complete checkpoint "
                 f"({path or os.path.join(output_dir, 'checkpoints')})."
