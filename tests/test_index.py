@@ -484,3 +484,22 @@ def test_a_damaged_index_is_reported(built, tmp_path):
     with pytest.raises(VideoIndexError, match="interrupted commit"):
         VideoIndex.load(copy)
     assert issubclass(EmptyCollectionError, VideoIndexError)
+
+
+def test_symlink_loops_are_walked_once(tmp_path):
+    # A link back to an ancestor used to index the same clip once per lap (41 times) and walk for minutes.
+    import time
+
+    from s2ca_hf.data.corpora import _VideoIndex
+    from s2ca_hf.retrieval.index import folder_videos
+    from s2ca_hf.tiny import write_video
+
+    root = tmp_path / "videos"
+    (root / "a" / "b").mkdir(parents=True)
+    write_video(str(root / "a" / "b" / "clip.mp4"), num_frames=4)
+    os.symlink(root, root / "a" / "b" / "loop")  # b/loop -> videos/
+    os.symlink(root / "a", root / "a2")  # a second name for a real folder
+    started = time.time()
+    items = folder_videos(root)
+    assert [item.id for item in items] == ["a/b/clip.mp4"] and time.time() - started < 10
+    assert _VideoIndex(str(root)).by_stem == {"clip": [str(root / "a" / "b" / "clip.mp4")]}

@@ -30,6 +30,8 @@ from dataclasses import dataclass
 
 from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
+from ..utils import walk_once
+
 
 logger = logging.getLogger(__name__)
 
@@ -180,8 +182,9 @@ class _VideoIndex:
         self.folder = folder
         self.by_name: dict[str, str] = {}
         self.by_stem: dict[str, list[str]] = {}
-        for root, dirs, files in os.walk(folder, followlinks=True):
-            dirs.sort()  # deterministic choice when a name occurs twice: the first in sorted order wins
+        # Links are followed, each real folder once (a link loop would otherwise list the same files endlessly);
+        # sub-folders in sorted order: when a name occurs twice, the first in sorted order wins.
+        for root, _subdirs, files in walk_once(folder):
             for name in sorted(files):
                 path = os.path.join(root, name)
                 self.by_name.setdefault(name, path)

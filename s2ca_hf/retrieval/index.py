@@ -39,6 +39,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from ..utils import walk_once
 from .evaluation import encode_texts, encode_videos
 
 
@@ -130,8 +131,8 @@ def folder_videos(root: str | os.PathLike, extensions: Sequence[str] = VIDEO_EXT
         raise VideoIndexError(f"Video folder not found: {root}")
     wanted = tuple(ext.lower() for ext in extensions)
     items = []
-    for directory, subdirs, files in os.walk(root, followlinks=True):
-        subdirs[:] = sorted(d for d in subdirs if not d.startswith("."))
+    for directory, subdirs, files in walk_once(root):  # links followed, each real folder once (no link loops)
+        subdirs[:] = [d for d in subdirs if not d.startswith(".")]
         for name in files:
             if name.startswith(".") or not name.lower().endswith(wanted):
                 continue
