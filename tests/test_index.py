@@ -3,9 +3,11 @@
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -503,3 +505,24 @@ def test_symlink_loops_are_walked_once(tmp_path):
     items = folder_videos(root)
     assert [item.id for item in items] == ["a/b/clip.mp4"] and time.time() - started < 10
     assert _VideoIndex(str(root)).by_stem == {"clip": [str(root / "a" / "b" / "clip.mp4")]}
+
+
+def test_every_index_file_has_one_mode_and_overwrite_deletes_only_index_shards(built, saved_model, tmp_path, capsys):
+    out, folder = built
+    files = [Path(out) / index_module.MANIFEST_FILE] + sorted((Path(out) / "shards").glob("shard-*.safetensors"))
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
+    assert len(set(modes.values())) == 1 and all(mode & 0o044 for mode in modes.values()), modes  # readable by others
+    # --overwrite on a folder that is no index, whose shards/ holds a user's file named like a shard: the file is
+    # kept (only the index's own shards are ever deleted) and the build stops naming it
+    target = tmp_path / "not-an-index"
+    (target / "shards").mkdir(parents=True)
+    user_file = target / "shards" / "shard-notes.safetensors"
+    user_file.write_bytes(b"my own notes, not an index shard")
+    code = index_main(["--model", saved_model, "--videos", str(folder), "--out", str(target), "--overwrite"])
+    assert code != 0 and "shard-notes.safetensors" in capsys.readouterr().err
+    assert user_file.read_bytes() == b"my own notes, not an index shard"
+    # a real index is still replaced by --overwrite
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    assert index_main(["--model", saved_model, "--videos", str(folder), "--out", str(again), "--overwrite"]) == 0
+    assert VideoIndex.load(str(again)).ids == VideoIndex.load(out).ids

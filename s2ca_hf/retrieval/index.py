@@ -394,9 +394,18 @@ class _ChunkBatchSampler(torch.utils.data.Sampler):
 # --------------------------------------------------------------------------------------------------------------
 
 
+def _file_mode() -> int:
+    """rw for everyone the umask allows (0644 under the usual 022), for every file of an index alike: safetensors
+    writes 0600 files, and a shared index whose shards its readers cannot open is no use."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def _fsync_replace(tmp: str, final: str) -> None:
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
+    os.chmod(tmp, _file_mode())
     os.replace(tmp, final)
 
 
@@ -708,11 +717,24 @@ def _clear_index(out: str) -> None:
     shard_dir = os.path.join(out, SHARDS_DIR)
     if os.path.isdir(shard_dir):
         for name in os.listdir(shard_dir):
-            if name.startswith("shard-"):
+            # Only the index's own shards: the name alone could be any user's file in a folder that is no index.
+            if (
+                name.startswith("shard-")
+                and name.endswith(".safetensors")
+                and _is_index_shard(os.path.join(shard_dir, name))
+            ):
                 os.remove(os.path.join(shard_dir, name))
     for name in (MANIFEST_FILE, TABLE_FILE):
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
+
+
+def _is_index_shard(path: str) -> bool:
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == INDEX_FORMAT
+    except Exception:  # not a safetensors file, or unreadable: not ours to delete
+        return False
 
 
 def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:
