@@ -45,6 +45,10 @@ def markdown(report: dict) -> str:
             values = " | ".join(f"{report['metrics'][split][direction][c]:.1f}" for c in COLUMNS)
             name = f"{split} ({report['clips'][split]})" if direction == "text_to_video" else split
             lines.append(f"| {name} | {direction.replace('_to_', '→')} | {values} |")
+    if report.get("load_average") is not None:
+        lines += ["", f"Load average (1 min) at the start and the end: {report['load_average']}."]
+    if report.get("note"):
+        lines += ["", report["note"]]
     lines += ["", "One seed, one run: this shows what the first command gives, not how methods compare (see Results)."]
     return "\n".join(lines + [""])
 
@@ -52,7 +56,19 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=RESULTS)
+    parser.add_argument("--note", default=None, help="conditions of the run to print with it (other load, ...)")
+    parser.add_argument("--render", default=None, help="only re-render this results JSON (with --note) to Markdown")
     args = parser.parse_args(argv)
+    if args.render:
+        with open(args.render) as f:
+            report = json.load(f)
+        report["note"] = args.note or report.get("note")
+        with open(args.render, "w") as f:
+            json.dump(report, f, indent=1)
+        with open(args.render[: -len(".json")] + ".md", "w") as f:
+            f.write(markdown(report))
+        return report
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="s2ca-default-run-") as folder:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1"]
         command += ["--mixed_precision", "no", "--dynamo_backend", "no"]
@@ -74,6 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
         "best_step": summary["best_step"],
         "metrics": metrics,
         "clips": {split: sum(c["split"] == split for c in clips) for split in SPLITS},
+        "load_average": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
+        "note": args.note,
     }
     return save_report(report, "default_run", argv, args.out, markdown)
 

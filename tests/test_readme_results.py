@@ -23,3 +23,13 @@ def test_renderer_replaces_only_the_marked_section(tmp_path):
     rendered = renderer.render(readme, str(tmp_path))
     assert rendered.startswith("intro\n") and rendered.endswith("\noutro\n")
     assert "old numbers" not in rendered and "### Search" in rendered and "| 1 | 2 |" in rendered
+
+
+def test_the_default_run_table_is_rendered_from_its_results_file(tmp_path):
+    renderer = load_benchmark_script("render_readme")
+    (tmp_path / "default_run.md").write_text("# The default run\n\n**123 s in all**\n")
+    readme = f"intro\n{renderer.RUN_START}\nstale 60.0\n{renderer.RUN_END}\nmiddle\n{renderer.START}\n{renderer.END}\n"
+    rendered = renderer.render(readme, str(tmp_path))
+    assert "stale 60.0" not in rendered and "**123 s in all**" in rendered and "# The default run" not in rendered
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert renderer.RUN_START in readme and "benchmarks/results/default_run.md" in readme
