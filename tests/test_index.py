@@ -526,3 +526,26 @@ def test_every_index_file_has_one_mode_and_overwrite_deletes_only_index_shards(b
     shutil.copytree(out, again)
     assert index_main(["--model", saved_model, "--videos", str(folder), "--out", str(again), "--overwrite"]) == 0
     assert VideoIndex.load(str(again)).ids == VideoIndex.load(out).ids
+
+
+def test_bad_queries_get_a_message_not_a_traceback(built, tmp_path, capsys):
+    import torch
+
+    out, _ = built
+    bad_file = tmp_path / "texts.txt"
+    bad_file.write_bytes(b"a dog\n\xff\xfe not utf-8\n")
+    cases = [
+        (["--index", out, "   "], "text 1 is empty"),
+        (["--index", out, "a dog", "caf\udce9"], "text 2 is not valid UTF-8"),
+        (["--index", out, "a dog", "--nprobe", "0"], "--nprobe must be >= 1"),
+        (["--index", out, "--video-id", "x", "--texts-file", str(bad_file)], "is not UTF-8"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((["--index", out, "a dog", "--device", "cuda"], "no CUDA device"))
+    for argv, message in cases:
+        try:
+            code = search_main(argv)
+        except SystemExit as exit_:  # argparse's error
+            code = exit_.code
+        assert code == 2, argv
+        assert message in capsys.readouterr().err, argv

@@ -173,6 +173,20 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error("text queries and --video/--video-id are separate searches: give one or the other")
     if not as_video and not args.queries:
         parser.error("give a text query, --video or --video-id")
+    for number, query in enumerate(args.queries + (args.texts or []), start=1):
+        if not query.strip():
+            parser.error(f"text {number} is empty: an empty query matches nothing in particular")
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the shell could not decode arrive as surrogates
+            parser.error(f"text {number} is not valid UTF-8: {query.encode('utf-8', 'backslashreplace')!r}")
+    if args.nprobe is not None and args.nprobe < 1:
+        parser.error("--nprobe must be >= 1")
+    if args.device is not None and args.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            parser.error(f"--device {args.device}: no CUDA device is available here (use --device cpu)")
     try:
         index = VideoIndex.load(args.index, device=args.device, in_memory=not args.stream)
         if args.model is not None:
@@ -181,8 +195,11 @@ def search_main(argv: list[str] | None = None) -> int:
         if rank_texts:
             texts = list(args.texts or [])
             if args.texts_file:
-                with open(args.texts_file) as handle:
-                    texts += [line.strip() for line in handle if line.strip()]
+                try:
+                    with open(args.texts_file, encoding="utf-8") as handle:
+                        texts += [line.strip() for line in handle if line.strip()]
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"--texts-file {args.texts_file} is not UTF-8 text ({error.reason}).") from None
             ranked = index.rank_texts(texts, video=args.video, video_id=args.video_id)[: args.k]
             query = args.video or args.video_id
             if args.json:
