@@ -549,3 +549,49 @@ def test_bad_queries_get_a_message_not_a_traceback(built, tmp_path, capsys):
             code = exit_.code
         assert code == 2, argv
         assert message in capsys.readouterr().err, argv
+
+
+def test_corrupt_shards_and_manifests_give_errors_naming_the_file_never_a_ranking(built, saved_model, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    out, folder = built
+    shard = read_manifest(out)["shards"][0]
+    assert len(shard["sha256"]) == 64  # every shard's checksum is in the manifest
+
+    def damaged_copy(name):
+        copy = tmp_path / name
+        shutil.copytree(out, copy)
+        return copy, copy / shard["file"]
+
+    # flipped bytes in the vectors: the checksum catches them on load (and search never runs on them)
+    copy, path = damaged_copy("flipped")
+    data = bytearray(path.read_bytes())
+    data[-8:] = bytes(255 - b for b in data[-8:])
+    path.write_bytes(bytes(data))
+    with pytest.raises(VideoIndexError, match=f"{path.name}.*checksum"):
+        VideoIndex.load(copy).search(["a dog"], k=3)
+    # ... and on resume
+    assert index_main(["--model", saved_model, "--videos", str(folder), "--out", str(copy)]) == 2
+    # a truncated shard
+    copy, path = damaged_copy("truncated")
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(VideoIndexError, match=path.name):
+        _ = VideoIndex.load(copy).vectors
+    # NaN vectors in a well-formed shard whose checksum was updated too: still refused
+    copy, path = damaged_copy("nan")
+    tensors = load_file(path)
+    tensors["vectors"][0] = float("nan")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata()
+    save_file(tensors, path, metadata=metadata)
+    manifest = read_manifest(copy)
+    manifest["shards"][0]["sha256"] = index_module._file_sha256(str(path))
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(VideoIndexError, match=f"{path.name}.*non-finite"):
+        VideoIndex.load(copy, in_memory=False).vector(VideoIndex.load(copy).ids[0])
+    # a manifest that is not JSON
+    copy, _ = damaged_copy("manifest")
+    (copy / "manifest.json").write_text('{"format": "s2ca')
+    with pytest.raises(VideoIndexError, match="manifest.json cannot be read"):
+        VideoIndex.load(copy)

@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from ..utils import walk_once
 from .evaluation import encode_texts, encode_videos
@@ -453,8 +453,34 @@ def _read_shard_header(path: str) -> dict[str, Any]:
     }
 
 
-def _load_shard_vectors(path: str) -> torch.Tensor:
-    return load_file(path)["vectors"]
+def _file_sha256(path: str) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _load_shard_vectors(path: str, sha256: str | None = None) -> torch.Tensor:
+    """A shard's vectors, checked: its bytes against the manifest's checksum (when it has one), then readable and
+    finite. Every failure names the file: a flipped byte must never turn into a wrong ranking."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise VideoIndexError(f"Shard {path} cannot be read ({error}); run s2ca-index again to repair.") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise VideoIndexError(
+            f"Shard {path} does not match the checksum in the manifest (changed or corrupt): delete it and run "
+            "s2ca-index again to re-encode its videos."
+        )
+    try:
+        vectors = load(data)["vectors"]
+    except Exception as error:  # truncated or not a safetensors file
+        raise VideoIndexError(f"Shard {path} cannot be read ({error}): delete it and run s2ca-index again.") from None
+    if not torch.isfinite(vectors).all():
+        raise VideoIndexError(f"Shard {path} holds non-finite vectors: delete it and run s2ca-index again.")
+    return vectors
 
 
 def _settings_differences(old: dict, new: dict) -> list[str]:
@@ -537,7 +563,15 @@ _TABLE_COLUMNS = (
 
 
 def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> dict[str, Any]:
-    """Writes the table and the manifest from the shards (table first; both atomically). Returns the manifest."""
+    """Writes the table and the manifest from the shards (table first; both atomically), with each shard's sha256,
+    after checking those the previous manifest recorded. Returns the manifest."""
+    previous = {}
+    if os.path.isfile(os.path.join(out, MANIFEST_FILE)):
+        previous = {
+            os.path.basename(shard["file"]): shard["sha256"]
+            for shard in read_manifest(out).get("shards", [])
+            if "sha256" in shard
+        }
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -551,7 +585,13 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
             for key in columns:
                 columns[key].append(row.get(key))
             columns["shard"][-1], columns["shard_row"][-1] = name, position
-        shards.append({"file": f"{SHARDS_DIR}/{name}", "count": len(header["rows"])})
+        checksum = _file_sha256(os.path.join(out, SHARDS_DIR, name))
+        if previous.get(name, checksum) != checksum:  # resume: a shard the last commit recorded has changed
+            raise VideoIndexError(
+                f"Shard {os.path.join(out, SHARDS_DIR, name)} does not match the checksum in the manifest (changed "
+                "or corrupt): delete it and run s2ca-index again to re-encode its videos."
+            )
+        shards.append({"file": f"{SHARDS_DIR}/{name}", "count": len(header["rows"]), "sha256": checksum})
         skipped.extend(header["skipped"])
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
     schema = pa.schema(
@@ -815,9 +855,12 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     manifest_path = os.path.join(os.fspath(path), MANIFEST_FILE)
     if not os.path.isfile(manifest_path):
         raise VideoIndexError(f"No video index at {path}: {manifest_path} does not exist (build one with s2ca-index).")
-    with open(manifest_path) as handle:
-        manifest = json.load(handle)
-    if manifest.get("format") != INDEX_FORMAT:
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (ValueError, OSError) as error:  # truncated, not JSON, not UTF-8
+        raise VideoIndexError(f"{manifest_path} cannot be read ({error}); run s2ca-index again to repair.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
         raise VideoIndexError(f"{manifest_path} is not the manifest of an S2CA video index.")
     if manifest.get("format_version", 0) > FORMAT_VERSION:
         raise VideoIndexError(
@@ -1111,7 +1154,7 @@ class VideoIndex:
     def iter_shards(self) -> Iterator[torch.Tensor]:
         """The stored float16 vectors, shard by shard, in row order."""
         for shard in self.manifest["shards"]:
-            vectors = _load_shard_vectors(os.path.join(self.path, shard["file"]))
+            vectors = _load_shard_vectors(os.path.join(self.path, shard["file"]), shard.get("sha256"))
             if vectors.shape != (shard["count"], self.dimension):
                 raise VideoIndexError(f"{self.path}: shard {shard['file']} does not hold the rows the manifest lists.")
             yield vectors
@@ -1139,7 +1182,8 @@ class VideoIndex:
         if self.in_memory:
             return self.vectors[row].float().cpu()
         shard = self.table.column("shard")[row].as_py()
-        return _load_shard_vectors(os.path.join(self.path, SHARDS_DIR, shard))[
+        checksums = {os.path.basename(s["file"]): s.get("sha256") for s in self.manifest["shards"]}
+        return _load_shard_vectors(os.path.join(self.path, SHARDS_DIR, shard), checksums.get(shard))[
             self.table.column("shard_row")[row].as_py()
         ].float()
 
