@@ -1,5 +1,6 @@
 """The video index and search (`s2ca_hf.retrieval.index`, `s2ca-index`, `s2ca-search`) on generated clips."""
 
+import copy
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from s2ca_hf import S2CAModel
+from s2ca_hf import S2CAModel, S2CAProcessor
 from s2ca_hf.retrieval import index as index_module
 from s2ca_hf.retrieval.cli import index_main, search_main
 from s2ca_hf.retrieval.index import (
@@ -595,3 +596,19 @@ def test_corrupt_shards_and_manifests_give_errors_naming_the_file_never_a_rankin
     (copy / "manifest.json").write_text('{"format": "s2ca')
     with pytest.raises(VideoIndexError, match="manifest.json cannot be read"):
         VideoIndex.load(copy)
+
+
+def test_the_text_side_is_checked_too(built, saved_model):
+    # Same weights, another max_text_length or tokenizer: the queries would rank differently, so it is refused.
+    out, _ = built
+    model, processor, fingerprint = load_model_and_processor(saved_model)
+    index = VideoIndex.load(out)
+    assert read_manifest(out)["text"]["max_text_length"] == processor.max_text_length
+    index.set_model(model, processor, fingerprint)  # the processor saved with the model is accepted
+    shorter = S2CAProcessor(processor.video_processor, processor.tokenizer, max_text_length=5)
+    with pytest.raises(ModelMismatchError, match="max_text_length 5"):
+        index.set_model(model, shorter, fingerprint)
+    other_tokenizer = copy.deepcopy(processor)
+    other_tokenizer.tokenizer.add_tokens(["zebra"])
+    with pytest.raises(ModelMismatchError, match="tokenizer_sha256"):
+        index.set_model(model, other_tokenizer, fingerprint)

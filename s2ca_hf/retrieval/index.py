@@ -254,6 +254,37 @@ def frame_policy(processor) -> dict[str, Any]:
     return json.loads(json.dumps(policy, default=lambda v: int(v) if hasattr(v, "__int__") else str(v)))
 
 
+def text_settings(processor) -> dict[str, Any]:
+    """What turns a query into phi besides the weights: the tokenizer's vocabulary (and merges) and the processor's
+    text settings. The manifest records them, so that a search with another tokenizer or `max_text_length`, whose
+    queries would rank differently, is refused."""
+    tokenizer = getattr(processor, "tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # vocabulary, merges, normaliser: the whole pipeline
+    if backend is not None:
+        described = hashlib.sha256(backend.to_str().encode()).hexdigest()
+    else:
+        described = _sha256_json(sorted(tokenizer.get_vocab().items()) if tokenizer is not None else [])
+    return {
+        "tokenizer_class": type(tokenizer).__name__,
+        "tokenizer_sha256": described,
+        "max_text_length": getattr(processor, "max_text_length", None),
+    }
+
+
+def check_text_side(manifest: dict[str, Any], processor, what: str = "this index") -> None:
+    recorded = manifest.get("text")
+    if recorded is None or processor is None:  # an index built before text settings were recorded
+        return
+    given = text_settings(processor)
+    different = [key for key in recorded if recorded[key] != given.get(key)]
+    if different:
+        details = ", ".join(f"{key} {given.get(key)!r} instead of {recorded[key]!r}" for key in different)
+        raise ModelMismatchError(
+            f"The processor's text side differs from the one {what} was built with ({details}): its queries would "
+            "rank differently. Use the processor saved with the model, or build a new index."
+        )
+
+
 def check_model(manifest: dict[str, Any], fingerprint: dict[str, Any], what: str = "this index") -> None:
     """Refuses a model whose vectors are not comparable with the index's: another dimension, config or weights."""
     expected = manifest["model"]
@@ -741,6 +772,7 @@ def build_index(
         extra = {
             "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "software": _software_versions(),
+            "text": text_settings(processor),
         }
         manifest = _commit(out, headers, settings, extra)
         if manifest["count"] == 0:
@@ -1192,6 +1224,7 @@ class VideoIndex:
     def set_model(self, model, processor, fingerprint: dict[str, Any] | None = None) -> None:
         """Uses this model to encode queries, after checking it is the model the index was built with."""
         check_model(self.manifest, fingerprint or model_fingerprint(model), f"the index at {self.path}")
+        check_text_side(self.manifest, processor, f"the index at {self.path}")
         self._model, self._processor = model.eval(), processor
 
     def load_model(self, name_or_path: str | None = None, revision: str | None = None):
