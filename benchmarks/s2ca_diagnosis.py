@@ -34,53 +34,58 @@ def _load_accuracy():
 accuracy = _load_accuracy()
 
 
-LEAD = ["--allocation", "soft", "--concept_contrastive_weight", "1"]
+# Round 1 ran before `concept_weighting="usage"` became the default: its variants name the old weighting, so that
+# they still mean what their rows in `results/s2ca_diagnosis_round1.json` measured.
+UNIFORM = ["--concept_weighting", "uniform"]
+USAGE = ["--concept_weighting", "usage"]
+SOFT = ["--allocation", "soft", *UNIFORM]
+LEAD = [*SOFT, "--concept_contrastive_weight", "1"]
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
     # alone, the lead (soft allocation + per-concept contrastive loss) and its combinations, and the no-concept
     # baseline trained in the same run for comparison.
     "seqTransf (no concepts, reference)": ["--use_concepts", "false"],
-    "default: hard Gumbel, tau 1, K 8, patches": [],
-    "soft allocation": ["--allocation", "soft"],
-    "per-concept contrastive loss (hard Gumbel)": ["--concept_contrastive_weight", "1"],
-    "usage weights (hard Gumbel)": ["--concept_weighting", "usage"],
-    "relaxed Gumbel, tau 1 -> 0.1 from half-way": RELAXED_LATE,
+    "default: hard Gumbel, tau 1, K 8, patches": UNIFORM,
+    "soft allocation": SOFT,
+    "per-concept contrastive loss (hard Gumbel)": [*UNIFORM, "--concept_contrastive_weight", "1"],
+    "usage weights (hard Gumbel)": USAGE,
+    "relaxed Gumbel, tau 1 -> 0.1 from half-way": [*RELAXED_LATE, *UNIFORM],
     "lead: soft + per-concept contrastive": LEAD,
-    "lead + usage weights": [*LEAD, "--concept_weighting", "usage"],
-    "relaxed late + per-concept contrastive": [*RELAXED_LATE, "--concept_contrastive_weight", "1"],
-    "relaxed late + per-concept contrastive + usage": [
-        *RELAXED_LATE,
-        "--concept_contrastive_weight",
-        "1",
-        "--concept_weighting",
-        "usage",
-    ],
+    "lead + usage weights": [*SOFT[:2], "--concept_contrastive_weight", "1", *USAGE],
+    "relaxed late + per-concept contrastive": [*RELAXED_LATE, *UNIFORM, "--concept_contrastive_weight", "1"],
+    "relaxed late + per-concept contrastive + usage": [*RELAXED_LATE, "--concept_contrastive_weight", "1", *USAGE],
     # Round 2: round 1's best discrete variant (usage weights) with one more switch each: motion is the attribute
     # every variant misses most, and the logits of hard allocation stay small next to the noise.
-    "usage + temporal patches": ["--concept_weighting", "usage", "--video_tokens", "temporal_patches"],
-    "usage + Gumbel noise x 0.25": ["--concept_weighting", "usage", "--gumbel_noise_scale", "0.25"],
-    "usage + per-concept contrastive": ["--concept_weighting", "usage", "--concept_contrastive_weight", "1"],
-    # On top of the (soft, not discrete) lead:
-    "lead + temporal patches": [*LEAD, "--video_tokens", "temporal_patches"],
-    "lead + frames as video tokens": [*LEAD, "--video_tokens", "frames"],
-    "lead + K = 4": [*LEAD, "--num_concepts", "4"],
-    "lead + K = 16": [*LEAD, "--num_concepts", "16"],
-    "lead, per-concept weight 0.5": ["--allocation", "soft", "--concept_contrastive_weight", "0.5"],
-    "lead, per-concept weight 2": ["--allocation", "soft", "--concept_contrastive_weight", "2"],
-    # The first diagnosis (before issue 12), kept runnable:
-    "tau annealed 1 -> 0.1": ["--gumbel_tau_min", "0.1"],
-    "frames as video tokens": ["--video_tokens", "frames"],
-    "K = 4": ["--num_concepts", "4"],
-    "K = 16": ["--num_concepts", "16"],
-    "balance loss weight 0.1": ["--balance_loss_weight", "0.1"],
-    "combined loss NCE(s_inst + s_con)": ["--retrieval_loss", "combined"],
-    "Gumbel noise x 0.25": ["--gumbel_noise_scale", "0.25"],
-    "no Gumbel noise (hard argmax, straight-through)": ["--gumbel_noise_scale", "0"],
-    "no weight decay": ["--weight_decay", "0"],
+    "usage + temporal patches": [*USAGE, "--video_tokens", "temporal_patches"],
+    "usage + Gumbel noise x 0.25": [*USAGE, "--gumbel_noise_scale", "0.25"],
+    "usage + per-concept contrastive": [*USAGE, "--concept_contrastive_weight", "1"],
+    # Round 3: round 1's best S2CA on val (soft allocation, 56.5) with one switch each, and the best discrete one
+    # (usage weights) without noise: straight-through on evaluation's own argmax.
+    "soft + temporal patches": [*SOFT, "--video_tokens", "temporal_patches"],
+    "soft + frames as video tokens": [*SOFT, "--video_tokens", "frames"],
+    "soft + K = 4": [*SOFT, "--num_concepts", "4"],
+    "soft + K = 16": [*SOFT, "--num_concepts", "16"],
+    "soft + combined loss NCE(s_inst + s_con)": [*SOFT, "--retrieval_loss", "combined"],
+    "usage, no Gumbel noise (hard argmax, straight-through)": [*USAGE, "--gumbel_noise_scale", "0"],
+    # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
+    "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
+    "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
+    # The first diagnosis (before issue 12, uniform weights), kept runnable:
+    "tau annealed 1 -> 0.1": [*UNIFORM, "--gumbel_tau_min", "0.1"],
+    "frames as video tokens": [*UNIFORM, "--video_tokens", "frames"],
+    "K = 4": [*UNIFORM, "--num_concepts", "4"],
+    "K = 16": [*UNIFORM, "--num_concepts", "16"],
+    "balance loss weight 0.1": [*UNIFORM, "--balance_loss_weight", "0.1"],
+    "combined loss NCE(s_inst + s_con)": [*UNIFORM, "--retrieval_loss", "combined"],
+    "Gumbel noise x 0.25": [*UNIFORM, "--gumbel_noise_scale", "0.25"],
+    "no Gumbel noise (hard argmax, straight-through)": [*UNIFORM, "--gumbel_noise_scale", "0"],
+    "no weight decay": [*UNIFORM, "--weight_decay", "0"],
 }
 ROUND_1 = list(VARIANTS)[:10]
 ROUND_2 = list(VARIANTS)[10:13]
+ROUND_3 = list(VARIANTS)[13:19]
+ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3}
 
 
 def mean_std(values: list[float | None]) -> dict | None:
@@ -113,7 +118,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--variants", nargs="+", default=ROUND_1, choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: the variants of --round")
+    parser.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS), help="run this round's variants")
     parser.add_argument("--data_dir", default="data/synthetic")
     parser.add_argument("--pretrained_clip_dir", default="runs/clip-synthetic")
     parser.add_argument("--work_dir", default="runs/s2ca_diagnosis")
@@ -122,6 +128,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--out", default=accuracy.RESULTS)
     parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
     args = parser.parse_args(argv)
+    args.variants = args.variants or ROUNDS[args.round]
     for name in ("data_dir", "pretrained_clip_dir", "work_dir", "out"):
         setattr(args, name, os.path.abspath(getattr(args, name)))
 
