@@ -68,6 +68,12 @@ VARIANTS = {
     "soft + K = 16": [*SOFT, "--num_concepts", "16"],
     "soft + combined loss NCE(s_inst + s_con)": [*SOFT, "--retrieval_loss", "combined"],
     "usage, no Gumbel noise (hard argmax, straight-through)": [*USAGE, "--gumbel_noise_scale", "0"],
+    # Round 4: two mechanisms new in round 4, each on the soft base and on the best discrete variant: the routing
+    # agreement (SwAV's swapped prediction of concept usage, Sinkhorn-balanced) and training the evaluated sum.
+    "soft + routing agreement": [*SOFT, "--routing_agreement_weight", "1"],
+    "usage + routing agreement": [*USAGE, "--routing_agreement_weight", "1"],
+    "soft + separate+combined loss": [*SOFT, "--retrieval_loss", "separate+combined"],
+    "usage + separate+combined loss": [*USAGE, "--retrieval_loss", "separate+combined"],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -85,7 +91,8 @@ VARIANTS = {
 ROUND_1 = list(VARIANTS)[:10]
 ROUND_2 = list(VARIANTS)[10:13]
 ROUND_3 = list(VARIANTS)[13:19]
-ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3}
+ROUND_4 = list(VARIANTS)[19:23]
+ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4}
 
 
 def mean_std(values: list[float | None]) -> dict | None:

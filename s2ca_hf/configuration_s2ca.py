@@ -22,7 +22,7 @@ _CHOICES = {
     "allocation": ("gumbel", "soft", "relaxed"),
     "concept_weighting": ("uniform", "usage"),
     "video_tokens": ("patches", "frames", "temporal_patches"),
-    "retrieval_loss": ("separate", "combined"),
+    "retrieval_loss": ("separate", "combined", "separate+combined"),
 }
 
 
@@ -112,11 +112,19 @@ class S2CAConfig(PretrainedConfig):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
             the text and video features of that concept, among the items that use it; see
             `per_concept_contrastive_loss`). 0 leaves it out.
+        routing_agreement_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the routing agreement loss: each side of a pair predicts the other side's concept usage after
+            Sinkhorn balancing over the batch (SwAV's swapped prediction; see `routing_agreement_loss`). 0 leaves it
+            out.
+        routing_agreement_epsilon (`float`, *optional*, defaults to 0.5):
+            Sharpening of the Sinkhorn targets of the routing agreement loss (targets proportional to
+            usage^(1/epsilon) before balancing; 1 leaves the usage as it is).
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
         retrieval_loss (`str`, *optional*, defaults to `"separate"`):
             `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation):
-            `NCE(S_inst + lambda_e * S_con)`.
+            `NCE(S_inst + lambda_e * S_con)`. `"separate+combined"`: the sum of the two, so that the score evaluation
+            ranks by is trained as well as its parts.
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):
@@ -174,6 +182,8 @@ class S2CAConfig(PretrainedConfig):
     concept_score_weight: float | int = 1.0
     concept_weighting: str = "usage"
     concept_contrastive_weight: float | int = 0.0
+    routing_agreement_weight: float | int = 0.0
+    routing_agreement_epsilon: float | int = 0.5
     concept_loss_weight: float | int = 1.0
     retrieval_loss: str = "separate"
     diversity_loss_weight: float | int = 1e-2
@@ -250,7 +260,14 @@ class S2CAConfig(PretrainedConfig):
             value = getattr(self, field)
             if not _is_number(value, integer=True) or value < 1:
                 raise ValueError(f"`{field}` must be an integer >= 1, got {value!r}.")
-        for field in ("gumbel_tau", "concept_eps", "prototype_init_std", "initializer_range", "initializer_factor"):
+        for field in (
+            "gumbel_tau",
+            "routing_agreement_epsilon",
+            "concept_eps",
+            "prototype_init_std",
+            "initializer_range",
+            "initializer_factor",
+        ):
             value = getattr(self, field)
             if not _is_number(value) or not value > 0:
                 raise ValueError(f"`{field}` must be a number > 0, got {value!r}.")
@@ -258,6 +275,7 @@ class S2CAConfig(PretrainedConfig):
             "gumbel_noise_scale",
             "concept_score_weight",
             "concept_contrastive_weight",
+            "routing_agreement_weight",
             "concept_loss_weight",
             "diversity_loss_weight",
             "balance_loss_weight",

@@ -233,6 +233,37 @@ def per_concept_contrastive_loss(
     return losses[valid].mean()
 
 
+def concept_usage(concepts: "S2CAConceptOutput") -> torch.Tensor:
+    """u `(B, K)`: the share of each item's valid tokens that each concept takes, from the noise-free softmax over
+    the allocation logits (differentiable, the same in training and evaluation; rows sum to 1)."""
+    probabilities = concepts.allocation_logits.softmax(dim=1) * concepts.token_mask.unsqueeze(1)
+    return probabilities.sum(dim=-1) / concepts.token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+
+
+@torch.no_grad()
+def sinkhorn(usage: torch.Tensor, epsilon: float, iterations: int = 3) -> torch.Tensor:
+    """SwAV's equipartition: targets `(B, K)` proportional to usage^(1/epsilon), rescaled so that over the batch
+    every concept receives the same total and every item's row sums to 1. Without the balancing, the swapped
+    prediction below is won by routing every item to the same concepts."""
+    scores = usage.clamp(min=1e-12).log() / epsilon
+    targets = (scores - scores.max()).exp().t()  # (K, B)
+    num_concepts, batch = targets.shape
+    targets = targets / targets.sum()
+    for _ in range(iterations):
+        targets = targets / targets.sum(dim=1, keepdim=True) / num_concepts
+        targets = targets / targets.sum(dim=0, keepdim=True) / batch
+    return (targets * batch).t()
+
+
+def routing_agreement_loss(text_usage: torch.Tensor, video_usage: torch.Tensor, epsilon: float) -> torch.Tensor:
+    """Swapped prediction of concept usage (SwAV's loss, with text and video as the two views of a pair): each
+    side's usage predicts the other's Sinkhorn-balanced usage, -1/2 sum_k (q^v_k log u^t_k + q^t_k log u^v_k) averaged
+    over the pairs (text i describes video i). Nothing else in the loss asks a true pair to use the same concepts."""
+    text_targets, video_targets = sinkhorn(text_usage, epsilon), sinkhorn(video_usage, epsilon)
+    text_log, video_log = text_usage.clamp(min=1e-12).log(), video_usage.clamp(min=1e-12).log()
+    return -0.5 * ((video_targets * text_log).sum(dim=-1) + (text_targets * video_log).sum(dim=-1)).mean()
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # Temporal module (CLIP4Clip seqTransf)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -778,13 +809,16 @@ class S2CAModel(S2CAPreTrainedModel):
         scale = self.logit_scale_value() if scale is None else scale
         if concept_similarity is None:
             return contrastive_loss(scale * instance_similarity)
+        combined = contrastive_loss(
+            scale * (instance_similarity + self.config.concept_score_weight * concept_similarity)
+        )
         if self.config.retrieval_loss == "combined":
-            return contrastive_loss(
-                scale * (instance_similarity + self.config.concept_score_weight * concept_similarity)
-            )
-        return contrastive_loss(scale * instance_similarity) + self.config.concept_loss_weight * contrastive_loss(
+            return combined
+        separate = contrastive_loss(scale * instance_similarity) + self.config.concept_loss_weight * contrastive_loss(
             scale * concept_similarity
         )
+        # "separate+combined": also train the sum that evaluation ranks by, not only its two parts.
+        return separate + combined if self.config.retrieval_loss == "separate+combined" else separate
 
     def forward(
         self,
@@ -842,6 +876,11 @@ class S2CAModel(S2CAPreTrainedModel):
                     self.logit_scale_value(),
                 )
                 loss = loss + self.config.concept_contrastive_weight * per_concept
+            if self.concepts is not None and self.config.routing_agreement_weight > 0:
+                agreement = routing_agreement_loss(
+                    concept_usage(text.concepts), concept_usage(video.concepts), self.config.routing_agreement_epsilon
+                )
+                loss = loss + self.config.routing_agreement_weight * agreement
             if self.concepts is not None:
                 diversity = self.concepts.diversity_loss()
                 balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
@@ -878,6 +917,9 @@ __all__ = [
     "balance_loss_from_statistics",
     "balance_statistics",
     "concept_similarity",
+    "concept_usage",
     "contrastive_loss",
     "per_concept_contrastive_loss",
+    "routing_agreement_loss",
+    "sinkhorn",
 ]

@@ -27,7 +27,14 @@ def build_model(**overrides) -> S2CAModel:
     return S2CAModel(tiny_config(prototype_init_std=1.0, allocation="soft", **overrides)).train()
 
 
-@pytest.mark.parametrize("overrides", [{}, {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"}])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {},
+        {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"},
+        {"routing_agreement_weight": 0.5, "retrieval_loss": "separate+combined"},
+    ],
+)
 def test_one_process_equals_the_models_local_loss(overrides):
     model = build_model(**overrides)
     inputs = make_inputs(batch=GLOBAL_BATCH)
@@ -37,6 +44,7 @@ def test_one_process_equals_the_models_local_loss(overrides):
     assert torch.allclose(result.retrieval, outputs.retrieval_loss.detach(), atol=1e-6)
     assert torch.allclose(result.balance, outputs.balance_loss.detach(), atol=1e-6)
     assert (result.per_concept is None) == ("concept_contrastive_weight" not in overrides)
+    assert (result.routing_agreement is None) == ("routing_agreement_weight" not in overrides)
 
 
 def free_port() -> int:

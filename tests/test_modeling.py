@@ -8,6 +8,7 @@ from conftest import make_inputs
 from transformers import AutoModel, CLIPConfig, CLIPModel
 
 from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
+from s2ca_hf.modeling_s2ca import concept_usage, routing_agreement_loss, sinkhorn
 from s2ca_hf.tiny import NUM_FRAMES, text_config, tiny_config, vision_config
 
 
@@ -588,6 +589,62 @@ def test_combined_retrieval_loss_ablation(inputs):
     with torch.no_grad():
         out = model(**inputs, return_loss=True)
     assert out.loss.item() == pytest.approx(nce(out.logits_per_text).item(), rel=1e-5)
+
+
+def test_separate_plus_combined_retrieval_loss_is_the_sum_of_both(inputs):
+    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0)
+    losses = {}
+    for kind in ("separate", "combined", "separate+combined"):
+        with torch.no_grad():
+            losses[kind] = seeded_model(tiny_config(retrieval_loss=kind, **weights))(**inputs, return_loss=True).loss
+    assert losses["separate+combined"].item() == pytest.approx(
+        (losses["separate"] + losses["combined"]).item(), rel=1e-5
+    )
+
+
+def test_concept_usage_is_each_items_share_of_soft_token_mass(model, inputs):
+    with torch.no_grad():
+        concepts = model(**inputs).text_concepts
+    usage = concept_usage(concepts)
+    mask = concepts.token_mask.bool()
+    for item in range(usage.shape[0]):
+        expected = concepts.allocation_logits[item].softmax(dim=0)[:, mask[item]].mean(dim=-1)
+        assert torch.allclose(usage[item], expected, atol=1e-6)
+    assert torch.allclose(usage.sum(dim=-1), torch.ones(usage.shape[0]), atol=1e-6)
+
+
+def test_sinkhorn_balances_concepts_over_the_batch():
+    torch.manual_seed(0)
+    # Every item prefers concept 0: the balanced targets must still give each concept a K-th of the batch.
+    usage = torch.softmax(torch.randn(12, 4) + torch.tensor([3.0, 0.0, 0.0, 0.0]), dim=-1)
+    targets = sinkhorn(usage, epsilon=0.5, iterations=50)
+    assert torch.allclose(targets.sum(dim=-1), torch.ones(12), atol=1e-4)
+    assert torch.allclose(targets.sum(dim=0), torch.full((4,), 3.0), atol=1e-4)
+    # Only item and concept factors are applied: log q - log(u) / epsilon = a_i + b_k, so double-centring removes it.
+    residual = targets.log() - usage.log() / 0.5
+    residual = residual - residual.mean(dim=0, keepdim=True) - residual.mean(dim=1, keepdim=True) + residual.mean()
+    assert residual.abs().max() < 1e-3
+
+
+def test_routing_agreement_prefers_pairs_that_use_the_same_concepts():
+    agree = torch.eye(4).mul(6.0).softmax(dim=-1)
+    swapped = agree[[1, 0, 3, 2]]
+    same = routing_agreement_loss(agree, agree, epsilon=0.5)
+    crossed = routing_agreement_loss(agree, swapped, epsilon=0.5)
+    assert same < crossed
+
+
+def test_routing_agreement_weight_adds_its_loss(inputs):
+    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0, allocation="soft")
+    with torch.no_grad():
+        plain = seeded_model(tiny_config(**weights)).train()(**inputs, return_loss=True)
+        agreeing = seeded_model(tiny_config(routing_agreement_weight=2.0, **weights)).train()(
+            **inputs, return_loss=True
+        )
+    expected = 2.0 * routing_agreement_loss(
+        concept_usage(agreeing.text_concepts), concept_usage(agreeing.video_concepts), 0.5
+    )
+    assert agreeing.loss.item() == pytest.approx((plain.loss + expected).item(), rel=1e-5)
 
 
 def test_loss_needs_one_text_per_video(model, inputs):
