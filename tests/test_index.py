@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from s2ca_hf import S2CAModel, S2CAProcessor
-from s2ca_hf.retrieval import index as index_module
+from s2ca_hf.retrieval import build as build_module
+from s2ca_hf.retrieval import store as store_module
 from s2ca_hf.retrieval.cli import index_main, search_main
 from s2ca_hf.retrieval.index import (
     EmptyCollectionError,
@@ -30,6 +31,7 @@ from s2ca_hf.retrieval.index import (
     read_manifest,
 )
 from s2ca_hf.tiny import encode_frames, tiny_config, tiny_processor
+from s2ca_hf.utils import file_sha256
 
 
 av = pytest.importorskip("av")
@@ -226,15 +228,15 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
     assert len(os.listdir(full / "shards")) == 3
 
     decoded = []
-    real_decode = index_module.decode_for_index
+    real_decode = build_module.decode_for_index
     monkeypatch.setattr(
-        index_module,
+        build_module,
         "decode_for_index",
         lambda processor, path, *a: decoded.append(path) or real_decode(processor, path, *a),
     )
 
     # Interrupted after its first shard: the completed shard stays, nothing is committed.
-    real_write = index_module._write_shard
+    real_write = build_module._write_shard
     calls = []
 
     def write_then_die(*args, **kwargs):
@@ -244,10 +246,10 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
         return real_write(*args, **kwargs)
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(index_module, "_write_shard", write_then_die)
+    monkeypatch.setattr(build_module, "_write_shard", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_index(model, processor, str(folder), resumed, **common)
-    monkeypatch.setattr(index_module, "_write_shard", real_write)
+    monkeypatch.setattr(build_module, "_write_shard", real_write)
     assert len(os.listdir(resumed / "shards")) == 1 and not (resumed / "manifest.json").exists()
     decoded.clear()
     build_index(model, processor, str(folder), resumed, **common)
@@ -287,11 +289,11 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
 TWO_PROCESS_SCRIPT = """
 import os, sys
 from accelerate import PartialState, debug_launcher
-from s2ca_hf.retrieval import index as index_module
+from s2ca_hf.retrieval import build as build_module
 from s2ca_hf.retrieval.cli import index_main
 
 log, argv = sys.argv[1], sys.argv[2:]
-real_write = index_module._write_shard
+real_write = build_module._write_shard
 
 def logged_write(*args, **kwargs):
     name = real_write(*args, **kwargs)
@@ -299,7 +301,7 @@ def logged_write(*args, **kwargs):
         handle.write(str(PartialState().process_index) + " " + name + "\\n")
     return name
 
-index_module._write_shard = logged_write
+build_module._write_shard = logged_write
 debug_launcher(index_main, args=(argv,), num_processes=2)
 """
 
@@ -510,7 +512,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
 
 def test_every_index_file_has_one_mode_and_overwrite_deletes_only_index_shards(built, saved_model, tmp_path, capsys):
     out, folder = built
-    files = [Path(out) / index_module.MANIFEST_FILE] + sorted((Path(out) / "shards").glob("shard-*.safetensors"))
+    files = [Path(out) / store_module.MANIFEST_FILE] + sorted((Path(out) / "shards").glob("shard-*.safetensors"))
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in files}
     assert len(set(modes.values())) == 1 and all(mode & 0o044 for mode in modes.values()), modes  # readable by others
     # --overwrite on a folder that is no index, whose shards/ holds a user's file named like a shard: the file is
@@ -587,7 +589,7 @@ def test_corrupt_shards_and_manifests_give_errors_naming_the_file_never_a_rankin
         metadata = handle.metadata()
     save_file(tensors, path, metadata=metadata)
     manifest = read_manifest(copy)
-    manifest["shards"][0]["sha256"] = index_module._file_sha256(str(path))
+    manifest["shards"][0]["sha256"] = file_sha256(str(path))
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(VideoIndexError, match=f"{path.name}.*non-finite"):
         VideoIndex.load(copy, in_memory=False).vector(VideoIndex.load(copy).ids[0])

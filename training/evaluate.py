@@ -12,7 +12,6 @@ the metrics, any post-processing (always separate), the date and the versions; `
 
 import argparse
 import datetime
-import hashlib
 import json
 import os
 import platform
@@ -27,6 +26,7 @@ from s2ca_hf.data import build_frame_cache, default_cache_dir, load_corpus
 from s2ca_hf.data.cache import FrameCache, cache_key
 from s2ca_hf.data.corpora import corpus_videos
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
+from s2ca_hf.utils import file_sha256
 
 
 WEIGHTS_NAME = "model.safetensors"
@@ -98,14 +98,6 @@ def weights_file(model_name: str, revision: str | None) -> str:
     return hf_hub_download(model_name, WEIGHTS_NAME, revision=revision)
 
 
-def sha256_of(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def open_frame_cache(choice: str, dataset, processor, cache_dir: str | None, on_error: str) -> FrameCache | None:
     if choice == "none":
         return None
@@ -154,7 +146,7 @@ def main(argv: list[str] | None = None) -> dict:
     load = {"revision": args.revision, "trust_remote_code": args.trust_remote_code}
     model = AutoModel.from_pretrained(args.model, dtype=getattr(torch, args.dtype), **load).to(device).eval()
     processor = AutoProcessor.from_pretrained(args.model, **load)
-    weights_sha256 = sha256_of(weights_file(args.model, args.revision))
+    weights_sha256 = file_sha256(weights_file(args.model, args.revision))
 
     # 2. The corpus split and, where there is one, its frame cache.
     dataset = load_corpus(

@@ -19,7 +19,6 @@
 """
 
 import argparse
-import hashlib
 import json
 import math
 import os
@@ -39,6 +38,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 
 import s2ca_hf
 from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline, register_for_auto_class
+from s2ca_hf.utils import file_sha256
 
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -85,14 +85,6 @@ class ResultsError(ValueError):
 
 class ParityError(RuntimeError):
     """The exported folder, loaded as remote code, does not reproduce the in-memory model."""
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -393,10 +385,10 @@ def write_repo_folder(
     # change the bytes (another transformers or safetensors version), so publish the evaluated file itself when
     # it holds exactly the tensors just saved; the parity check below then runs on those very bytes.
     source = Path(source_dir) / WEIGHTS_NAME if source_dir else None
-    if source is not None and source.is_file() and sha256_file(source) != sha256_file(weights):
+    if source is not None and source.is_file() and file_sha256(source) != file_sha256(weights):
         if _same_tensors(source, weights):
             shutil.copyfile(source, weights)
-    return sha256_file(weights)
+    return file_sha256(weights)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

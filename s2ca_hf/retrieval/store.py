@@ -1,0 +1,271 @@
+"""The on-disk format of a video index: manifest, table and shards, each written atomically and checked on read.
+
+An index folder holds:
+
+
+    manifest.json           what the index is: format version, the model (name, revision, config and weight hashes,
+                            dtype), the frame policy, the source of the videos, dimension, count, the shards in row
+                            order, and the videos that were skipped with the reason
+    videos.parquet          one row per vector, in row order: id, path, duration, frame count, fps, size, ...
+    shards/shard-*.safetensors
+                            psi as float16 `vectors (n, E)`; each shard also carries its rows' metadata and its
+                            skipped videos in the safetensors header, so a shard is complete on its own
+
+Shards are written atomically (temporary file, then `os.replace`), one per chunk of `shard_size` videos. The shard
+
+Shards are written atomically (temporary file, then `os.replace`), one per chunk of `shard_size` videos. The shard
+folder is the truth for resuming (`build.py`); the manifest and the table are the committed view that search reads,
+rebuilt from the shards at the end of every run. The manifest records each shard's sha256, checked on every read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load, save_file
+
+from ..utils import file_sha256, sha256_json
+from .errors import VideoIndexError
+
+
+INDEX_FORMAT = "s2ca-video-index"
+FORMAT_VERSION = 1
+MANIFEST_FILE = "manifest.json"
+TABLE_FILE = "videos.parquet"
+SHARDS_DIR = "shards"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Shards
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _file_mode() -> int:
+    """rw for everyone the umask allows (0644 under the usual 022), for every file of an index alike: safetensors
+    writes 0600 files, and a shared index whose shards its readers cannot open is no use."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync_replace(tmp: str, final: str) -> None:
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.chmod(tmp, _file_mode())
+    os.replace(tmp, final)
+
+
+def _shard_name(rows: Sequence[dict], skipped: Sequence[dict]) -> str:
+    # Named by content (ids and file states), so every process and every run derives the same name for the same
+    # work, and a new chunk never overwrites a shard another run completed.
+    keys = [(r["id"], r.get("size_bytes"), r.get("mtime_ns")) for r in rows]
+    keys += [("skipped", s["id"], s.get("size_bytes"), s.get("mtime_ns")) for s in skipped]
+    return f"shard-{sha256_json(keys)[:20]}.safetensors"
+
+
+def _write_shard(folder: str, vectors: torch.Tensor, rows: list[dict], skipped: list[dict], settings: dict) -> str:
+    """Writes one shard atomically and returns its file name. `vectors` are stored as float16."""
+    if vectors.shape[0] != len(rows):
+        raise RuntimeError(f"{vectors.shape[0]} vectors for {len(rows)} rows")
+    vectors = vectors.to(torch.float16).contiguous()
+    if not torch.isfinite(vectors).all():  # float16 tops out at 65504; psi is normalised and far below that
+        bad = [rows[i]["path"] for i in torch.nonzero(~torch.isfinite(vectors).all(1)).flatten().tolist()]
+        raise RuntimeError(f"Non-finite video vectors in float16 for {bad[:5]}: the model's outputs overflow.")
+    name = _shard_name(rows, skipped)
+    final = os.path.join(folder, name)
+    tmp = f"{final}.{os.getpid()}.tmp"
+    metadata = {
+        "format": INDEX_FORMAT,
+        "settings": json.dumps(settings, sort_keys=True),
+        "rows": json.dumps(rows),
+        "skipped": json.dumps(skipped),
+    }
+    save_file({"vectors": vectors}, tmp, metadata=metadata)
+    _fsync_replace(tmp, final)
+    return name
+
+
+def _read_shard_header(path: str) -> dict[str, Any]:
+    with safe_open(path, framework="pt") as handle:
+        metadata = handle.metadata() or {}
+        shape = handle.get_slice("vectors").get_shape()
+    if metadata.get("format") != INDEX_FORMAT:
+        raise VideoIndexError(f"{path} is not a shard of an S2CA video index.")
+    return {
+        "settings": json.loads(metadata["settings"]),
+        "rows": json.loads(metadata["rows"]),
+        "skipped": json.loads(metadata["skipped"]),
+        "shape": tuple(shape),
+    }
+
+
+def _load_shard_vectors(path: str, sha256: str | None = None) -> torch.Tensor:
+    """A shard's vectors, checked: its bytes against the manifest's checksum (when it has one), then readable and
+    finite. Every failure names the file: a flipped byte must never turn into a wrong ranking."""
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read()
+    except OSError as error:
+        raise VideoIndexError(f"Shard {path} cannot be read ({error}); run s2ca-index again to repair.") from None
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise VideoIndexError(
+            f"Shard {path} does not match the checksum in the manifest (changed or corrupt): delete it and run "
+            "s2ca-index again to re-encode its videos."
+        )
+    try:
+        vectors = load(data)["vectors"]
+    except Exception as error:  # truncated or not a safetensors file
+        raise VideoIndexError(f"Shard {path} cannot be read ({error}): delete it and run s2ca-index again.") from None
+    if not torch.isfinite(vectors).all():
+        raise VideoIndexError(f"Shard {path} holds non-finite vectors: delete it and run s2ca-index again.")
+    return vectors
+
+
+def _settings_differences(old: dict, new: dict) -> list[str]:
+    return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
+
+
+def _scan_shards(shard_dir: str) -> dict[str, dict]:
+    headers = {}
+    for name in sorted(os.listdir(shard_dir)):
+        if name.endswith(".safetensors"):
+            try:
+                headers[name] = _read_shard_header(os.path.join(shard_dir, name))
+            except VideoIndexError:
+                raise
+            except Exception as error:  # a shard is written atomically: an unreadable one was damaged afterwards
+                raise VideoIndexError(
+                    f"Shard {os.path.join(shard_dir, name)} cannot be read ({error}); delete it and run again to "
+                    "re-encode its videos."
+                ) from error
+    return headers
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The committed view: table and manifest
+# --------------------------------------------------------------------------------------------------------------
+
+
+# The metadata table, one row per vector in row order. `id` is unique; `path` is absolute; duration, frame count and
+# fps come from the container (None where it does not say); `sampled_frames` is how many frames were encoded;
+# `start`/`end` the time window of a corpus clip; size and modification time are how a changed file is detected.
+_TABLE_COLUMNS = (
+    ("id", "string"), ("path", "string"), ("duration", "float64"), ("num_frames", "int64"), ("fps", "float64"),
+    ("width", "int64"), ("height", "int64"), ("sampled_frames", "int64"), ("start", "float64"), ("end", "float64"),
+    ("size_bytes", "int64"), ("mtime_ns", "int64"), ("shard", "string"), ("shard_row", "int64"),
+)  # fmt: skip
+
+
+def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> dict[str, Any]:
+    """Writes the table and the manifest from the shards (table first; both atomically), with each shard's sha256,
+    after checking those the previous manifest recorded. Returns the manifest."""
+    previous = {}
+    if os.path.isfile(os.path.join(out, MANIFEST_FILE)):
+        previous = {
+            os.path.basename(shard["file"]): shard["sha256"]
+            for shard in read_manifest(out).get("shards", [])
+            if "sha256" in shard
+        }
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    names = sorted(headers)
+    content_id = sha256_json(names)[:32]
+    columns: dict[str, list] = {name: [] for name, _ in _TABLE_COLUMNS}
+    shards, skipped = [], []
+    for name in names:
+        header = headers[name]
+        for position, row in enumerate(header["rows"]):
+            for key in columns:
+                columns[key].append(row.get(key))
+            columns["shard"][-1], columns["shard_row"][-1] = name, position
+        checksum = file_sha256(os.path.join(out, SHARDS_DIR, name))
+        if previous.get(name, checksum) != checksum:  # resume: a shard the last commit recorded has changed
+            raise VideoIndexError(
+                f"Shard {os.path.join(out, SHARDS_DIR, name)} does not match the checksum in the manifest (changed "
+                "or corrupt): delete it and run s2ca-index again to re-encode its videos."
+            )
+        shards.append({"file": f"{SHARDS_DIR}/{name}", "count": len(header["rows"]), "sha256": checksum})
+        skipped.extend(header["skipped"])
+    types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
+    schema = pa.schema(
+        [(name, types[kind]) for name, kind in _TABLE_COLUMNS], metadata={"s2ca_content_id": content_id}
+    )
+    table = pa.table(columns, schema=schema)
+    table_tmp = os.path.join(out, f"{TABLE_FILE}.{os.getpid()}.tmp")
+    pq.write_table(table, table_tmp)
+    _fsync_replace(table_tmp, os.path.join(out, TABLE_FILE))
+
+    skipped.sort(key=lambda entry: entry["id"])
+    manifest = {
+        "format": INDEX_FORMAT,
+        "format_version": FORMAT_VERSION,
+        "content_id": content_id,
+        "count": table.num_rows,
+        "dimension": settings["model"]["dimension"],
+        "dtype": "float16",
+        "model": settings["model"],
+        "encoding_dtype": settings["encoding_dtype"],
+        "frame_policy": settings["frame_policy"],
+        "source": settings["source"],
+        "shards": shards,
+        "skipped": [{"id": s["id"], "path": s["path"], "reason": s["reason"]} for s in skipped],
+        **extra,
+    }
+    manifest_path = os.path.join(out, MANIFEST_FILE)
+    tmp = f"{manifest_path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as handle:
+        json.dump(manifest, handle, indent=2)
+        handle.write("\n")
+    _fsync_replace(tmp, manifest_path)
+    return manifest
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    manifest_path = os.path.join(os.fspath(path), MANIFEST_FILE)
+    if not os.path.isfile(manifest_path):
+        raise VideoIndexError(f"No video index at {path}: {manifest_path} does not exist (build one with s2ca-index).")
+    try:
+        with open(manifest_path, encoding="utf-8") as handle:
+            manifest = json.load(handle)
+    except (ValueError, OSError) as error:  # truncated, not JSON, not UTF-8
+        raise VideoIndexError(f"{manifest_path} cannot be read ({error}); run s2ca-index again to repair.") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT:
+        raise VideoIndexError(f"{manifest_path} is not the manifest of an S2CA video index.")
+    if manifest.get("format_version", 0) > FORMAT_VERSION:
+        raise VideoIndexError(
+            f"{path} was written by a newer s2ca-hf (index format {manifest['format_version']}); upgrade s2ca-hf."
+        )
+    return manifest
+
+
+def _clear_index(out: str) -> None:
+    if not os.path.exists(os.path.join(out, MANIFEST_FILE)) and not os.path.isdir(os.path.join(out, SHARDS_DIR)):
+        return
+    shard_dir = os.path.join(out, SHARDS_DIR)
+    if os.path.isdir(shard_dir):
+        for name in os.listdir(shard_dir):
+            # Only the index's own shards: the name alone could be any user's file in a folder that is no index.
+            if (
+                name.startswith("shard-")
+                and name.endswith(".safetensors")
+                and _is_index_shard(os.path.join(shard_dir, name))
+            ):
+                os.remove(os.path.join(shard_dir, name))
+    for name in (MANIFEST_FILE, TABLE_FILE):
+        if os.path.exists(os.path.join(out, name)):
+            os.remove(os.path.join(out, name))
+
+
+def _is_index_shard(path: str) -> bool:
+    try:
+        with safe_open(path, framework="pt") as handle:
+            return (handle.metadata() or {}).get("format") == INDEX_FORMAT
+    except Exception:  # not a safetensors file, or unreadable: not ours to delete
+        return False
