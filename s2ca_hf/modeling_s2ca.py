@@ -683,14 +683,27 @@ class S2CAModel(S2CAPreTrainedModel):
             pixel_values_videos (`torch.FloatTensor` of shape `(V, F, 3, H, W)`): normalised frames, as
                 `S2CAVideoProcessor` returns them.
             frame_mask (`torch.LongTensor` of shape `(V, F)`, *optional*): 1 for real frames, 0 for padding; missing
-                means every frame is real. Padded frames never enter the vision tower.
+                means every frame is real. Padded frames never enter the vision tower. Every video needs at least one
+                real frame (a `ValueError` names those that have none).
         """
         batch, num_frames = pixel_values_videos.shape[:2]
         if frame_mask is None:
             frame_mask = torch.ones(batch, num_frames, dtype=torch.long, device=pixel_values_videos.device)
+        if frame_mask.shape != (batch, num_frames):
+            raise ValueError(
+                f"frame_mask has shape {tuple(frame_mask.shape)}, pixel_values_videos {batch} videos of {num_frames} "
+                "frames: it must be (videos, frames)."
+            )
+        # Checked in eager mode only: the check reads the mask on the host, which a compiled graph should not do.
+        empty = [] if torch.compiler.is_compiling() else (~frame_mask.bool().any(dim=1)).nonzero().flatten().tolist()
+        if empty:
+            # Such a video has nothing to encode: its psi would be a vector of zeros that scores 0 against every
+            # text, which silently ranks it in the middle. A video that failed to decode is left out upstream.
+            raise ValueError(
+                f"Video(s) at batch position(s) {empty} have no real frame (frame_mask is all zero): there is nothing "
+                "to encode. Leave videos that failed to decode out of the batch."
+            )
         real = frame_mask.reshape(-1).bool()
-        if not real.any():  # a batch of failed decodes: run the tower on the zeros rather than on an empty batch
-            real = torch.ones_like(real)
         outputs = self.vision_model(pixel_values=pixel_values_videos.flatten(0, 1)[real], return_dict=True, **kwargs)
         want_patches = self.concepts is not None and self.config.video_tokens in ("patches", "temporal_patches")
         if want_patches:

@@ -7,6 +7,7 @@ import shutil
 import stat
 import subprocess
 import sys
+import time
 import types
 from pathlib import Path
 
@@ -614,3 +615,77 @@ def test_the_text_side_is_checked_too(built, saved_model):
     other_tokenizer.tokenizer.add_tokens(["zebra"])
     with pytest.raises(ModelMismatchError, match="tokenizer_sha256"):
         index.set_model(model, other_tokenizer, fingerprint)
+
+
+# Holds the index lock as a second s2ca-index run would, until its stdin closes.
+HOLD_LOCK_SCRIPT = """
+import sys
+from s2ca_hf.retrieval.store import IndexLock
+lock = IndexLock(sys.argv[1]).acquire()
+print("locked", flush=True)
+sys.stdin.read()
+lock.release()
+"""
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_can_wait(built, saved_model, tmp_path, capsys):
+    out, folder = built
+    copy = tmp_path / "locked"
+    shutil.copytree(out, copy)
+    # the other writer's temporary file, which a starting run used to delete under it
+    in_progress = copy / "shards" / ("shard-" + "0" * 20 + ".safetensors.99999.tmp")
+    in_progress.write_bytes(b"half-written")
+    before = read_manifest(copy)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_LOCK_SCRIPT, str(copy)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        argv = ["--model", saved_model, "--videos", str(folder), "--out", str(copy), "--shard-size", "3"]
+        assert index_main(argv) == 2
+        error = capsys.readouterr().err
+        assert f"process {holder.pid}" in error and "being written by another s2ca-index run" in error
+        started = time.monotonic()
+        assert index_main([*argv, "--lock-timeout", "1"]) == 2
+        assert time.monotonic() - started >= 1.0 and "after waiting 1 s" in capsys.readouterr().err
+        assert in_progress.exists() and read_manifest(copy) == before  # nothing touched while locked
+    finally:
+        holder.stdin.close()
+        holder.wait(timeout=30)
+    # the holder is gone: its temporary file is stale and removed; another shard size adds no duplicate row
+    assert index_main(argv) == 0
+    assert not in_progress.exists()
+    ids = VideoIndex.load(copy).ids
+    assert len(ids) == len(set(ids)) == before["count"]
+
+
+def test_only_the_packages_own_temporary_files_are_removed(built, saved_model, tmp_path):
+    out, folder = built
+    copy = tmp_path / "tmp-files"
+    shutil.copytree(out, copy)
+    stale = [copy / "shards" / ("shard-" + "a" * 20 + ".safetensors.123.tmp"), copy / "manifest.json.77.tmp"]
+    users = [copy / "shards" / "notes.tmp", copy / "my-list.tmp", copy / "shards" / "shard-x.safetensors.1.tmp"]
+    for path in [*stale, *users]:
+        path.write_bytes(b"x")
+    assert index_main(["--model", saved_model, "--videos", str(folder), "--out", str(copy)]) == 0
+    assert not any(path.exists() for path in stale)
+    assert all(path.exists() for path in users)
+
+
+def test_a_video_in_two_shards_is_never_committed(built, tmp_path):
+    out, _ = built
+    copy = tmp_path / "duplicated"
+    shutil.copytree(out, copy)
+    (original,) = store_module._scan_shards(str(copy / "shards"))
+    # a shard folder changed by hand: a copy of a shard under another name claims the same videos
+    twin = "shard-" + "f" * 20 + ".safetensors"
+    shutil.copy(copy / "shards" / original, copy / "shards" / twin)
+    headers = store_module._scan_shards(str(copy / "shards"))
+    manifest = read_manifest(copy)
+    settings = {key: manifest[key] for key in ("model", "encoding_dtype", "frame_policy", "source")}
+    video_id = headers[original]["rows"][0]["id"]
+    with pytest.raises(
+        VideoIndexError, match=f"{video_id!r} is in two shards.*({original}.*{twin}|{twin}.*{original})"
+    ):
+        store_module._commit(str(copy), headers, settings, {})
+    assert read_manifest(copy) == manifest  # nothing was committed

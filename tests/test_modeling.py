@@ -511,18 +511,6 @@ def test_features_do_not_depend_on_the_batch_in_eval(model, inputs):
             assert torch.allclose(alone_psi[0], psi[i], atol=1e-5)
 
 
-def test_video_with_no_real_frame_gives_finite_outputs(model, inputs):
-    broken = dict(inputs)
-    broken["frame_mask"] = inputs["frame_mask"].clone()
-    broken["frame_mask"][1] = 0
-    with torch.no_grad():
-        out = model(**broken, return_loss=True)
-    assert torch.isfinite(out.logits_per_text).all() and torch.isfinite(out.loss)
-    with torch.no_grad():
-        normal = model(**inputs)
-    assert torch.allclose(out.video_embeds[0], normal.video_embeds[0], atol=1e-5)
-
-
 # --- use_concepts=False is CLIP4Clip ---------------------------------------------------------------------------------
 
 
@@ -645,6 +633,15 @@ def test_routing_agreement_weight_adds_its_loss(inputs):
         concept_usage(agreeing.text_concepts), concept_usage(agreeing.video_concepts), 0.5
     )
     assert agreeing.loss.item() == pytest.approx((plain.loss + expected).item(), rel=1e-5)
+
+
+def test_a_video_without_a_real_frame_is_refused_naming_it(model, inputs):
+    masked = dict(inputs, frame_mask=inputs["frame_mask"].clone())
+    masked["frame_mask"][1] = 0
+    with pytest.raises(ValueError, match=r"position\(s\) \[1\] have no real frame"):
+        model.get_video_features(masked["pixel_values_videos"], masked["frame_mask"])
+    with pytest.raises(ValueError, match="must be \\(videos, frames\\)"):
+        model.get_video_features(masked["pixel_values_videos"], masked["frame_mask"][:, :1])
 
 
 def test_loss_needs_one_text_per_video(model, inputs):

@@ -23,6 +23,7 @@ from .sources import VideoItem, resolve_videos
 from .store import (
     MANIFEST_FILE,
     SHARDS_DIR,
+    IndexLock,
     _clear_index,
     _commit,
     _load_shard_vectors,
@@ -30,6 +31,7 @@ from .store import (
     _settings_differences,
     _write_shard,
     read_manifest,
+    remove_stale_temporary_files,
 )
 
 
@@ -217,6 +219,7 @@ def build_index(
     accelerator=None,
     overwrite: bool = False,
     progress: bool = True,
+    lock_timeout: float = 0.0,
 ) -> dict[str, Any]:
     """Encodes the videos' psi into the index folder `out`, or completes it; returns the manifest.
 
@@ -233,10 +236,12 @@ def build_index(
             main process merges the shards into the manifest. None for a single process.
         overwrite: delete an existing index in `out` first (otherwise it is completed, or refused if it was built
             with another model, frame policy or source).
+        lock_timeout: seconds to wait for another run that is writing `out` (`IndexLock`); 0 stops at once.
 
     Raises:
         EmptyCollectionError: the source holds no video.
-        VideoIndexError: `out` holds an index built with other settings (and `overwrite` is False).
+        VideoIndexError: `out` holds an index built with other settings (and `overwrite` is False), or another run
+            holds its lock.
     """
     out = os.path.abspath(os.fspath(out))
     rank = accelerator.process_index if accelerator is not None else 0
@@ -258,67 +263,98 @@ def build_index(
     }
     shard_dir = os.path.join(out, SHARDS_DIR)
 
-    # The main process repairs the folder while the others wait; the checks run on every process (they only read,
-    # so all raise alike), because an error on the main process alone would leave the others at a barrier.
-    if overwrite:
-        if is_main and os.path.isdir(out):
-            _clear_index(out)
+    # One writer at a time: the main process locks the folder for the whole run and tells the others whether it
+    # could, so that a refusal stops every process instead of leaving them at a barrier.
+    lock, refusal = None, None
+    if is_main:
+        os.makedirs(out, exist_ok=True)
+        try:
+            lock = IndexLock(out, lock_timeout).acquire()
+        except VideoIndexError as error:
+            refusal = str(error)
+    refusal = _from_main_process(accelerator, refusal)
+    if refusal is not None:
+        raise VideoIndexError(refusal)
+    try:
+        # The main process repairs the folder while the others wait; the checks run on every process (they only read,
+        # so all raise alike), because an error on the main process alone would leave the others at a barrier.
+        if overwrite:
+            if is_main and os.path.isdir(out):
+                _clear_index(out)
+            barrier()
+        if is_main:
+            os.makedirs(shard_dir, exist_ok=True)
+            removed = remove_stale_temporary_files(out)  # stale by construction: this run holds the lock
+            if removed:
+                logger.info("Removed %d temporary files of an interrupted run.", removed)
         barrier()
-    if is_main:
-        os.makedirs(shard_dir, exist_ok=True)
-        for name in os.listdir(shard_dir):  # leftovers of an interrupted write; complete shards are kept
-            if name.endswith(".tmp"):
-                os.remove(os.path.join(shard_dir, name))
-    barrier()
-    _check_resumable(out, shard_dir, settings)
+        _check_resumable(out, shard_dir, settings)
 
-    current = {}
-    for item in items:
-        size, mtime = _file_state(item.path)
-        current[item.id] = {"size_bytes": size, "mtime_ns": mtime}
-    headers = _scan_shards(shard_dir)
-    barrier()
-    if is_main:
-        headers, dropped = _prune_shards(shard_dir, headers, current)
-        if dropped:
-            logger.info("%d indexed videos were removed or changed since the last run; they are re-encoded.", dropped)
-    barrier()
-    headers = _scan_shards(shard_dir)
-    done = {row["id"] for header in headers.values() for row in header["rows"]}
-    done |= {entry["id"] for header in headers.values() for entry in header["skipped"]}
-    pending = [item for item in items if item.id not in done]
-    chunks = [pending[start : start + shard_size] for start in range(0, len(pending), shard_size)]
-    mine = chunks[rank::world]
-    if is_main:
-        logger.info(
-            "%s: %d videos, %d already indexed, %d to encode in %d shards over %d process(es).",
-            out,
-            len(items),
-            len(items) - len(pending),
-            len(pending),
-            len(chunks),
-            world,
-        )
-
-    if mine:
-        _encode_chunks(model, processor, mine, current, shard_dir, settings, batch_size, num_workers, progress, rank)
-    barrier()
-
-    manifest = None
-    if is_main:
+        current = {}
+        for item in items:
+            size, mtime = _file_state(item.path)
+            current[item.id] = {"size_bytes": size, "mtime_ns": mtime}
         headers = _scan_shards(shard_dir)
-        extra = {
-            "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "software": _software_versions(),
-            "text": text_settings(processor),
-        }
-        manifest = _commit(out, headers, settings, extra)
-        if manifest["count"] == 0:
-            logger.warning("No video of %s could be decoded: the index is empty (see `skipped` in the manifest).", out)
-    barrier()
+        barrier()
+        if is_main:
+            headers, dropped = _prune_shards(shard_dir, headers, current)
+            if dropped:
+                logger.info(
+                    "%d indexed videos were removed or changed since the last run; they are re-encoded.", dropped
+                )
+        barrier()
+        headers = _scan_shards(shard_dir)
+        done = {row["id"] for header in headers.values() for row in header["rows"]}
+        done |= {entry["id"] for header in headers.values() for entry in header["skipped"]}
+        pending = [item for item in items if item.id not in done]
+        chunks = [pending[start : start + shard_size] for start in range(0, len(pending), shard_size)]
+        mine = chunks[rank::world]
+        if is_main:
+            logger.info(
+                "%s: %d videos, %d already indexed, %d to encode in %d shards over %d process(es).",
+                out,
+                len(items),
+                len(items) - len(pending),
+                len(pending),
+                len(chunks),
+                world,
+            )
+
+        if mine:
+            _encode_chunks(
+                model, processor, mine, current, shard_dir, settings, batch_size, num_workers, progress, rank
+            )
+        barrier()
+
+        manifest = None
+        if is_main:
+            headers = _scan_shards(shard_dir)
+            extra = {
+                "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "software": _software_versions(),
+                "text": text_settings(processor),
+            }
+            manifest = _commit(out, headers, settings, extra)
+            if manifest["count"] == 0:
+                logger.warning(
+                    "No video of %s could be decoded: the index is empty (see `skipped` in the manifest).", out
+                )
+        barrier()
+    finally:
+        if lock is not None:
+            lock.release()
     if manifest is None:
         manifest = read_manifest(out)
     return manifest
+
+
+def _from_main_process(accelerator, value):
+    """`value` as the main process has it, on every process."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return value
+    from accelerate.utils import broadcast_object_list
+
+    return broadcast_object_list([value], from_process=0)[0]
 
 
 def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:

@@ -61,6 +61,12 @@ def _index_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--cpu", action="store_true", help="encode on the CPU even when a GPU is available")
     parser.add_argument("--overwrite", action="store_true", help="delete the index in --out first and rebuild it")
+    parser.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=0.0,
+        help="seconds to wait when another s2ca-index run is writing --out (default 0: stop at once, naming it)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -74,6 +80,8 @@ def index_main(argv: list[str] | None = None) -> int:
     args = _index_parser().parse_args(argv)
     if args.batch_size < 1 or args.shard_size < 1:
         return _fail("s2ca-index", ValueError("--batch-size and --shard-size must be >= 1"))
+    if not args.lock_timeout >= 0:
+        return _fail("s2ca-index", ValueError(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout}"))
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by `accelerate launch`, torchrun or debug_launcher
         try:
@@ -108,6 +116,7 @@ def index_main(argv: list[str] | None = None) -> int:
             accelerator=accelerator,
             overwrite=args.overwrite,
             progress=is_main and not args.quiet,
+            lock_timeout=args.lock_timeout,
         )
     except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
         return _fail("s2ca-index", error)

@@ -20,9 +20,14 @@ rebuilt from the shards at the end of every run. The manifest records each shard
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import os
+import re
+import socket
+import sys
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -39,6 +44,103 @@ FORMAT_VERSION = 1
 MANIFEST_FILE = "manifest.json"
 TABLE_FILE = "videos.parquet"
 SHARDS_DIR = "shards"
+LOCK_FILE = ".s2ca-index.lock"
+
+# The temporary files this package writes: `<final name>.<pid>.tmp` next to the file they replace.
+_TEMPORARY = re.compile(r"^(shard-[0-9a-f]{20}\.safetensors|manifest\.json|videos\.parquet)\.\d+\.tmp$")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# One writer at a time
+# --------------------------------------------------------------------------------------------------------------
+
+
+class IndexLock:
+    """An exclusive lock on an index folder for the whole of a build: a second writer waits up to `timeout`
+    seconds, then stops with a message naming the holder (process, host, start time, command).
+
+    `fcntl.flock` on `LOCK_FILE`: the kernel releases it when the holder exits, even after SIGKILL, so a crashed
+    run never leaves a stale lock behind. Readers take no lock: the table and the manifest are replaced atomically
+    and checked against each other on load. Needs a POSIX system and a file system with working `flock` (local
+    disks; some network file systems do not lock across machines).
+    """
+
+    def __init__(self, folder: str, timeout: float = 0.0, poll: float = 0.5):
+        self.path = os.path.join(folder, LOCK_FILE)
+        self.timeout = timeout
+        self.poll = poll
+        self._handle = None
+
+    def acquire(self) -> IndexLock:
+        import fcntl
+
+        handle = open(self.path, "a+")
+        try:
+            os.chmod(self.path, _file_mode())
+        except PermissionError:  # another user's lock file in a shared index: locking it still works
+            pass
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(self.path)
+                    handle.close()
+                    waited = f" after waiting {self.timeout:g} s" if self.timeout > 0 else ""
+                    raise VideoIndexError(
+                        f"{os.path.dirname(self.path)} is being written by another s2ca-index run ({holder}){waited}. "
+                        "Wait for it to finish (--lock-timeout SECONDS waits), or use another --out."
+                    ) from None
+                time.sleep(self.poll)
+        handle.seek(0)
+        handle.truncate()
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        handle.write(json.dumps(holder) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the descriptor releases the flock
+            self._handle = None
+
+    def __enter__(self) -> IndexLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(path: str) -> str:
+    try:
+        with open(path) as handle:
+            holder = json.loads(handle.readline())
+        return f"process {holder['pid']} on {holder['host']} since {holder['since']}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its name yet"
+
+
+def remove_stale_temporary_files(out: str) -> int:
+    """Deletes what an interrupted write left behind: only files named as this package names its temporary files,
+    in the index folder and its shard folder. Call it under `IndexLock`, which makes every such file stale (its
+    writer is gone). Returns how many were deleted."""
+    removed = 0
+    for folder in (out, os.path.join(out, SHARDS_DIR)):
+        if not os.path.isdir(folder):
+            continue
+        for name in os.listdir(folder):
+            if _TEMPORARY.match(name):
+                os.remove(os.path.join(folder, name))
+                removed += 1
+    return removed
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -179,8 +281,16 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
     content_id = sha256_json(names)[:32]
     columns: dict[str, list] = {name: [] for name, _ in _TABLE_COLUMNS}
     shards, skipped = [], []
+    owner: dict[str, str] = {}
     for name in names:
         header = headers[name]
+        for entry in [*header["rows"], *header["skipped"]]:  # one row (or one skip) per id, or search repeats videos
+            if entry["id"] in owner:
+                raise VideoIndexError(
+                    f"Video {entry['id']!r} is in two shards of {out}: {owner[entry['id']]} and {name}. The shard "
+                    "folder was changed by hand or by another writer: delete one of them and run s2ca-index again."
+                )
+            owner[entry["id"]] = name
         for position, row in enumerate(header["rows"]):
             for key in columns:
                 columns[key].append(row.get(key))
