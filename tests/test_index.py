@@ -542,6 +542,13 @@ def test_bad_queries_get_a_message_not_a_traceback(built, tmp_path, capsys):
         (["--index", out, "   "], "text 1 is empty"),
         (["--index", out, "a dog", "caf\udce9"], "text 2 is not valid UTF-8"),
         (["--index", out, "a dog", "--nprobe", "0"], "--nprobe must be >= 1"),
+        (["--index", out, "a dog", "--nprobe", "4"], "apply to --backend faiss only"),
+        (
+            ["--index", out, "a dog", "--backend", "faiss", "--faiss-factory", "garbage"],
+            "cannot build the index factory",
+        ),
+        (["--index", out, "a dog", "--backend", "faiss", "--faiss-factory", "IVF64,SQfp16"], "could not train"),
+        (["--index", out, "a dog", "--backend", "faiss", "--nprobe", "4"], "nprobe applies to IVF indexes only"),
         (["--index", out, "--video-id", "x", "--texts-file", str(bad_file)], "is not UTF-8"),
     ]
     if not torch.cuda.is_available():

@@ -191,6 +191,8 @@ def search_main(argv: list[str] | None = None) -> int:
             parser.error(f"text {number} is not valid UTF-8: {query.encode('utf-8', 'backslashreplace')!r}")
     if args.nprobe is not None and args.nprobe < 1:
         parser.error("--nprobe must be >= 1")
+    if args.backend != "faiss" and (args.nprobe is not None or args.faiss_factory != "SQfp16"):
+        parser.error("--nprobe and --faiss-factory apply to --backend faiss only")
     if args.device is not None and args.device.startswith("cuda"):
         import torch
 

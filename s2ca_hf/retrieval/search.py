@@ -159,7 +159,13 @@ def build_faiss_index(
     they are trained on the first `train_size` vectors.
     """
     faiss = _import_faiss()
-    index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+    try:
+        index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
+    except RuntimeError as error:
+        raise ValueError(
+            f"FAISS cannot build the index factory {factory!r} ({_faiss_reason(error)}); see the FAISS wiki's "
+            "'The index factory' for the syntax, e.g. SQfp16, IVF4096,SQfp16 or HNSW32."
+        ) from None
     chunks = [vectors] if isinstance(vectors, torch.Tensor) else vectors
     pending: list[torch.Tensor] = []
     buffered = 0
@@ -176,8 +182,19 @@ def build_faiss_index(
                 continue
             index.add(part)
     if pending:
-        _train_and_flush(index, pending)
+        try:
+            _train_and_flush(index, pending)
+        except RuntimeError as error:  # e.g. fewer training vectors than an IVF factory's lists
+            raise ValueError(
+                f"FAISS could not train {factory!r} on {sum(p.shape[0] for p in pending)} vectors "
+                f"({_faiss_reason(error)}): use a factory with fewer lists, or the exact backend."
+            ) from None
     return index
+
+
+def _faiss_reason(error: RuntimeError) -> str:
+    # FAISS messages start with the C++ function and source line; the reason is what follows the last ": ".
+    return str(error).strip().rsplit(": ", 1)[-1]
 
 
 def _train_and_flush(index, pending: list) -> None:
@@ -193,7 +210,12 @@ def faiss_search(index, queries: torch.Tensor, k: int = 10, nprobe: int | None =
     """`(Q, k)` float32 scores and int64 rows from a FAISS index (ties ordered by row number, as in exact search)."""
     faiss = _import_faiss()
     if nprobe is not None:
-        faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+        try:
+            faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
+        except RuntimeError:
+            raise ValueError(
+                f"nprobe applies to IVF indexes only; this FAISS index ({type(index).__name__}) has none."
+            ) from None
     scores, indices = index.search(queries.detach().float().cpu().contiguous().numpy(), min(k, index.ntotal))
     scores, indices = torch.from_numpy(scores), torch.from_numpy(indices).long()
     # FAISS pads with -1 when an approximate index finds fewer than k; keep only real rows.
