@@ -133,6 +133,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
     parser.add_argument("--name", default="s2ca_diagnosis", help="results file name (one per round)")
     parser.add_argument("--out", default=accuracy.RESULTS)
+    parser.add_argument(
+        "--reuse",
+        nargs="+",
+        default=[],
+        help="earlier results files of this script: a (variant, seed) run they hold is taken from them instead of "
+        "trained again, if they were written on this machine, with the same small CLIP and training length",
+    )
     parser.add_argument("train_overrides", nargs="*", help="more train.py overrides, after --")
     args = parser.parse_args(argv)
     args.variants = args.variants or ROUNDS[args.round]
@@ -142,10 +149,15 @@ def main(argv: list[str] | None = None) -> dict:
     common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
     common += ["--eval_splits", *accuracy.SPLITS, "--selection_split", "val"]
     common += ["--max_steps", str(args.max_steps), *accuracy.NO_ATR, *args.train_overrides]
+    reusable = earlier_runs(args, common)
     rows = []
     for variant in args.variants:
         runs = []
         for seed in args.seeds:
+            if (variant, seed) in reusable:
+                runs.append(reusable[variant, seed])
+                print(f"{variant} / seed {seed}: from {runs[-1]['reused_from']}", flush=True)
+                continue
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
             arguments = [*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir]
@@ -169,6 +181,34 @@ def main(argv: list[str] | None = None) -> dict:
         report = {"rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
         accuracy.save_report(report, args.name, argv, args.out, markdown, script="benchmarks/s2ca_diagnosis.py")
     return report
+
+
+def _max_steps(command: str) -> str:
+    tokens = command.split()
+    return tokens[tokens.index("--max_steps") + 1] if "--max_steps" in tokens else "-1"
+
+
+def earlier_runs(args, common: list[str]) -> dict:
+    """(variant, seed) -> run, from the `--reuse` files. A training run is deterministic on one machine, so a run
+    recorded there with the same small CLIP (same zero-shot R@1), data and length is the run this one would repeat;
+    a file from another machine or setting is refused rather than mixed in."""
+    runs = {}
+    for path in args.reuse:
+        with open(path) as f:
+            report = json.load(f)
+        problems = []
+        if report.get("machine") != accuracy.machine():
+            problems.append(f"machine {report.get('machine')!r}, not {accuracy.machine()!r}")
+        if report.get("clip_zero_shot") != clip_zero_shot(args, common):
+            problems.append("another small CLIP or corpus (its zero-shot R@1 differs)")
+        if _max_steps(report.get("command", "")) != str(args.max_steps):
+            problems.append(f"--max_steps {_max_steps(report.get('command', ''))}, not {args.max_steps}")
+        if problems:
+            raise SystemExit(f"--reuse {path}: written with {'; '.join(problems)}: its runs are not this run's.")
+        for row in report["rows"]:
+            for run in row["runs"]:
+                runs.setdefault((row["variant"], run["seed"]), {**run, "reused_from": os.path.basename(path)})
+    return runs
 
 
 _ZERO_SHOT: dict = {}

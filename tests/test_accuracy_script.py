@@ -95,7 +95,8 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     saved = json.loads((tmp_path / "results" / "s2ca_diagnosis.json").read_text())
     assert [row["variant"] for row in saved["rows"]] == variants == [row["variant"] for row in report["rows"]]
     hard, soft = saved["rows"]
-    assert hard["overrides"] == [] and soft["overrides"] == ["--allocation", "soft"]
+    assert hard["overrides"] == ["--concept_weighting", "uniform"]  # round 1's default, named since it changed
+    assert soft["overrides"] == ["--allocation", "soft", "--concept_weighting", "uniform"]
     # Soft allocation gives every concept some weight on both sides and has no training noise to agree with.
     assert soft["runs"][0]["diagnostics"]["val"]["text_empty_concept_rate"] == 0
     assert soft["runs"][0]["diagnostics"]["val"]["text_train_eval_agreement"] is None
@@ -105,3 +106,27 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     assert "clip_zero_shot" in saved
     table = (tmp_path / "results" / "s2ca_diagnosis.md").read_text()
     assert "| soft allocation |" in table and "| – / – |" in table  # soft: no agreement to report
+
+    # --reuse: runs recorded on this machine with the same CLIP and length are taken over, not trained again
+    def no_training(arguments):
+        raise AssertionError(f"trained again: {arguments}")
+
+    trained = diagnosis.accuracy.run_training
+    diagnosis.accuracy.run_training = no_training
+    try:
+        again = diagnosis.main(
+            ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]
+            + ["--max_steps", "2", "--work_dir", str(tmp_path / "runs2"), "--out", str(tmp_path / "again")]
+            + ["--reuse", str(tmp_path / "results" / "s2ca_diagnosis.json")]
+            + ["--", *TINY, "--frame_cache_dir", str(tmp_path / "frames"), "--synthetic_num_videos", "24"]
+        )
+        assert [r["runs"][0]["metrics"] for r in again["rows"]] == [r["runs"][0]["metrics"] for r in saved["rows"]]
+        assert again["rows"][0]["runs"][0]["reused_from"] == "s2ca_diagnosis.json"
+        with pytest.raises(SystemExit, match="--max_steps 2, not 3"):
+            diagnosis.main(
+                ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]
+                + ["--max_steps", "3", "--work_dir", str(tmp_path / "runs3"), "--out", str(tmp_path / "third")]
+                + ["--reuse", str(tmp_path / "results" / "s2ca_diagnosis.json")]
+            )
+    finally:
+        diagnosis.accuracy.run_training = trained
