@@ -21,7 +21,7 @@ results differ between CPUs, so methods are compared within one file only.
 
 import argparse
 import datetime
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -50,13 +50,11 @@ METHODS = {
 
 
 def load_training_script(name: str):
+    """training/<name>.py, imported by name (the training scripts import each other so: `from losses import ...`)."""
     folder = os.path.join(REPO, "training")
     if folder not in sys.path:
-        sys.path.append(folder)  # appended: training/evaluate.py must not shadow the `evaluate` library
-    spec = importlib.util.spec_from_file_location(f"training_{name}", os.path.join(folder, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
 
 
 def run_training(arguments: list[str]) -> dict:

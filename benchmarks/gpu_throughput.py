@@ -17,7 +17,7 @@ Writes `benchmarks/results/gpu_throughput-<device name>.json` and `.md` (machine
 import argparse
 import datetime
 import gc
-import importlib.util
+import importlib
 import json
 import os
 import platform
@@ -37,14 +37,10 @@ TRAINING = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__
 
 
 def load_training_module(name: str):
-    """training/<name>.py (distill.py imports training/losses.py by name, so the folder joins the path, appended:
-    training/evaluate.py must not shadow the `evaluate` library)."""
+    """training/<name>.py, imported by name (the training scripts import each other so: `from losses import ...`)."""
     if TRAINING not in sys.path:
-        sys.path.append(TRAINING)
-    spec = importlib.util.spec_from_file_location(f"training_{name}", os.path.join(TRAINING, f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+        sys.path.insert(0, TRAINING)
+    return importlib.import_module(name)
 
 
 def model_config(tiny: bool, **overrides) -> S2CAConfig:

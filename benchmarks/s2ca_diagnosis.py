@@ -15,23 +15,11 @@ every variant.
 """
 
 import argparse
-import importlib.util
 import json
 import os
 import statistics
 
-
-def _load_accuracy():
-    """benchmarks/accuracy.py (the same training runs, statistics and report format), loaded by path: the
-    benchmarks folder is not a package and must not shadow anything on sys.path."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "accuracy.py")
-    spec = importlib.util.spec_from_file_location("s2ca_benchmarks_accuracy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-accuracy = _load_accuracy()
+import accuracy  # benchmarks/accuracy.py, next to this script: the same training runs, statistics and reports
 
 
 # Round 1 ran before `concept_weighting="usage"` became the default: its variants name the old weighting, so that

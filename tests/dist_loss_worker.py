@@ -11,7 +11,7 @@ from accelerate import Accelerator
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [os.path.join(REPO, "tests"), REPO]  # this checkout's code first
-sys.path.append(os.path.join(REPO, "training"))  # appended: training/evaluate.py must not shadow `evaluate`
+sys.path.insert(1, os.path.join(REPO, "training"))  # the training scripts, imported by name
 
 from conftest import make_inputs  # noqa: E402
 from losses import S2CALoss  # noqa: E402

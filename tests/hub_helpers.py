@@ -2,9 +2,7 @@
 (`training/` is a folder of scripts, not a package)."""
 
 import hashlib
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -32,16 +30,6 @@ EXPORTED_FILES = {
 }
 
 METRICS = {"R@1": 44.1, "R@5": 71.0, "R@10": 80.9, "R@50": 95.0, "MdR": 2.0, "MnR": 15.3, "std_rank": 30.1}
-
-
-def load_push_to_hub():
-    """Imports training/push_to_hub.py once under the name `push_to_hub`."""
-    if "push_to_hub" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("push_to_hub", REPO_ROOT / "training" / "push_to_hub.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["push_to_hub"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["push_to_hub"]
 
 
 def save_trained_tiny_model(folder: Path, steps: int = 2) -> Path:
@@ -72,7 +60,7 @@ def sha256_of(path: Path) -> str:
 
 
 def write_results(path: Path, sha256: str, corpus: str = "msrvtt", post_processing: bool = True, **changes) -> Path:
-    """A results file in the shape training/evaluate.py writes."""
+    """A results file in the shape training/evaluate_model.py writes."""
     t2v = dict(METRICS)
     v2t = {**METRICS, "R@1": 43.2, "MnR": 12.7}
     results = {

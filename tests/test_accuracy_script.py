@@ -3,8 +3,10 @@
 import json
 import statistics
 
+import accuracy
+import pretrain_clip
 import pytest
-from helpers import load_benchmark_script, load_training_script
+import s2ca_diagnosis as diagnosis
 
 
 TINY = ["--max_frames", "4", "--num_concepts", "4", "--temporal_num_hidden_layers", "1"]
@@ -17,7 +19,6 @@ def tiny_corpus_and_clip(tmp_path_factory):
     from s2ca_hf.data import generate_synthetic_corpus
 
     folder = tmp_path_factory.mktemp("tiny")
-    pretrain_clip = load_training_script("pretrain_clip")
     corpus = generate_synthetic_corpus(
         folder / "corpus", num_videos=24, size=16, num_frames=8, fps=2, captions_per_video=2, num_proc=1
     )
@@ -30,7 +31,6 @@ def tiny_corpus_and_clip(tmp_path_factory):
 
 def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
-    accuracy = load_benchmark_script("accuracy")
     methods = ["CLIP zero-shot (no fine-tuning)", "meanP", "S2CA (full)"]
     tiny = [*TINY, "--frame_cache_dir", str(tmp_path / "frames"), "--synthetic_num_videos", "24"]
     report = accuracy.main(
@@ -85,7 +85,6 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
 
 def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
-    diagnosis = load_benchmark_script("s2ca_diagnosis")
     variants = ["default: hard Gumbel, tau 1, K 8, patches", "soft allocation"]
     report = diagnosis.main(
         ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]

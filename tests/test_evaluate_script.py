@@ -1,20 +1,18 @@
-"""training/evaluate.py on a tiny model and a tiny generated corpus: its results match a direct computation."""
+"""training/evaluate_model.py on a tiny model and a tiny generated corpus: its results match a direct computation."""
 
 import hashlib
 import json
 
+import push_to_hub
 import pytest
 import torch
-from helpers import load_training_script
+from evaluate_model import main as evaluate_main
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.data import generate_synthetic_corpus, load_corpus
 from s2ca_hf.retrieval import retrieval_metrics
 from s2ca_hf.retrieval.evaluation import encode_texts, encode_videos, processor_video_batches
 from s2ca_hf.tiny import tiny_config, tiny_processor
-
-
-evaluate_main = load_training_script("evaluate").main
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +76,6 @@ def test_frame_cache_gives_the_same_numbers(saved_model, tmp_path):
 
 
 def test_push_to_hub_accepts_the_results_file(saved_model, tmp_path):
-    push_to_hub = load_training_script("push_to_hub")
     check_results_for_model, load_results = push_to_hub.check_results_for_model, push_to_hub.load_results
 
     root, _, _, corpus = saved_model

@@ -2,11 +2,11 @@
 
 import json
 
-from helpers import load_benchmark_script
+import gpu_throughput
 
 
 def test_tiny_cpu_check_writes_results(tmp_path):
-    script = load_benchmark_script("gpu_throughput")
+    script = gpu_throughput
     args = ["--tiny", "--device", "cpu", "--batch_sizes", "2", "--steps", "1", "--warmup", "1", "--frames", "2"]
     args += ["--words", "5", "--encode_batch", "2", "--variants", "clip4clip-meanP", "s2ca-patches", "s2ca-frames"]
     args += ["s2ca-patches+atr"]

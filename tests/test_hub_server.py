@@ -22,10 +22,11 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import push_to_hub
 import pytest
 import torch
 from helpers import numbered_frames
-from hub_helpers import EXPORTED_FILES, load_push_to_hub, save_trained_tiny_model, sha256_of, write_results
+from hub_helpers import EXPORTED_FILES, save_trained_tiny_model, sha256_of, write_results
 
 from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline
 from s2ca_hf.tiny import write_video
@@ -179,7 +180,6 @@ CHILD = textwrap.dedent(
 
 
 def test_a_published_folder_loads_from_a_hub_compatible_server(olah_cli, tmp_path):
-    push_to_hub = load_push_to_hub()
     trained = save_trained_tiny_model(tmp_path / "runs" / "tiny" / "final")
     results = write_results(tmp_path / "msrvtt_test.json", sha256_of(trained / "model.safetensors"))
 

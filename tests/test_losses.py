@@ -9,13 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_inputs
-from helpers import load_training_script
+from losses import S2CALoss
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.tiny import tiny_config
-
-
-S2CALoss = load_training_script("losses").S2CALoss
 
 
 GLOBAL_BATCH = 4

@@ -10,17 +10,15 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import push_to_hub
 import pytest
 import torch
-from hub_helpers import EXPORTED_FILES, METRICS, load_push_to_hub, save_trained_tiny_model, sha256_of, write_results
+from hub_helpers import EXPORTED_FILES, METRICS, save_trained_tiny_model, sha256_of, write_results
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from transformers.dynamic_module_utils import get_imports, get_relative_imports
 
 from s2ca_hf import S2CAModel, S2CAProcessor
-
-
-push_to_hub = load_push_to_hub()
 
 
 @pytest.fixture(scope="module")

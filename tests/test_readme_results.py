@@ -2,14 +2,14 @@
 
 from pathlib import Path
 
-from helpers import load_benchmark_script
+import render_readme
 
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_readme_results_section_matches_the_results_files():
-    renderer = load_benchmark_script("render_readme")
+    renderer = render_readme
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert renderer.render(readme, str(REPO / "benchmarks" / "results")) == readme
     for path in renderer.results_files(str(REPO / "benchmarks" / "results")):
@@ -17,7 +17,7 @@ def test_readme_results_section_matches_the_results_files():
 
 
 def test_renderer_replaces_only_the_marked_section(tmp_path):
-    renderer = load_benchmark_script("render_readme")
+    renderer = render_readme
     (tmp_path / "search.md").write_text("# Search\n\n| a | b |\n|---|---|\n| 1 | 2 |\n")
     readme = f"intro\n{renderer.START}\nold numbers\n{renderer.END}\noutro\n"
     rendered = renderer.render(readme, str(tmp_path))
@@ -26,7 +26,7 @@ def test_renderer_replaces_only_the_marked_section(tmp_path):
 
 
 def test_the_default_run_table_is_rendered_from_its_results_file(tmp_path):
-    renderer = load_benchmark_script("render_readme")
+    renderer = render_readme
     (tmp_path / "default_run.md").write_text("# The default run\n\n**123 s in all**\n")
     readme = f"intro\n{renderer.RUN_START}\nstale 60.0\n{renderer.RUN_END}\nmiddle\n{renderer.START}\n{renderer.END}\n"
     rendered = renderer.render(readme, str(tmp_path))

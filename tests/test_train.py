@@ -9,9 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distill
+import losses
+import pretrain_clip
 import pytest
 import torch
-from helpers import load_training_script
+import train
 from safetensors.torch import load_file
 
 from s2ca_hf import S2CAModel
@@ -21,11 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 TRAIN = REPO / "training" / "train.py"
 KILL_WORKER = Path(__file__).parent / "train_kill_worker.py"
 NUM_VIDEOS = 24  # 20 training clips x 2 captions = 40 pairs, 2 test and 2 compositional clips
-
-train = load_training_script("train")
-distill = load_training_script("distill")
-pretrain_clip = load_training_script("pretrain_clip")
-losses = load_training_script("losses")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ import sys
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path[:0] = [REPO]  # this checkout's code first
-sys.path.append(os.path.join(REPO, "training"))  # appended: training/evaluate.py must not shadow `evaluate`
+sys.path.insert(1, os.path.join(REPO, "training"))  # the training scripts, imported by name
 
 import train  # noqa: E402
 

@@ -88,14 +88,14 @@ class ParityError(RuntimeError):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Results files (written by training/evaluate.py)
+# Results files (written by training/evaluate_model.py)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
 def _require(data: dict, key: str, kind: type | tuple[type, ...], path: str, where: str = "") -> Any:
     name = f"{where}.{key}" if where else key
     if not isinstance(data, dict) or key not in data:
-        raise ResultsError(f"{path}: missing `{name}`; is this a results file written by training/evaluate.py?")
+        raise ResultsError(f"{path}: missing `{name}`; is this a results file written by training/evaluate_model.py?")
     value = data[key]
     if not isinstance(value, kind):
         raise ResultsError(f"{path}: `{name}` must be {kind}, got {type(value).__name__}: {value!r}.")
@@ -145,7 +145,7 @@ def check_results_for_model(results: dict, weights_sha256: str) -> None:
         raise ResultsError(
             f"{results['_path']} is for another model: it was measured on weights with sha256 {measured} "
             f"({results['model'].get('name_or_path')}), but the exported {WEIGHTS_NAME} has sha256 "
-            f"{weights_sha256}. Evaluate this checkpoint with training/evaluate.py and pass that results file."
+            f"{weights_sha256}. Evaluate this checkpoint with training/evaluate_model.py and pass that results file."
         )
 
 
@@ -208,7 +208,7 @@ def results_sections(all_results: list[dict]) -> list[dict]:
             rows += _table_rows(metrics, f" + {method.upper()} (post-processed)")
         versions = results.get("versions") or {}
         version_text = ", ".join(f"{name} {version}" for name, version in versions.items())
-        provenance = f"Source: `{os.path.basename(results['_path'])}`, written by `training/evaluate.py`"
+        provenance = f"Source: `{os.path.basename(results['_path'])}`, written by `training/evaluate_model.py`"
         if results.get("date"):
             provenance += f" on {results['date']}"
         if version_text:
@@ -578,7 +578,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--model", required=True, help="saved model and processor (folder or Hub id)")
     parser.add_argument("--repo_id", required=True, help="target Hub repository, org/name")
-    parser.add_argument("--results", action="append", default=[], help="results JSON of training/evaluate.py")
+    parser.add_argument("--results", action="append", default=[], help="results JSON of training/evaluate_model.py")
     parser.add_argument("--dry_run", metavar="OUT", help="write and check the folder OUT, upload nothing")
     parser.add_argument("--create_pr", action="store_true", help="open a pull request instead of committing")
     parser.add_argument("--revision", help="branch to commit to (created if missing; default main)")

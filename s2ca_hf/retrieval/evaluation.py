@@ -1,4 +1,4 @@
-"""Encode once, score by blocks: the evaluation loop shared by `training/evaluate.py` and `training/train.py`.
+"""Encode once, score by blocks: the evaluation loop shared by `training/evaluate_model.py` and `training/train.py`.
 
 Every text and every unique video is encoded once into the vectors phi and psi (`S2CAModel.get_text_features` /
 `get_video_features`), whose dot product is the model's score; the metrics then read `phi @ psi.T` block by block.

@@ -1,7 +1,8 @@
 """Evaluate a saved S2CA model on a corpus split and write the results (JSON + a Markdown table).
 
-    python training/evaluate.py --model runs/synthetic/final --corpus synthetic --data_dir data/synthetic --split test
-    python training/evaluate.py --model org/s2ca-msrvtt --revision v0.1.0 --trust_remote_code \
+    python training/evaluate_model.py --model runs/synthetic/final --corpus synthetic --data_dir data/synthetic \
+        --split test
+    python training/evaluate_model.py --model org/s2ca-msrvtt --revision v0.1.0 --trust_remote_code \
         --corpus msrvtt --data_dir data/msrvtt --video_dir data/msrvtt/videos --split test --dsl
 
 Every text and every unique video is encoded once (batched, with progress bars; videos from the frame cache when it
@@ -202,7 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
             "python": platform.python_version(),
         },
         "device": device,
-        "command": " ".join(["python training/evaluate.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(["python training/evaluate_model.py", *(argv if argv is not None else sys.argv[1:])]),
     }
     os.makedirs(args.output_dir, exist_ok=True)
     stem = os.path.join(args.output_dir, f"{args.corpus}-{args.split}")
