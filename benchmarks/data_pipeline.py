@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2ca_hf.tiny import encode_frames
+from s2ca_hf.video_io import encode_frames
 
 
 RESULTS = Path(__file__).parent / "results"

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from s2ca_hf.retrieval.index import build_faiss_index, build_index, environment, exact_search, faiss_search
-from s2ca_hf.tiny import encode_frames
+from s2ca_hf.video_io import encode_frames
 
 
 DEFAULT_DIMENSION = 8704  # 512 x (1 + 2 x 8): ViT-B/32 projection, K = 8 concepts

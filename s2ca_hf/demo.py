@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from . import S2CAModel, register_for_auto_class
-from .tiny import encode_frames, tiny_config, tiny_processor
+from .tiny import tiny_config, tiny_processor
+from .video_io import encode_frames
 
 
 def write_moving_square(path: str, num_frames: int = 45, fps: int = 15, size: int = 64) -> str:

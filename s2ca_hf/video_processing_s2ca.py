@@ -4,185 +4,26 @@ The frame policy follows CLIP4Clip (`RawVideoExtractorCV2` and its loaders): rea
 the integer frame rate, keep at most `max_frames` of them by head, tail or uniform slicing (the first and the last
 frame kept), and zero-pad the rest with `frame_mask` 0. X-Pool's "exactly N frames" policy is the alternative.
 
-The index functions below are plain Python so that the corpus loaders and the frame cache (`s2ca_hf.data`) apply
-the same policy as the processor.
+The policy itself (`FramePolicy`, its index functions) and the decoder (`read_frames`, which seeks over groups of
+pictures it does not need) live in `video_io.py`, shared with the corpus loaders, the frame cache and the index.
 """
 
+import json
 import os
 
 import torch
 from transformers import BatchFeature
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, PILImageResampling
 from transformers.processing_utils import VideosKwargs
-from transformers.utils import is_av_available
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-
-if is_av_available():
-    import av
+from .video_io import FramePolicy, check_frame_policy, read_frames, select_frame_indices
 
 
-FRAME_SAMPLINGS = ("clip4clip", "xpool")
-SLICE_FRAMEPOS = ("head", "tail", "uniform")
-
-
-def clip4clip_frame_indices(
-    num_video_frames: int,
-    fps: float,
-    sample_fps: int = 1,
-    start_time: float | None = None,
-    end_time: float | None = None,
-) -> list[int]:
-    """The frames CLIP4Clip reads from a video, before `max_frames` slicing.
-
-    The frame rate is truncated to an integer (29.97 -> 29); the video lasts `ceil(num_video_frames / fps)` seconds;
-    every second `sec` of the window `[start, end]` (both inclusive, end clipped to the duration) gives the frames
-    `sec * fps + ind` for `ind` in `arange(0, fps, fps // sample_fps)[:sample_fps]`, stopping at the first frame past
-    the end of the video. At `sample_fps=1` that is the first frame of every second.
-    """
-    if num_video_frames <= 0:
-        return []
-    fps = max(int(fps), 1)
-    total_duration = (num_video_frames + fps - 1) // fps
-    start_sec, end_sec = 0, total_duration
-    if start_time is not None or end_time is not None:
-        start_sec = int(start_time or 0)
-        end_sec = total_duration if end_time is None else int(end_time)
-        # CLIP4Clip's loaders swap a reversed window and widen an empty one to one second.
-        start_sec, end_sec = min(start_sec, end_sec), max(start_sec, end_sec)
-        end_sec = min(max(end_sec, start_sec + 1), total_duration)
-    interval = max(fps // sample_fps, 1)
-    offsets = list(range(0, fps, interval))[:sample_fps]
-    indices = []
-    for second in range(start_sec, end_sec + 1):
-        for offset in offsets:
-            index = second * fps + offset
-            if index >= num_video_frames:
-                return indices
-            indices.append(index)
-    return indices
-
-
-def check_frame_policy(max_frames: int, sample_fps: int, slice_framepos: str, frame_sampling: str) -> None:
-    """Raises a `ValueError` naming the field for a frame policy the functions below cannot apply."""
-    if frame_sampling not in FRAME_SAMPLINGS:
-        raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {frame_sampling!r}.")
-    if slice_framepos not in SLICE_FRAMEPOS:
-        raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {slice_framepos!r}.")
-    if max_frames < 1 or sample_fps < 1:
-        raise ValueError(f"`max_frames` and `sample_fps` must be >= 1, got {max_frames}, {sample_fps}.")
-
-
-def _linspace_int(start: int, stop: int, num: int) -> list[int]:
-    """`np.linspace(start, stop, num).astype(int)` in plain Python, with numpy's arithmetic (i * step + start, the
-    last point exactly `stop`), so the indices match the reference code without importing numpy here."""
-    if num == 1:
-        return [int(start)]
-    step = (stop - start) / (num - 1)
-    return [int(i * step + start) for i in range(num - 1)] + [int(stop)]
-
-
-def slice_frame_positions(num_candidates: int, max_frames: int, slice_framepos: str = "uniform") -> list[int]:
-    """Which of `num_candidates` sampled frames CLIP4Clip keeps: all of them if they fit in `max_frames`, else the
-    head, the tail, or `np.linspace(0, n - 1, max_frames, dtype=int)` (uniform: first and last frame always kept)."""
-    if slice_framepos not in SLICE_FRAMEPOS:
-        raise ValueError(f"`slice_framepos` must be one of {SLICE_FRAMEPOS}, got {slice_framepos!r}.")
-    if num_candidates <= max_frames:
-        return list(range(num_candidates))
-    if slice_framepos == "head":
-        return list(range(max_frames))
-    if slice_framepos == "tail":
-        return list(range(num_candidates - max_frames, num_candidates))
-    return _linspace_int(0, num_candidates - 1, max_frames)
-
-
-def xpool_frame_indices(num_video_frames: int, num_frames: int) -> list[int]:
-    """X-Pool's "exactly N frames": split `[0, n)` into N equal segments and take the middle frame of each; a video
-    with fewer than N frames repeats its last frame."""
-    if num_video_frames <= 0:
-        return []
-    segments = min(num_frames, num_video_frames)
-    bounds = _linspace_int(0, num_video_frames, segments + 1)
-    indices = [(bounds[i] + bounds[i + 1] - 1) // 2 for i in range(segments)]
-    return indices + [indices[-1]] * (num_frames - segments)
-
-
-def select_frame_indices(
-    num_video_frames: int,
-    fps: float | None,
-    max_frames: int,
-    sample_fps: int = 1,
-    slice_framepos: str = "uniform",
-    frame_sampling: str = "clip4clip",
-    start_time: float | None = None,
-    end_time: float | None = None,
-) -> list[int]:
-    """The indices of the frames to keep from a video of `num_video_frames` frames, under the processor's policy.
-
-    With `fps=None` the frames are taken to be sampled already (one per second, as the frame cache stores them), so
-    `"clip4clip"` only applies the `max_frames` slicing.
-    """
-    if frame_sampling not in FRAME_SAMPLINGS:
-        raise ValueError(f"`frame_sampling` must be one of {FRAME_SAMPLINGS}, got {frame_sampling!r}.")
-    if frame_sampling == "xpool":
-        return xpool_frame_indices(num_video_frames, max_frames)
-    if fps is None:
-        candidates = list(range(num_video_frames))
-    else:
-        candidates = clip4clip_frame_indices(num_video_frames, fps, sample_fps, start_time, end_time)
-    return [candidates[i] for i in slice_frame_positions(len(candidates), max_frames, slice_framepos)]
-
-
-def decode_video_frames(path: str, sample_indices_fn) -> tuple[torch.Tensor, VideoMetadata]:
-    """Decodes the frames `sample_indices_fn(metadata=...)` picks from a video file with PyAV: `(n, H, W, 3)` uint8.
-
-    Raises `FileNotFoundError` for a missing file and `ValueError` naming the file for anything PyAV cannot read
-    (corrupt, truncated, not a video, no frames); errors can surface mid-stream, so the whole decode is wrapped.
-    """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"Video file not found: {path}")
-    if not is_av_available():
-        raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or `pip install s2ca-hf[train]`).")
-    try:
-        with av.open(path) as container:
-            if not container.streams.video:
-                raise ValueError("the file has no video stream")
-            stream = container.streams.video[0]
-            fps = float(stream.average_rate or stream.guessed_rate or 0) or None
-            num_frames = stream.frames
-            if not num_frames:  # some containers do not record a frame count: count the packets
-                num_frames = sum(1 for packet in container.demux(stream) if packet.size)
-                container.seek(0)
-            metadata = VideoMetadata(
-                total_num_frames=int(num_frames),
-                fps=fps,
-                duration=num_frames / fps if fps else None,
-                video_backend="pyav",
-                height=stream.height,
-                width=stream.width,
-            )
-            indices = [int(i) for i in sample_indices_fn(metadata=metadata)]
-            wanted = set(indices)
-            decoded = {}
-            last = max(indices, default=-1)
-            for position, frame in enumerate(container.decode(stream)):
-                if position > last:
-                    break
-                if position in wanted:
-                    decoded[position] = torch.from_numpy(frame.to_ndarray(format="rgb24"))
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise ValueError(f"Could not decode video {path}: {error}") from error
-    found = [i for i in indices if i in decoded]
-    if not found:
-        raise ValueError(f"Could not decode video {path}: no frame could be read.")
-    # A container that claims more frames than it holds gives fewer frames; keep those that exist, in order.
-    metadata.frames_indices = found
-    return torch.stack([decoded[i] for i in found]), metadata
-
-
-def _all_frames(metadata: VideoMetadata, **kwargs) -> list[int]:
-    return list(range(metadata.total_num_frames))
+# The fields that decide the pixels of a frame: up to the crop (what the frame cache stores), then the scaling.
+RESIZE_FIELDS = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_convert_rgb")
+SCALING_FIELDS = ("do_rescale", "rescale_factor", "do_normalize", "image_mean", "image_std")
 
 
 class S2CAVideoProcessorKwargs(VideosKwargs, total=False):
@@ -290,16 +131,28 @@ class S2CAVideoProcessor(BaseVideoProcessor):
     do_normalize = True
     do_convert_rgb = True
     do_sample_frames = True
-    max_frames = 12
-    sample_fps = 1
-    slice_framepos = "uniform"
-    frame_sampling = "clip4clip"
+    max_frames = FramePolicy.max_frames
+    sample_fps = FramePolicy.sample_fps
+    slice_framepos = FramePolicy.slice_framepos
+    frame_sampling = FramePolicy.frame_sampling
     valid_kwargs = S2CAVideoProcessorKwargs
     model_input_names = ["pixel_values_videos", "frame_mask"]
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         check_frame_policy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
+
+    @property
+    def frame_policy(self) -> FramePolicy:
+        """Which frames this processor keeps (`FramePolicy`), as everything that decodes for it must apply it."""
+        return FramePolicy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
+
+    def pixel_settings(self, scaling: bool = True) -> dict:
+        """The fields that decide a frame's pixels, JSON-ready: the resize and crop, and with `scaling` also the
+        rescale and normalisation (the frame cache stores frames before scaling)."""
+        fields = self.to_dict()
+        keys = RESIZE_FIELDS + (SCALING_FIELDS if scaling else ())
+        return json.loads(json.dumps({key: fields.get(key) for key in keys}, sort_keys=True, default=_json_value))
 
     def sample_frames(
         self,
@@ -338,7 +191,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
         for index, video in enumerate(videos):
             item_metadata = video_metadata[index] if isinstance(video_metadata, (list, tuple)) else None
             if isinstance(video, (str, os.PathLike)):
-                frames, meta = decode_video_frames(os.fspath(video), sample_indices_fn)
+                frames, meta = _read_video_file(os.fspath(video), self.frame_policy, sample_indices_fn)
             else:
                 frames, meta = super()._decode_and_sample_videos(
                     [video], None if item_metadata is None else [item_metadata], do_sample_frames, sample_indices_fn
@@ -372,12 +225,36 @@ class S2CAVideoProcessor(BaseVideoProcessor):
         return BatchFeature(data=data, tensor_type=return_tensors)
 
 
-__all__ = [
-    "S2CAVideoProcessor",
-    "check_frame_policy",
-    "clip4clip_frame_indices",
-    "decode_video_frames",
-    "select_frame_indices",
-    "slice_frame_positions",
-    "xpool_frame_indices",
-]
+def _all_frames(metadata: VideoMetadata, **kwargs) -> list[int]:
+    return list(range(metadata.total_num_frames))
+
+
+def _json_value(value):
+    return int(value) if hasattr(value, "__int__") else str(value)
+
+
+def _read_video_file(path: str, policy: FramePolicy, sample_indices_fn) -> tuple[torch.Tensor, VideoMetadata]:
+    """The frames `sample_indices_fn(metadata=...)` (transformers' sampling hook) picks from a file, decoded by
+    `read_frames` (the one decoder: it seeks over what it does not need), and their metadata."""
+
+    def select(num_frames: int, fps: float) -> list[int]:
+        duration = num_frames / fps
+        return sample_indices_fn(
+            metadata=VideoMetadata(total_num_frames=num_frames, fps=fps, duration=duration, video_backend="pyav")
+        )
+
+    clip = read_frames(path, policy, select=select)
+    frames = clip.real_frames
+    metadata = VideoMetadata(
+        total_num_frames=clip.num_video_frames,
+        fps=clip.fps,
+        duration=clip.num_video_frames / clip.fps,
+        video_backend="pyav",
+        height=int(frames.shape[1]),
+        width=int(frames.shape[2]),
+        frames_indices=list(clip.frame_indices),
+    )
+    return torch.from_numpy(frames), metadata
+
+
+__all__ = ["S2CAVideoProcessor", "select_frame_indices"]

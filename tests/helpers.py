@@ -19,7 +19,7 @@ def write_numbered_video(
     """Encodes a clip whose frame i is uniformly grey at brightness `6 * i`, so decoded frames can be identified."""
     from fractions import Fraction
 
-    from s2ca_hf.tiny import encode_frames
+    from s2ca_hf.video_io import encode_frames
 
     if num_frames * BRIGHTNESS_STEP > 255 + BRIGHTNESS_STEP:
         raise ValueError(f"At most {255 // BRIGHTNESS_STEP + 1} numbered frames fit in a byte.")

@@ -56,7 +56,7 @@ def test_same_bytes_after_the_process_decoded_and_trained(tmp_path):
 
 
 def test_rgb_to_yuv420p_is_bt601_limited_range():
-    from s2ca_hf.tiny import rgb_to_yuv420p
+    from s2ca_hf.video_io import rgb_to_yuv420p
 
     image = np.zeros((2, 4, 3), dtype=np.uint8)
     image[:, :2] = (255, 255, 255)

@@ -29,7 +29,7 @@ from helpers import numbered_frames
 from hub_helpers import EXPORTED_FILES, save_trained_tiny_model, sha256_of, write_results
 
 from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline
-from s2ca_hf.tiny import write_video
+from s2ca_hf.video_io import write_video
 
 
 OLAH_VERSION = "0.5.4"  # the version whose offline mode ECOSYSTEM.md §1 describes

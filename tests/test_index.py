@@ -31,8 +31,9 @@ from s2ca_hf.retrieval.index import (
     load_model_and_processor,
     read_manifest,
 )
-from s2ca_hf.tiny import encode_frames, tiny_config, tiny_processor
+from s2ca_hf.tiny import tiny_config, tiny_processor
 from s2ca_hf.utils import file_sha256
+from s2ca_hf.video_io import encode_frames
 
 
 av = pytest.importorskip("av")
@@ -498,7 +499,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
 
     from s2ca_hf.data.corpora import _VideoIndex
     from s2ca_hf.retrieval.index import folder_videos
-    from s2ca_hf.tiny import write_video
+    from s2ca_hf.video_io import write_video
 
     root = tmp_path / "videos"
     (root / "a" / "b").mkdir(parents=True)
@@ -696,3 +697,27 @@ def test_a_video_in_two_shards_is_never_committed(built, tmp_path):
     ):
         store_module._commit(str(copy), headers, settings, {})
     assert read_manifest(copy) == manifest  # nothing was committed
+
+
+def test_the_index_and_the_frame_cache_take_the_same_frames_of_a_clip_window(tmp_path):
+    # X-Pool with a time window (a DiDeMo / ActivityNet clip): the index used to ignore the window.
+    from helpers import BRIGHTNESS_STEP, write_numbered_video
+
+    from s2ca_hf.data.cache import _decode_video
+
+    path = str(write_numbered_video(tmp_path / "numbered.mp4", num_frames=40, fps=4))
+    processor = tiny_processor(str(tmp_path / "tok"), max_frames=4, frame_sampling="xpool")
+    start, end = 5.0, 8.0  # frames 20-31 at 4 fps
+
+    pixels, frame_mask, _ = build_module.decode_for_index(processor, path, start, end)
+    row = {"video_id": "v", "video_path": path, "start": start, "end": end}
+    video_processor = processor.video_processor
+    cached = _decode_video(row, video_processor.frame_policy.to_dict(), video_processor.to_dict(), "raise")
+    frames = torch.frombuffer(bytearray(cached["frames"]), dtype=torch.uint8).view(4, 3, *pixels.shape[-2:])
+    # the cache holds uint8 frames before scaling: scale them as the processor does, then compare
+    mean = torch.tensor(video_processor.image_mean).view(1, 3, 1, 1)
+    std = torch.tensor(video_processor.image_std).view(1, 3, 1, 1)
+    torch.testing.assert_close(pixels[0], (frames.float() / 255 - mean) / std, atol=1e-5, rtol=0)
+    assert frame_mask.tolist() == [cached["frame_mask"]] == [[1, 1, 1, 1]]
+    brightness = (frames.float().mean(dim=(1, 2, 3)) / BRIGHTNESS_STEP).round().tolist()
+    assert all(20 <= b <= 31 for b in brightness), brightness  # inside the window

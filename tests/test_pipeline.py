@@ -9,7 +9,8 @@ from helpers import numbered_frames
 from transformers import pipeline
 
 from s2ca_hf import S2CAModel, VideoTextRetrievalPipeline
-from s2ca_hf.tiny import tiny_config, write_video
+from s2ca_hf.tiny import tiny_config
+from s2ca_hf.video_io import write_video
 
 
 TEXTS = ["the dog", "a cat runs fast", "the cat"]

@@ -115,13 +115,14 @@ def test_config_has_the_auto_map_and_the_custom_pipeline(dry_run):
     )
 
 
-def test_exported_code_imports_only_torch_transformers_torchvision_and_itself(dry_run):
+def test_exported_code_imports_only_torch_transformers_torchvision_numpy_and_itself(dry_run):
     out, _ = dry_run
     code_files = sorted(out.glob("*.py"))
     assert {path.name for path in code_files} == {name for name in EXPORTED_FILES if name.endswith(".py")}
     for path in code_files:
         third_party = set(get_imports(str(path))) - set(sys.stdlib_module_names)
-        assert third_party <= {"torch", "transformers", "torchvision"}, (path.name, third_party)
+        # numpy is a dependency of transformers itself; PyAV is imported only where a file is decoded, in a try.
+        assert third_party <= {"torch", "transformers", "torchvision", "numpy"}, (path.name, third_party)
         for module in get_relative_imports(str(path)):
             assert (out / f"{module}.py").is_file(), (path.name, module)
 

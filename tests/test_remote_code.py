@@ -13,7 +13,8 @@ from transformers.dynamic_module_utils import get_imports
 
 import s2ca_hf
 from s2ca_hf import S2CAModel
-from s2ca_hf.tiny import tiny_config, tiny_processor, write_video
+from s2ca_hf.tiny import tiny_config, tiny_processor
+from s2ca_hf.video_io import write_video
 
 
 MODEL_FILES = [

@@ -185,10 +185,7 @@ def main(argv: list[str] | None = None) -> dict:
         "protocol": {
             **evaluation["protocol"],
             "corpus_options": protocol,
-            "frame_policy": {
-                key: getattr(processor.video_processor, key)
-                for key in ("max_frames", "sample_fps", "slice_framepos", "frame_sampling")
-            },
+            "frame_policy": processor.video_processor.frame_policy.to_dict(),
             "max_text_length": processor.max_text_length,
             "frame_cache": None if frame_cache is None else frame_cache.path,
         },

@@ -49,6 +49,7 @@ CODE_FILES = (
     "configuration_s2ca.py",
     "modeling_s2ca.py",
     "video_processing_s2ca.py",
+    "video_io.py",
     "processing_s2ca.py",
     "pipeline_s2ca.py",
 )
@@ -309,11 +310,7 @@ def render_model_card(
         recipe_name = os.path.basename(recipe_path)
         recipe_language = {".yaml": "yaml", ".yml": "yaml", ".json": "json"}.get(Path(recipe_path).suffix, "text")
     video_processor = processor.video_processor
-    frame_policy = (
-        f"X-Pool: exactly {video_processor.max_frames} frames, the middle frame of equal segments"
-        if video_processor.frame_sampling == "xpool"
-        else f"CLIP4Clip: `{video_processor.slice_framepos}` slicing, shorter videos zero-padded"
-    )
+    frame_policy = video_processor.frame_policy.describe()
     return ModelCard.from_template(
         card_data,
         template_path=str(template_path),

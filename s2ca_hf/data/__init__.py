@@ -1,6 +1,7 @@
 """Corpora, video decoding, the frame cache and the built-in synthetic corpus (needs the `train` extra: `datasets`,
 PyAV). The model files never import this package; it is not pushed to the Hub."""
 
+from ..video_io import FramePolicy, VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
 from .cache import FrameCache, VideoTextCollator, build_frame_cache, default_cache_dir
 from .corpora import (
     CORPORA,
@@ -13,7 +14,6 @@ from .corpora import (
     reindex_videos,
 )
 from .synthetic import ensure_synthetic_corpus, generate_synthetic_corpus
-from .video import FramePolicy, VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
 
 
 __all__ = [

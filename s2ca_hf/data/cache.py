@@ -29,8 +29,8 @@ import pyarrow as pa
 import torch
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
+from ..video_io import FramePolicy, VideoDecodeError, read_frames
 from .corpora import corpus_info, corpus_videos, reindex_videos
-from .video import FramePolicy, VideoDecodeError, check_on_error, read_frames
 
 
 logger = logging.getLogger(__name__)
@@ -45,15 +45,21 @@ def default_cache_dir() -> str:
     return os.path.join(root, "frames")
 
 
+ON_ERROR = ("raise", "skip")
+
+
+def check_on_error(on_error: str) -> None:
+    if on_error not in ON_ERROR:
+        raise ValueError(f"`on_error` must be one of {ON_ERROR}, got {on_error!r}.")
+
+
 def _video_processor(processor):
     return getattr(processor, "video_processor", processor)
 
 
 def _resolution(processor) -> dict:
     """The processor fields that decide the cached pixels (everything before rescaling and normalisation)."""
-    fields = _video_processor(processor).to_dict()
-    keys = ("do_resize", "size", "resample", "do_center_crop", "crop_size", "do_convert_rgb")
-    return json.loads(json.dumps({key: fields.get(key) for key in keys}, sort_keys=True, default=str))
+    return _video_processor(processor).pixel_settings(scaling=False)
 
 
 def _frame_shape(processor, max_frames: int) -> tuple[int, int, int, int]:
@@ -66,7 +72,7 @@ def _frame_shape(processor, max_frames: int) -> tuple[int, int, int, int]:
 
 def cache_key(videos: Dataset, processor, corpus: str, split: str) -> tuple[str, dict]:
     """The cache folder's name and the description it is keyed on."""
-    policy = FramePolicy.from_processor(processor)
+    policy = _video_processor(processor).frame_policy
     files = []
     for video_id, path, start, end in zip(videos["video_id"], videos["video_path"], videos["start"], videos["end"]):
         try:
@@ -203,10 +209,7 @@ class FrameCache:
         the processor's rescaling and normalisation (the processor's policy and resolution must be the cache's),
         padding zeroed as the processor pads. Equal, bit for bit, to `processor(videos=paths)`."""
         video_processor = _video_processor(processor)
-        if (
-            FramePolicy.from_processor(video_processor) != self.policy
-            or _resolution(processor) != self.meta["resolution"]
-        ):
+        if video_processor.frame_policy != self.policy or _resolution(processor) != self.meta["resolution"]:
             raise ValueError(f"The processor's frame policy or resolution differs from the cache {self.path}'s.")
         frames, frame_mask = self.frames(video_ids)
         if video_processor.do_rescale and video_processor.do_normalize:
@@ -368,7 +371,7 @@ class VideoTextCollator:
         self.frame_cache = frame_cache
         self.on_error = on_error
         self.return_video_index = return_video_index
-        self.policy = FramePolicy.from_processor(processor)
+        self.policy = _video_processor(processor).frame_policy
         self.num_skipped = 0
         self._rng = random.Random(seed)
 

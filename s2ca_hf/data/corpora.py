@@ -31,15 +31,13 @@ from dataclasses import dataclass
 from datasets import Dataset, DatasetInfo, Features, Sequence, Value
 
 from ..utils import walk_once
+from ..video_io import VIDEO_EXTENSIONS
 
 
 logger = logging.getLogger(__name__)
 
 CORPORA = ("msrvtt", "msvd", "didemo", "activitynet", "synthetic")
 EVAL_SPLITS = ("val", "test", "compositional")
-VIDEO_EXTENSIONS = (
-    ".mp4", ".webm", ".avi", ".mkv", ".mov", ".m4v", ".3gp", ".mpg", ".mpeg", ".wmv", ".flv", ".ogv", ".ts",
-)  # fmt: skip
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 FEATURES = Features(

@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ..tiny import encode_frames
+from ..video_io import encode_frames
 
 
 COMPOSITIONAL_CSV = "MSRVTT_compositional_test.csv"

@@ -68,40 +68,26 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 def decode_for_index(processor, path: str, start: float | None = None, end: float | None = None):
     """Model inputs for one video file, `(1, F, 3, H, W)` pixels and `(1, F)` frame mask, and its metadata.
 
-    The frames are picked by the processor's own policy (`sample_frames`; with a time window, the same policy cut
-    to the window), decoded with PyAV, and passed to the processor as frames that are already sampled, so the
-    pixels are exactly those of `processor(videos=[path])`. Raises `FileNotFoundError`/`ValueError` naming the file.
+    The frames are those of the processor's frame policy (with a time window, the same policy cut to the window),
+    decoded by `read_frames` and passed to the processor as frames that are already sampled, so the pixels are
+    exactly those of `processor(videos=[path])` and of the frame cache. Raises `FileNotFoundError`/`ValueError`
+    naming the file.
     """
-    from s2ca_hf.video_processing_s2ca import decode_video_frames, select_frame_indices
+    from s2ca_hf.video_io import read_frames
 
     video_processor = processor.video_processor
-    if start is None and end is None:
-        sample = video_processor.sample_frames
-    else:
-
-        def sample(metadata, **kwargs):
-            return select_frame_indices(
-                metadata.total_num_frames,
-                metadata.fps,
-                max_frames=video_processor.max_frames,
-                sample_fps=video_processor.sample_fps,
-                slice_framepos=video_processor.slice_framepos,
-                frame_sampling=video_processor.frame_sampling,
-                start_time=start,
-                end_time=end,
-            )
-
-    frames, metadata = decode_video_frames(path, sample)
+    clip = read_frames(path, video_processor.frame_policy, start, end)
     try:
-        inputs = processor(videos=[frames], return_tensors="pt")
+        inputs = processor(videos=[clip.real_frames], return_tensors="pt")
     except Exception as error:  # a frame size or layout the image pipeline rejects: skip this video, name it
         raise ValueError(f"Could not process the frames of {path}: {error}") from error
+    height, width = clip.frames.shape[1:3]
     info = {
-        "duration": None if metadata.duration is None else float(metadata.duration),
-        "num_frames": int(metadata.total_num_frames),
-        "fps": None if metadata.fps is None else float(metadata.fps),
-        "width": None if metadata.width is None else int(metadata.width),
-        "height": None if metadata.height is None else int(metadata.height),
+        "duration": clip.num_video_frames / clip.fps,
+        "num_frames": int(clip.num_video_frames),
+        "fps": float(clip.fps),
+        "width": int(width),
+        "height": int(height),
         "sampled_frames": int(inputs["frame_mask"].sum()),
     }
     return inputs["pixel_values_videos"], inputs["frame_mask"], info

@@ -7,7 +7,6 @@ A model may search an index only if its vectors are comparable with the stored o
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from typing import Any
 
@@ -34,25 +33,6 @@ _VOLATILE_CONFIG_KEYS = frozenset(
         "return_dict",
         "use_cache",
     }
-)
-
-# The video processor fields that decide which frames are read and how their pixels are made.
-_FRAME_POLICY_KEYS = (
-    "max_frames",
-    "sample_fps",
-    "slice_framepos",
-    "frame_sampling",
-    "size",
-    "crop_size",
-    "do_resize",
-    "do_center_crop",
-    "resample",
-    "do_rescale",
-    "rescale_factor",
-    "do_normalize",
-    "image_mean",
-    "image_std",
-    "do_convert_rgb",
 )
 
 
@@ -97,11 +77,9 @@ def model_fingerprint(model, name_or_path: str | None = None, revision: str | No
 
 
 def frame_policy(processor) -> dict[str, Any]:
-    """The video processor's frame sampling and pixel settings, JSON-ready."""
+    """Which frames are read (`FramePolicy`) and how their pixels are made (resize, crop, scaling), JSON-ready."""
     video_processor = getattr(processor, "video_processor", processor)
-    fields = video_processor.to_dict()
-    policy = {key: fields[key] for key in _FRAME_POLICY_KEYS if key in fields}
-    return json.loads(json.dumps(policy, default=lambda v: int(v) if hasattr(v, "__int__") else str(v)))
+    return {**video_processor.frame_policy.to_dict(), **video_processor.pixel_settings()}
 
 
 def text_settings(processor) -> dict[str, Any]:

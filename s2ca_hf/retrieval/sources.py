@@ -8,14 +8,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..utils import walk_once
+from ..video_io import VIDEO_EXTENSIONS
 from .errors import EmptyCollectionError, VideoIndexError
-
-
-# Extensions PyAV/FFmpeg commonly decode; compared case-insensitively. Other files in the folder are ignored.
-VIDEO_EXTENSIONS = (
-    ".3gp", ".avi", ".flv", ".m2ts", ".m4v", ".mkv", ".mov", ".mp4", ".mpeg", ".mpg", ".mts", ".ogv", ".ts",
-    ".webm", ".wmv",
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
