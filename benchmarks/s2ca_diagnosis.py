@@ -80,7 +80,16 @@ ROUND_1 = list(VARIANTS)[:10]
 ROUND_2 = list(VARIANTS)[10:13]
 ROUND_3 = list(VARIANTS)[13:19]
 ROUND_4 = list(VARIANTS)[19:23]
-ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4}
+# Round 5: the reference, today's default and the three best S2CA variants on val (rounds 1, 3, 4), on 3 seeds
+# (seed 0 reused from those rounds with --reuse).
+ROUND_5 = [
+    "seqTransf (no concepts, reference)",
+    "usage weights (hard Gumbel)",
+    "soft allocation",
+    "soft + K = 16",
+    "soft + separate+combined loss",
+]
+ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5}
 
 
 def mean_std(values: list[float | None]) -> dict | None:
