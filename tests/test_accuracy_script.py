@@ -29,6 +29,7 @@ def tiny_corpus_and_clip(tmp_path_factory):
     return corpus, pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
 
 
+@pytest.mark.slow
 def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
     methods = ["CLIP zero-shot (no fine-tuning)", "meanP", "S2CA (full)"]
@@ -83,6 +84,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]
 
 
+@pytest.mark.slow
 def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
     variants = ["default: hard Gumbel, tau 1, K 8, patches", "soft allocation"]

@@ -179,6 +179,7 @@ print("cached", len(cache))
 """
 
 
+@pytest.mark.slow
 def test_workers_forked_after_torch_ran_do_not_hang(tmp_path):
     # train.py pretrains the small CLIP (torch's OpenMP team is up), then builds the frame cache with forked
     # workers: their first parallel kernel used to wait forever for the parent's threads (a deadlock in libgomp).

@@ -31,6 +31,7 @@ def tree(folder) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_same_seed_same_bytes_whatever_the_processes(tmp_path):
     one = tree(generate_synthetic_corpus(tmp_path / "a", seed=5, num_proc=1, **SMALL))
     two = tree(generate_synthetic_corpus(tmp_path / "b", seed=5, num_proc=2, **SMALL))
@@ -41,6 +42,7 @@ def test_same_seed_same_bytes_whatever_the_processes(tmp_path):
     assert other["videos/video0.mp4"] != one["videos/video0.mp4"]
 
 
+@pytest.mark.slow
 def test_same_bytes_after_the_process_decoded_and_trained(tmp_path):
     # The full suite once made libx264 write other bytes for the same frames (its threaded lookahead, and frames
     # without timestamps); whatever the process did before, the same seed must write the same bytes.

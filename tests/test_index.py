@@ -220,6 +220,7 @@ def test_python_api_searches_texts_and_vectors(built):
     ]
 
 
+@pytest.mark.slow
 def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model, tmp_path, monkeypatch):
     model, processor, fingerprint = load_model_and_processor(saved_model)
     folder = tmp_path / "videos"
@@ -308,6 +309,7 @@ debug_launcher(index_main, args=(argv,), num_processes=2)
 """
 
 
+@pytest.mark.slow
 def test_two_processes_each_encode_their_share(saved_model, video_folder, tmp_path):
     pytest.importorskip("accelerate")
     single, double, log = tmp_path / "single", tmp_path / "double", tmp_path / "writers.txt"

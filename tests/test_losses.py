@@ -50,6 +50,7 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("allocation", ["soft", "gumbel", "soft+concepts"])
 def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, allocation):
     # A real launch, not a fork of this process (forking after torch ran can deadlock its thread pools).

@@ -72,6 +72,7 @@ def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:
 # --- the smoke run -----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp_path):
     from transformers import AutoModel, AutoProcessor
 
@@ -103,6 +104,7 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
 # --- distributed -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, tmp_path):
     # Soft allocation (no Gumbel noise) and Reconstruct masking every token (no random mask): the only randomness
     # left is the data order, which is the same global batch in both runs.
@@ -128,6 +130,7 @@ def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, t
 # --- exact resume ------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
     # 40 pairs / batch 4 = 10 batches, 5 steps of 2 accumulated batches per epoch: 8 steps cross an epoch boundary.
     # The killed run dies right after logging step 5 (checkpoint-3 is the latest complete one, step 4-5 are lost).
@@ -152,6 +155,7 @@ def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
     assert all(torch.equal(a[key], b[key]) for key in a)
 
 
+@pytest.mark.slow
 def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
     output = tmp_path / "run"
     staging = output / "checkpoints" / ".staging-7"
@@ -165,6 +169,7 @@ def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
         train.main(tiny_args(tiny, output, "--resume_from_checkpoint", str(staging)))
 
 
+@pytest.mark.slow
 def test_a_second_run_in_the_same_output_dir_is_refused_or_replaces_the_first(tiny, tmp_path):
     output = tmp_path / "run"
     train.main(tiny_args(tiny, output, "--max_steps", "2", "--eval_strategy", "no"))
