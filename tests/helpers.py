@@ -1,5 +1,7 @@
 """Test-only helpers; the tiny model, tokenizer and clip builders live in `s2ca_hf.tiny`."""
 
+import socket
+
 import numpy as np
 
 
@@ -34,3 +36,10 @@ def frame_numbers(frames) -> list[int]:
     """The frame index drawn into each of `(n, H, W, 3)` frames by `write_numbered_video`."""
     frames = np.asarray(frames, dtype=np.float64)
     return [int(round(frame.mean() / BRIGHTNESS_STEP)) for frame in frames]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for a launcher or a local server)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

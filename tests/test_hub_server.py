@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -25,7 +24,7 @@ import numpy as np
 import push_to_hub
 import pytest
 import torch
-from helpers import numbered_frames
+from helpers import free_port, numbered_frames
 from hub_helpers import EXPORTED_FILES, save_trained_tiny_model, sha256_of, write_results
 
 from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline
@@ -71,12 +70,6 @@ def olah_cli(request, tmp_path_factory) -> str:
             pytest.fail(f"Installing olah=={OLAH_VERSION} into {venv} took more than {INSTALL_TIMEOUT_S} s")
         done.write_text(OLAH_VERSION)
     return str(cli)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def http_status(url: str) -> int | None:

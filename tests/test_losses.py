@@ -1,7 +1,6 @@
 """The global-batch loss: one process equals the model's own loss; two processes equal one over the same batch."""
 
 import json
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import make_inputs
+from helpers import free_port
 from losses import S2CALoss
 
 from s2ca_hf import S2CAModel
@@ -42,12 +42,6 @@ def test_one_process_equals_the_models_local_loss(overrides):
     assert torch.allclose(result.balance, outputs.balance_loss.detach(), atol=1e-6)
     assert (result.per_concept is None) == ("concept_contrastive_weight" not in overrides)
     assert (result.routing_agreement is None) == ("routing_agreement_weight" not in overrides)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.mark.slow

@@ -4,7 +4,6 @@ against one, exact resume after SIGKILL, the ATR terms, the recipes and their va
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ import pretrain_clip
 import pytest
 import torch
 import train
+from helpers import free_port
 from safetensors.torch import load_file
 
 from s2ca_hf import S2CAModel
@@ -54,12 +54,6 @@ def tiny_args(tiny, output_dir, *extra: str) -> list[str]:
 
 def history(output_dir) -> list[dict]:
     return [json.loads(line) for line in (Path(output_dir) / "log_history.jsonl").read_text().splitlines()]
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def run(command: list[str], expect: int = 0) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from losses import gather_with_grad
+from losses import gather_global_batch, scale_for_global_loss
 from torch import nn
 from transformers import CLIPModel
 
@@ -202,12 +202,11 @@ class ATRLoss(nn.Module):
         loss = value = torch.zeros((), device=teacher.text.device)
         terms = {}
         if self.weights["align"]:
-            text = gather_with_grad(result.outputs.text_instance_embeds, self.rank, world)
-            video = gather_with_grad(result.outputs.video_instance_embeds, self.rank, world)
-            teacher_text = gather_with_grad(teacher.text, self.rank, world)
-            teacher_video = gather_with_grad(teacher.video, self.rank, world)
-            scale = student.logit_scale_value()
-            scale = scale / world + (scale * (1 - 1 / world)).detach()  # see S2CALoss: complete on every process
+            text = gather_global_batch(result.outputs.text_instance_embeds, self.rank, world)
+            video = gather_global_batch(result.outputs.video_instance_embeds, self.rank, world)
+            teacher_text = gather_global_batch(teacher.text, self.rank, world)
+            teacher_video = gather_global_batch(teacher.video, self.rank, world)
+            scale = scale_for_global_loss(student.logit_scale_value(), world)
             student_logits = scale * (text @ video.t()).float()
             teacher_logits = TEACHER_SCALE * teacher_text @ teacher_video.t()
             kl = dict(log_target=True, reduction="batchmean")

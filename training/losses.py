@@ -25,8 +25,9 @@ from s2ca_hf.modeling_s2ca import (
 )
 
 
-def gather_with_grad(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
-    """Concatenates `tensor` from every process along dim 0; this process's slice stays differentiable.
+def gather_global_batch(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Concatenates `tensor` from every process along dim 0; this process's slice stays differentiable, the others
+    are constants (open_clip's `gather_features` with `gather_with_grad=False`, the own slice put back).
 
     Every process must pass the same shape (same local batch size: drop the last incomplete batch).
     """
@@ -42,7 +43,13 @@ def sum_with_grad(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Ten
     """The sum of `tensor` over processes, differentiable through this process's term."""
     if world_size == 1:
         return tensor
-    return gather_with_grad(tensor.unsqueeze(0), rank, world_size).sum(dim=0)
+    return gather_global_batch(tensor.unsqueeze(0), rank, world_size).sum(dim=0)
+
+
+def scale_for_global_loss(scale: torch.Tensor, world_size: int) -> torch.Tensor:
+    """`exp(logit_scale)` multiplies the whole global matrix, so its gradient is already complete on every process:
+    pre-divide that gradient by the process count that scales the loss (same value, 1/world_size of the gradient)."""
+    return scale / world_size + (scale * (1 - 1 / world_size)).detach()
 
 
 @dataclass
@@ -72,7 +79,7 @@ class S2CALoss(nn.Module):
         self.world_size = world_size
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        return gather_with_grad(tensor, self.rank, self.world_size)
+        return gather_global_batch(tensor, self.rank, self.world_size)
 
     def forward(self, model: S2CAModel, outputs: S2CAOutput) -> S2CALossOutput:
         """`model` is the unwrapped S2CAModel (its config, logit scale and prototypes); `outputs` its forward output
@@ -92,10 +99,7 @@ class S2CALoss(nn.Module):
                 self.gather(outputs.video_concepts.concept_weights),
                 config.concept_weighting,
             )
-        # exp(logit_scale) multiplies the whole global matrix, so its gradient is already complete on every process:
-        # pre-divide it by the process count that scales the loss below (same value, 1/world_size of the gradient).
-        scale = model.logit_scale_value()
-        scale = scale / self.world_size + (scale * (1 - 1 / self.world_size)).detach()
+        scale = scale_for_global_loss(model.logit_scale_value(), self.world_size)
         retrieval = model.retrieval_loss(instance, concept, scale=scale)
         # Terms that depend on this process's features: their gradient is summed over processes by the
         # scaling below (DDP averages it).
