@@ -2,7 +2,8 @@
 PyAV). The model files never import this package; it is not pushed to the Hub."""
 
 from ..video_io import FramePolicy, VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
-from .cache import FrameCache, VideoTextCollator, build_frame_cache, default_cache_dir
+from .cache import FrameCache, build_frame_cache, default_cache_dir
+from .collator import VideoTextCollator
 from .corpora import (
     CORPORA,
     CorpusFormatError,
