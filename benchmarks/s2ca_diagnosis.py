@@ -100,7 +100,8 @@ def mean_std(values: list[float | None]) -> dict | None:
 
 def markdown(report: dict) -> str:
     lines = [
-        "# S2CA diagnosis: one switch at a time (S2CA without ATR)",
+        f"# S2CA diagnosis, {report.get('name', 's2ca_diagnosis').replace('s2ca_diagnosis_', '')}: one switch at a "
+        "time (S2CA without ATR)",
         "",
         accuracy.header(report),
         "",
@@ -175,7 +176,7 @@ def main(argv: list[str] | None = None) -> dict:
             }
         )
         # Written after every variant, so that a long round's finished rows are never lost.
-        report = {"rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
+        report = {"name": args.name, "rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
         accuracy.save_report(report, args.name, argv, args.out, markdown, script="benchmarks/s2ca_diagnosis.py")
     return report
 
