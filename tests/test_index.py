@@ -723,3 +723,13 @@ def test_the_index_and_the_frame_cache_take_the_same_frames_of_a_clip_window(tmp
     assert frame_mask.tolist() == [cached["frame_mask"]] == [[1, 1, 1, 1]]
     brightness = (frames.float().mean(dim=(1, 2, 3)) / BRIGHTNESS_STEP).round().tolist()
     assert all(20 <= b <= 31 for b in brightness), brightness  # inside the window
+
+
+def test_a_cosine_or_normalising_search_is_refused():
+    vectors = torch.randn(5, 8)
+    with pytest.raises(ValueError, match="not unit vectors"):
+        exact_search(vectors[:1], vectors, k=2, metric="cosine")
+    with pytest.raises(ValueError, match="normalises the vectors"):
+        build_faiss_index(vectors, 8, "L2norm,Flat")
+    with pytest.raises(ValueError, match="not unit vectors"):
+        build_faiss_index(vectors, 8, metric="cosine")

@@ -12,6 +12,18 @@ from collections.abc import Iterable
 import torch
 
 
+COSINE_REFUSED = (
+    "phi and psi are not unit vectors (their norm depends on the concepts an item uses) and S2CA's score is their "
+    "plain inner product: a cosine or normalised vectors would rank differently."
+)
+
+
+def check_metric(metric: str) -> None:
+    """Only the inner product is S2CA's score; anything else is refused rather than silently re-ranking."""
+    if metric not in ("inner_product", "ip", "dot"):
+        raise ValueError(f"metric={metric!r} is not supported: {COSINE_REFUSED} Use metric='inner_product'.")
+
+
 def _merge_topk(
     best: tuple[torch.Tensor, torch.Tensor] | None, scores: torch.Tensor, indices: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,6 +50,7 @@ def exact_search(
     query_batch_size: int = 1024,
     device: str | torch.device | None = None,
     half_products: bool | None = None,
+    metric: str = "inner_product",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k rows of `queries @ vectors.T` by chunked matrix products: `(Q, k)` float32 scores and int64 rows.
 
@@ -52,6 +65,7 @@ def exact_search(
     reorders a near-tie across the candidate cut. On the CPU, half-precision chunks are computed in float32
     (`half_products` forces either way). Ties are ordered by row number.
     """
+    check_metric(metric)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
     if isinstance(vectors, torch.Tensor):
@@ -151,6 +165,7 @@ def build_faiss_index(
     factory: str = "SQfp16",
     train_size: int = 262144,
     add_batch: int = 16384,
+    metric: str = "inner_product",
 ):
     """A FAISS inner-product index over the vectors, added chunk by chunk (float32 copies are one chunk at a time).
 
@@ -158,6 +173,9 @@ def build_faiss_index(
     Approximate factories (`"IVF4096,SQfp16"`, `"HNSW32"`, ...) are for collections past a few million videos;
     they are trained on the first `train_size` vectors.
     """
+    check_metric(metric)
+    if "l2norm" in factory.lower():
+        raise ValueError(f"The FAISS factory {factory!r} normalises the vectors: {COSINE_REFUSED}")
     faiss = _import_faiss()
     try:
         index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
