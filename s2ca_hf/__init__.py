@@ -2,7 +2,9 @@
 
 Importing the package registers `S2CAConfig`, `S2CAModel`, `S2CAVideoProcessor` and `S2CAProcessor` with the Auto
 classes and the `"video-text-retrieval"` pipeline, so `AutoModel.from_pretrained(folder)` and
-`pipeline("video-text-retrieval", model=folder)` work without `trust_remote_code` for pip users.
+`pipeline("video-text-retrieval", model=folder)` work without `trust_remote_code` for pip users. It also registers
+them for auto classes, so every `save_pretrained` / `push_to_hub` writes the model code and an `auto_map` next to
+the weights: any saved folder loads with `trust_remote_code=True` where the package is not installed.
 """
 
 from transformers import AutoConfig, AutoModel, AutoProcessor, AutoVideoProcessor
@@ -59,6 +61,8 @@ def register_for_auto_class() -> None:
     # copy `pipeline_s2ca.py` and write `custom_pipelines` (see `training/push_to_hub.py`).
     register_pipeline()
 
+
+register_for_auto_class()
 
 __all__ = [
     "S2CAConceptOutput",

@@ -91,6 +91,11 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
         metrics = results["final_metrics"][split]
         assert 0 <= metrics["text_to_video"]["R@1"] <= 100 and metrics["video_to_text"]["MdR"] >= 1
     assert results["best_model"] and (output / "best" / "model.safetensors").is_file()
+    # Both saved models carry their code, so they load with trust_remote_code where s2ca_hf is not installed.
+    for folder in ("final", "best"):
+        config = json.loads((output / folder / "config.json").read_text())
+        assert config["auto_map"]["AutoModel"] == "modeling_s2ca.S2CAModel"
+        assert (output / folder / "modeling_s2ca.py").is_file() and (output / folder / "video_io.py").is_file()
     assert [record["step"] for record in history(output)] == [1, 2, 3, 4]
     assert all(torch.isfinite(torch.tensor(record["loss"])) for record in history(output))
 
