@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> dict:
     inputs = processor(text=[args.caption], videos=[video_path], return_tensors="pt")
     with torch.inference_mode():
         out = model(**inputs)
-        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     score = float(phi @ psi.t())
     config = model.config
     print("S2CA demo: a tiny, untrained model (random weights), so the score itself is meaningless.")

@@ -27,6 +27,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 from transformers import CLIPModel, CLIPTextModel, CLIPVisionModel, PreTrainedModel
 from transformers.activations import ACT2FN
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.utils import ModelOutput
 
 from .configuration_s2ca import S2CAConfig
@@ -118,9 +119,9 @@ class S2CAOutput(_NestedModelOutput):
     logits_per_video (`torch.FloatTensor` of shape `(V, T)`):
         The transpose of `logits_per_text`.
     text_embeds (`torch.FloatTensor` of shape `(T, E)`):
-        phi(text), as `get_text_features` returns it.
+        phi(text), the `pooler_output` of `get_text_features`.
     video_embeds (`torch.FloatTensor` of shape `(V, E)`):
-        psi(video), as `get_video_features` returns it.
+        psi(video), the `pooler_output` of `get_video_features`.
     text_instance_embeds (`torch.FloatTensor` of shape `(T, D)`):
         The normalised instance text features t.
     video_instance_embeds (`torch.FloatTensor` of shape `(V, D)`):
@@ -524,9 +525,9 @@ class S2CAModel(S2CAPreTrainedModel):
     r"""
     S2CA for text-video retrieval: CLIP text and vision towers, a temporal module over frames, and K concept prototypes
     shared by both modalities. A text and a video each become an instance feature and K concept features; the score
-    is `s_inst + concept_score_weight * s_con`, and it factorises as
-    `get_text_features(...) @ get_video_features(...).T`, so that videos can be encoded once and searched with a dot
-    product.
+    is `s_inst + concept_score_weight * s_con`, and it factorises as phi @ psi.T with phi and psi the
+    `pooler_output` of `get_text_features` and `get_video_features`, so that videos can be encoded once and searched
+    with a dot product.
 
     Example:
 
@@ -751,29 +752,37 @@ class S2CAModel(S2CAPreTrainedModel):
             model_output=outputs,
         )
 
-    def get_text_features(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs):
+    def get_text_features(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         r"""
-        Returns phi(text), `(T, E)` with E = `config.embedding_dim`: D (1 + K) with usage weights (the default),
+        Returns a [`BaseModelOutputWithPooling`] whose `pooler_output` is phi(text), `(T, E)` with E =
+        `config.embedding_dim` (the transformers v5 convention of `CLIPModel.get_text_features`); `last_hidden_state`,
+        `hidden_states` and `attentions` are the CLIP text tower's. E is D (1 + K) with usage weights (the default),
         D (1 + 2K) with uniform weights, D without concepts.
 
         Layout (D = `projection_dim`, K = `num_concepts`), t the normalised instance feature, c_k the normalised
         concept features (zero if empty): with `concept_weighting="usage"`, `[t (D) ; sqrt(lambda_e) * a_k * c_k for
         k = 1..K (K*D)]`, a_k = sqrt(share of the text's tokens in k); with `"uniform"`, r = sqrt(lambda_e / 2),
-        `[t ; r * alpha_k * c_k for k = 1..K ; r * c_k for k = 1..K]`. `get_text_features(...) @
-        get_video_features(...).T` is the retrieval score (unscaled). The vector is not unit-norm: compare with a
+        `[t ; r * alpha_k * c_k for k = 1..K ; r * c_k for k = 1..K]`. `phi @ psi.T` (both
+        `pooler_output`s) is the retrieval score (unscaled). The vector is not unit-norm: compare with a
         plain inner product, never a cosine.
 
         Example:
 
         ```python
-        >>> phi = model.get_text_features(**processor(text=["a dog runs"], return_tensors="pt"))
+        >>> phi = model.get_text_features(**processor(text=["a dog runs"], return_tensors="pt")).pooler_output
         ```
         """
-        return self.encode_text(input_ids, attention_mask, **kwargs).embeds
+        return _features_output(self.encode_text(input_ids, attention_mask, **kwargs))
 
-    def get_video_features(self, pixel_values_videos: torch.Tensor, frame_mask: torch.Tensor | None = None, **kwargs):
+    def get_video_features(
+        self, pixel_values_videos: torch.Tensor, frame_mask: torch.Tensor | None = None, **kwargs
+    ) -> BaseModelOutputWithPooling:
         r"""
-        Returns psi(video), `(V, E)`: `[v (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K]` with usage weights;
+        Returns a [`BaseModelOutputWithPooling`] whose `pooler_output` is psi(video), `(V, E)` (`last_hidden_state`
+        and the rest: the vision tower's, over the real frames of the batch). psi is
+        `[v (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K]` with usage weights;
         `[v ; r * c_k for k = 1..K ; r * alpha_k * c_k for k = 1..K]` with uniform ones, whose two concept blocks are
         in the opposite order to `get_text_features`, so that the dot product pairs the text's weighted concepts with
         the video's plain ones and the reverse. Store it once per video.
@@ -781,10 +790,10 @@ class S2CAModel(S2CAPreTrainedModel):
         Example:
 
         ```python
-        >>> psi = model.get_video_features(**processor(videos=["clip.mp4"], return_tensors="pt"))
+        >>> psi = model.get_video_features(**processor(videos=["clip.mp4"], return_tensors="pt")).pooler_output
         ```
         """
-        return self.encode_video(pixel_values_videos, frame_mask, **kwargs).embeds
+        return _features_output(self.encode_video(pixel_values_videos, frame_mask, **kwargs))
 
     @staticmethod
     def score(text_embeds: torch.Tensor, video_embeds: torch.Tensor) -> torch.Tensor:
@@ -918,6 +927,16 @@ class S2CAModel(S2CAPreTrainedModel):
             vision_model_output=video.model_output,
         )
         return output if return_dict else output.to_tuple()
+
+
+def _features_output(encoded: S2CAEncoderOutput) -> BaseModelOutputWithPooling:
+    tower = encoded.model_output
+    return BaseModelOutputWithPooling(
+        last_hidden_state=getattr(tower, "last_hidden_state", None),
+        pooler_output=encoded.embeds,
+        hidden_states=getattr(tower, "hidden_states", None),
+        attentions=getattr(tower, "attentions", None),
+    )
 
 
 __all__ = [

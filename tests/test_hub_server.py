@@ -161,8 +161,8 @@ CHILD = textwrap.dedent(
     inputs = processor(text=spec["texts"], videos=[frames, spec["video"]], return_tensors="pt")
     with torch.inference_mode():
         out = model(**inputs)
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     card = ModelCard.load(hf_hub_download(repo_id, "README.md", revision=revision))
     torch.save({"inputs": dict(inputs), "text_embeds": text, "video_embeds": video, "logits": out.logits_per_text,
                 "texts_for_video": pipe(spec["video"], candidate_labels=spec["texts"]),

@@ -99,9 +99,9 @@ def direct_scores(model_folder, video_paths, texts):
     model, processor, _ = load_model_and_processor(model_folder)
     with torch.inference_mode():
         text_inputs = processor(text=texts, return_tensors="pt")
-        phi = model.get_text_features(text_inputs["input_ids"], text_inputs["attention_mask"])
+        phi = model.get_text_features(text_inputs["input_ids"], text_inputs["attention_mask"]).pooler_output
         video_inputs = processor(videos=list(video_paths), return_tensors="pt")
-        psi = model.get_video_features(video_inputs["pixel_values_videos"], video_inputs["frame_mask"])
+        psi = model.get_video_features(video_inputs["pixel_values_videos"], video_inputs["frame_mask"]).pooler_output
     return phi, psi
 
 

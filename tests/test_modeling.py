@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from conftest import make_inputs
 from transformers import AutoModel, CLIPConfig, CLIPModel
+from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
 from s2ca_hf.modeling_s2ca import concept_usage, routing_agreement_loss, sinkhorn
@@ -136,8 +137,8 @@ def test_logit_scale_initialised_from_config():
 def test_feature_dot_product_equals_direct_score(model, inputs):
     with torch.no_grad():
         out = model(**inputs)
-        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     # A text with one non-empty concept would not tell the two concept blocks of phi apart: make sure there is more.
     assert ((out.text_concepts.token_counts > 0).sum(1) >= 2).any()
     direct = out.text_instance_embeds @ out.video_instance_embeds.t() + reference_concept_score(out)
@@ -151,8 +152,8 @@ def test_concept_score_weight_scales_the_concept_part(inputs):
     heavy = seeded_model(tiny_config(concept_score_weight=3.0))
     with torch.no_grad():
         out_base, out_heavy = base(**inputs), heavy(**inputs)
-        phi = heavy.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        psi = heavy.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        phi = heavy.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        psi = heavy.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     expected = out_base.instance_similarity + 3.0 * out_base.concept_similarity
     assert torch.allclose(out_heavy.logits_per_text / heavy.logit_scale_value(), expected, atol=1e-5)
     assert torch.allclose(phi @ psi.t(), expected, atol=1e-5)
@@ -365,8 +366,8 @@ def test_usage_weights_factorise_and_ignore_one_sided_concepts(inputs):
     model.eval()
     with torch.no_grad():
         out = model(**inputs)
-        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     config = model.config
     assert phi.shape[1] == psi.shape[1] == config.embedding_dim == config.projection_dim * (1 + config.num_concepts)
     assert torch.allclose(phi @ psi.t() * model.logit_scale_value(), out.logits_per_text, atol=1e-4)
@@ -500,13 +501,15 @@ def test_extra_padded_frames_change_nothing(model, inputs):
 
 def test_features_do_not_depend_on_the_batch_in_eval(model, inputs):
     with torch.no_grad():
-        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        phi = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        psi = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
         for i in range(3):
-            alone_phi = model.get_text_features(inputs["input_ids"][i : i + 1], inputs["attention_mask"][i : i + 1])
+            alone_phi = model.get_text_features(
+                inputs["input_ids"][i : i + 1], inputs["attention_mask"][i : i + 1]
+            ).pooler_output
             alone_psi = model.get_video_features(
                 inputs["pixel_values_videos"][i : i + 1], inputs["frame_mask"][i : i + 1]
-            )
+            ).pooler_output
             assert torch.allclose(alone_phi[0], phi[i], atol=1e-5)
             assert torch.allclose(alone_psi[0], psi[i], atol=1e-5)
 
@@ -739,3 +742,14 @@ def test_bfloat16_forward_and_backward(inputs):
     assert torch.isfinite(out.loss)
     out.loss.backward()
     assert model.concepts.prototypes.grad is not None
+
+
+def test_features_follow_the_v5_convention_pooler_output(model, inputs):
+    with torch.no_grad():
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
+        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        out = model(**inputs)
+    assert isinstance(text, BaseModelOutputWithPooling) and isinstance(video, BaseModelOutputWithPooling)
+    assert torch.equal(text.pooler_output, out.text_embeds) and torch.equal(video.pooler_output, out.video_embeds)
+    assert torch.equal(text.last_hidden_state, out.text_model_output.last_hidden_state)
+    assert torch.equal(video.last_hidden_state, out.vision_model_output.last_hidden_state)

@@ -413,8 +413,8 @@ PARITY_CHILD = textwrap.dedent(
     inputs = processor(text=spec["texts"], videos=videos, return_tensors="pt")
     with torch.inference_mode():
         out = model(**inputs)
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     pipe = pipeline(model=folder, trust_remote_code=True)
     ranking = pipe(videos[0], candidate_labels=spec["texts"])
     torch.save({**dict(inputs), "text_embeds": text, "video_embeds": video, "logits_per_text": out.logits_per_text,
@@ -441,8 +441,8 @@ def reference_outputs(model: S2CAModel, processor: S2CAProcessor, texts: list[st
     inputs = processor(text=texts, videos=videos, return_tensors="pt")
     with torch.inference_mode():
         out = model(**inputs)
-        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"])
-        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"])
+        text = model.get_text_features(inputs["input_ids"], inputs["attention_mask"]).pooler_output
+        video = model.get_video_features(inputs["pixel_values_videos"], inputs["frame_mask"]).pooler_output
     ranking = VideoTextRetrievalPipeline(model=model, processor=processor)(videos[0], candidate_labels=texts)
     return {
         **dict(inputs),

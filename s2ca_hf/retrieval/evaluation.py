@@ -26,7 +26,9 @@ def encode_texts(
     chunks = []
     for start in tqdm(range(0, len(texts), batch_size), desc="encode texts", disable=not progress, unit="batch"):
         batch = processor(text=list(texts[start : start + batch_size]), return_tensors="pt", max_length=max_length)
-        embeds = model.get_text_features(batch["input_ids"].to(device), batch["attention_mask"].to(device))
+        embeds = model.get_text_features(
+            batch["input_ids"].to(device), batch["attention_mask"].to(device)
+        ).pooler_output
         chunks.append(embeds.float().cpu())
     if not chunks:
         raise ValueError("No text to encode.")
@@ -46,7 +48,7 @@ def encode_videos(model, batches: Iterable[dict], total: int | None = None, prog
             pixels = batch["pixel_values_videos"].to(device=device, dtype=dtype)
             frame_mask = batch.get("frame_mask")
             frame_mask = None if frame_mask is None else frame_mask.to(device)
-            chunks.append(model.get_video_features(pixels, frame_mask).float().cpu())
+            chunks.append(model.get_video_features(pixels, frame_mask).pooler_output.float().cpu())
             bar.update(pixels.shape[0])
     if not chunks:
         raise ValueError("No video to encode.")
