@@ -4,6 +4,9 @@ from transformers import BatchFeature
 from transformers.processing_utils import ProcessorMixin
 
 
+TEXT_KWARGS = ("padding", "truncation", "pad_to_multiple_of", "add_special_tokens")
+
+
 class S2CAProcessor(ProcessorMixin):
     r"""
     Pairs a CLIP tokenizer with an [`S2CAVideoProcessor`]. `processor(text=..., videos=..., return_tensors="pt")`
@@ -32,10 +35,17 @@ class S2CAProcessor(ProcessorMixin):
         self.max_text_length = max_text_length
         super().__init__(video_processor, tokenizer, **kwargs)
 
-    def __call__(self, text=None, videos=None, return_tensors=None, max_length: int | None = None, **video_kwargs):
-        """Tokenizes `text` (a string or a list) and/or processes `videos` (paths or decoded frames)."""
+    def __call__(self, text=None, videos=None, return_tensors=None, max_length: int | None = None, **kwargs):
+        """Tokenizes `text` (a string or a list) and/or processes `videos` (paths or decoded frames).
+
+        Tokenizer arguments (`padding`, `truncation`, `pad_to_multiple_of`, `add_special_tokens`) go to the
+        tokenizer, whether or not videos are given; every other keyword goes to the video processor."""
         if text is None and videos is None:
             raise ValueError("S2CAProcessor needs `text`, `videos`, or both.")
+        text_kwargs = {key: kwargs.pop(key) for key in TEXT_KWARGS if key in kwargs}
+        video_kwargs = kwargs
+        if text is None and text_kwargs:
+            raise ValueError(f"{sorted(text_kwargs)} apply to `text`, and no text was given.")
         data = {}
         if text is not None:
             texts = [text] if isinstance(text, str) else list(text)
@@ -43,8 +53,7 @@ class S2CAProcessor(ProcessorMixin):
                 raise TypeError("`text` must be a string or a list of strings.")
             encoded = self.tokenizer(
                 texts,
-                padding=True,
-                truncation=True,
+                **{"padding": True, "truncation": True, **text_kwargs},
                 max_length=max_length or self.max_text_length,
                 return_attention_mask=True,
             )

@@ -142,6 +142,34 @@ class S2CAVideoProcessor(BaseVideoProcessor):
         super().__init__(**kwargs)
         check_frame_policy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
 
+    def preprocess(self, videos, **kwargs) -> BatchFeature:
+        """transformers' `VideosKwargs` mapped onto the CLIP4Clip policy: `num_frames=N` is `max_frames=N` (at most N
+        frames, or exactly N with X-Pool), `fps=r` is `sample_fps=r` (whole frames per second, CLIP4Clip only);
+        `do_pad` has no meaning here (videos are always padded to `max_frames` with `frame_mask` 0) and is refused."""
+        num_frames, fps = kwargs.pop("num_frames", None), kwargs.pop("fps", None)
+        if kwargs.pop("do_pad", None) is not None:
+            raise ValueError("`do_pad` is not an option of S2CAVideoProcessor: videos are always padded to "
+                             "`max_frames` with `frame_mask` 0.")  # fmt: skip
+        if num_frames is not None:
+            if not isinstance(num_frames, int) or isinstance(num_frames, bool) or num_frames < 1:
+                raise ValueError(f"`num_frames` must be an integer >= 1 (it sets `max_frames`), got {num_frames!r}.")
+            if kwargs.get("max_frames") not in (None, num_frames):
+                raise ValueError(
+                    f"`num_frames={num_frames}` and `max_frames={kwargs['max_frames']}` disagree: give one."
+                )
+            kwargs["max_frames"] = num_frames
+        if fps is not None:
+            if (kwargs.get("frame_sampling") or self.frame_sampling) == "xpool":
+                raise ValueError("`fps` has no meaning with `frame_sampling='xpool'` (exactly `max_frames` frames of "
+                                 "equal segments): give `num_frames`.")  # fmt: skip
+            if not (isinstance(fps, (int, float)) and float(fps).is_integer() and fps >= 1):
+                raise ValueError(f"`fps` must be a whole number of frames per second >= 1 (it sets `sample_fps`, "
+                                 f"CLIP4Clip's per-second sampling), got {fps!r}.")  # fmt: skip
+            if kwargs.get("sample_fps") not in (None, int(fps)):
+                raise ValueError(f"`fps={fps}` and `sample_fps={kwargs['sample_fps']}` disagree: give one.")
+            kwargs["sample_fps"] = int(fps)
+        return super().preprocess(videos, **kwargs)
+
     @property
     def frame_policy(self) -> FramePolicy:
         """Which frames this processor keeps (`FramePolicy`), as everything that decodes for it must apply it."""

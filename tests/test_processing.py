@@ -287,3 +287,35 @@ def test_malformed_video_inputs_are_named_with_the_expected_shapes(tmp_path, vid
     # a batch given as one 5-D array is still a batch
     batch = processor(videos=np.zeros((2, 4, 32, 32, 3), dtype=np.uint8), return_tensors="pt")
     assert batch["pixel_values_videos"].shape == (2, 4, 3, IMAGE_SIZE, IMAGE_SIZE)
+
+
+def test_v5_video_kwargs_map_onto_the_frame_policy_or_are_refused(tmp_path):
+    processor = tiny_processor(str(tmp_path / "tok"), max_frames=4)
+    path = write_video(str(tmp_path / "clip.mp4"), num_frames=50, fps=10)  # frame i has brightness 8 * (i % 32)
+
+    def pixels(**kwargs):
+        return processor(videos=[path], return_tensors="pt", **kwargs)["pixel_values_videos"]
+
+    assert torch.equal(pixels(num_frames=2), pixels(max_frames=2))
+    assert processor(videos=[path], num_frames=2, return_tensors="pt")["frame_mask"].tolist() == [[1, 1]]
+    assert torch.equal(pixels(fps=2), pixels(sample_fps=2)) and not torch.equal(pixels(fps=2), pixels())
+    for bad, message in [
+        (dict(fps=1.5), "whole number of frames per second"),
+        (dict(num_frames=0), "integer >= 1"),
+        (dict(num_frames=2, max_frames=3), "disagree"),
+        (dict(do_pad=False), "`do_pad` is not an option"),
+        (dict(fps=2, frame_sampling="xpool"), "no meaning"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pixels(**bad)
+
+
+def test_tokenizer_arguments_reach_the_tokenizer_with_or_without_videos(tmp_path):
+    processor = tiny_processor(str(tmp_path / "tok"), max_text_length=16)
+    path = write_video(str(tmp_path / "clip.mp4"), num_frames=20, fps=10)
+    alone = processor(text=["a dog"], padding="max_length", return_tensors="pt")
+    together = processor(text=["a dog"], videos=[path], padding="max_length", return_tensors="pt")
+    assert alone["input_ids"].shape == together["input_ids"].shape == (1, 16)
+    assert processor(text=["a dog"], return_tensors="pt")["input_ids"].shape[1] < 16
+    with pytest.raises(ValueError, match="apply to `text`"):
+        processor(videos=[path], padding="max_length")
