@@ -74,9 +74,11 @@ METRICS = {
     "MdR": "median_rank",
     "MnR": "mean_rank",
 }
-# The Hub has no text-video retrieval task; video classification is the closest, and its widget (a video in,
-# ranked labels out) is the shape `pipe(video, candidate_labels=...)` returns. X-CLIP's cards use it too.
-PIPELINE_TAG = "video-classification"
+# No pipeline tag: the Hub's "use this model" snippet for a tag is `pipeline("<tag>", model=...)`, and the built-in
+# pipeline of every existing tag (video-classification included, which X-CLIP's cards use) fails on this model.
+# Without one, the snippet is the Auto class with trust_remote_code, which works; the card's own snippet shows the
+# "video-text-retrieval" pipeline (tested against a local Hub server in tests/test_hub_server.py).
+PIPELINE_TAG = None
 TAGS = ["s2ca", "text-video-retrieval", "video-text-retrieval", "zero-shot-video-classification", "clip", "video"]
 
 
