@@ -9,8 +9,10 @@ learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compare
 
 What the measurements changed from the first reconstruction (issue 12; README, "The method is a reconstruction"):
 the concept score weighs each concept by how much both sides use it (`concept_weighting="usage"`), the balance loss
-counts tokens by evaluation's noise-free argmax, and the per-concept contrastive loss, the relaxed Gumbel-softmax and
-temporally refined patch tokens are options that did not help on the val split of the built-in corpus.
+counts tokens by evaluation's noise-free argmax, and the per-concept contrastive loss, the relaxed Gumbel-softmax,
+temporally refined patch tokens, the routing agreement loss (SwAV's swapped prediction of concept usage) and the
+`"separate+combined"` retrieval loss are options that did not help on the val split of the built-in corpus
+(`benchmarks/results/s2ca_diagnosis_round*.md`).
 
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
