@@ -10,6 +10,7 @@ pictures it does not need) live in `video_io.py`, shared with the corpus loaders
 
 import json
 import os
+import tempfile
 
 import torch
 from transformers import BatchFeature
@@ -261,6 +262,26 @@ def _json_value(value):
     return int(value) if hasattr(value, "__int__") else str(value)
 
 
+URL_TIMEOUT_S = 30.0
+
+
+def _download(url: str, folder: str) -> str:
+    """Fetches a video URL into `folder` (as transformers' own video loading accepts URLs); a URL that does not
+    answer, or answers with an error, raises a `ValueError` naming it."""
+    import urllib.error
+    import urllib.request
+
+    target = os.path.join(folder, os.path.basename(url.split("?", 1)[0]) or "video")
+    try:
+        with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, open(target, "wb") as handle:
+            while block := response.read(1 << 20):
+                handle.write(block)
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", None) or error
+        raise ValueError(f"Could not fetch video {url}: {reason}") from None
+    return target
+
+
 def _read_video_file(path: str, policy: FramePolicy, sample_indices_fn) -> tuple[torch.Tensor, VideoMetadata]:
     """The frames `sample_indices_fn(metadata=...)` (transformers' sampling hook) picks from a file, decoded by
     `read_frames` (the one decoder: it seeks over what it does not need), and their metadata."""
@@ -271,7 +292,11 @@ def _read_video_file(path: str, policy: FramePolicy, sample_indices_fn) -> tuple
             metadata=VideoMetadata(total_num_frames=num_frames, fps=fps, duration=duration, video_backend="pyav")
         )
 
-    clip = read_frames(path, policy, select=select)
+    if path.startswith(("http://", "https://")):
+        with tempfile.TemporaryDirectory(prefix="s2ca-video-") as folder:
+            clip = read_frames(_download(path, folder), policy, select=select)
+    else:
+        clip = read_frames(path, policy, select=select)
     frames = clip.real_frames
     metadata = VideoMetadata(
         total_num_frames=clip.num_video_frames,

@@ -319,3 +319,32 @@ def test_tokenizer_arguments_reach_the_tokenizer_with_or_without_videos(tmp_path
     assert processor(text=["a dog"], return_tensors="pt")["input_ids"].shape[1] < 16
     with pytest.raises(ValueError, match="apply to `text`"):
         processor(videos=[path], padding="max_length")
+
+
+def test_videos_given_as_urls_are_fetched_and_a_dead_url_is_named(tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    from helpers import free_port
+
+    processor = tiny_processor(str(tmp_path / "tok"), max_frames=4)
+    folder = tmp_path / "served"
+    folder.mkdir()
+    path = write_video(str(folder / "clip.mp4"), num_frames=30, fps=10)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/clip.mp4"
+        fetched = processor(videos=[url], return_tensors="pt")
+        local = processor(videos=[path], return_tensors="pt")
+        assert torch.equal(fetched["pixel_values_videos"], local["pixel_values_videos"])
+        missing = f"http://127.0.0.1:{server.server_address[1]}/nothing.mp4"
+        with pytest.raises(ValueError, match="Could not fetch video .*nothing.mp4"):
+            processor(videos=[missing])
+    finally:
+        server.shutdown()
+    with pytest.raises(ValueError, match="Could not fetch video"):
+        processor(videos=[f"http://127.0.0.1:{free_port()}/clip.mp4"])  # nothing listens there
