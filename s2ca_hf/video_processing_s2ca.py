@@ -174,7 +174,7 @@ class S2CAVideoProcessor(BaseVideoProcessor):
     @property
     def frame_policy(self) -> FramePolicy:
         """Which frames this processor keeps (`FramePolicy`), as everything that decodes for it must apply it."""
-        return FramePolicy(self.max_frames, self.sample_fps, self.slice_framepos, self.frame_sampling)
+        return FramePolicy.from_processor(self)
 
     def pixel_settings(self, scaling: bool = True) -> dict:
         """The fields that decide a frame's pixels, JSON-ready: the resize and crop, and with `scaling` also the
