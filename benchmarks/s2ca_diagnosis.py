@@ -62,6 +62,11 @@ VARIANTS = {
     "usage + routing agreement": [*USAGE, "--routing_agreement_weight", "1"],
     "soft + separate+combined loss": [*SOFT, "--retrieval_loss", "separate+combined"],
     "usage + separate+combined loss": [*USAGE, "--retrieval_loss", "separate+combined"],
+    # Round 6 (another machine: rounds 1-5 re-baselined on seed 0 first): video concepts as tracks over the frames,
+    # with where each concept lies in each frame, against motion, the attribute every variant missed most.
+    "soft + concept tracks": [*SOFT, "--concept_tracks", "true"],
+    "soft + K = 16 + concept tracks": [*SOFT, "--num_concepts", "16", "--concept_tracks", "true"],
+    "usage + concept tracks": [*USAGE, "--concept_tracks", "true"],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -89,7 +94,8 @@ ROUND_5 = [
     "soft + K = 16",
     "soft + separate+combined loss",
 ]
-ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5}
+ROUND_6 = list(VARIANTS)[23:26]
+ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6}
 
 
 def mean_std(values: list[float | None]) -> dict | None:

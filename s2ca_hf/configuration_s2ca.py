@@ -95,6 +95,11 @@ class S2CAConfig(PretrainedConfig):
             refined frame features. `"temporal_patches"`: as `"patches"`, with every patch token also refined over
             the frames by the temporal transformer (run along each patch position), so that patch tokens carry
             motion; needs `temporal_module="transformer"`.
+        concept_tracks (`bool`, *optional*, defaults to `False`):
+            Whether video concepts are tracks: aggregated frame by frame (each frame's concept feature plus its share
+            of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
+            own (`temporal_*` sizes) and averaged over the real frames, so that a concept can carry its object's
+            motion. `False`: each concept pools its tokens over the whole clip. Needs patch tokens.
         share_concept_projections (`bool`, *optional*, defaults to `True`):
             Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
             prototypes themselves are always shared.
@@ -177,6 +182,7 @@ class S2CAConfig(PretrainedConfig):
     gumbel_noise_scale: float | int = 1.0
     gumbel_anneal_start: float | int = 0.0
     video_tokens: str = "patches"
+    concept_tracks: bool = False
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
@@ -244,7 +250,7 @@ class S2CAConfig(PretrainedConfig):
         for field, allowed in _CHOICES.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
-        for field in ("use_concepts", "share_concept_projections"):
+        for field in ("use_concepts", "concept_tracks", "share_concept_projections"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"`{field}` must be True or False, got {getattr(self, field)!r}.")
         positive_ints = (
@@ -295,6 +301,11 @@ class S2CAConfig(PretrainedConfig):
             )
         if not _is_number(self.gumbel_anneal_start) or not 0 <= self.gumbel_anneal_start < 1:
             raise ValueError(f"`gumbel_anneal_start` must be a number in [0, 1), got {self.gumbel_anneal_start!r}.")
+        if self.concept_tracks and self.video_tokens == "frames":
+            raise ValueError(
+                '`concept_tracks=True` needs patch tokens (`video_tokens="patches"` or "temporal_patches"): a track '
+                "follows where a concept lies in each frame."
+            )
         if self.video_tokens == "temporal_patches" and self.temporal_module != "transformer":
             raise ValueError('`video_tokens="temporal_patches"` needs `temporal_module="transformer"`.')
         if self.projection_dim % self.temporal_num_attention_heads:

@@ -392,7 +392,13 @@ class S2CAConceptAllocator(nn.Module):
         return hard, hard
 
     def forward(
-        self, prototypes: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor, tau: float
+        self,
+        prototypes: torch.Tensor,
+        tokens: torch.Tensor,
+        token_mask: torch.Tensor,
+        tau: float,
+        tracks: "S2CAConceptTracks | None" = None,
+        num_frames: int | None = None,
     ) -> S2CAConceptOutput:
         token_mask = token_mask.to(tokens.dtype)
         normed_tokens = self.norm_tokens(tokens)
@@ -403,9 +409,22 @@ class S2CAConceptAllocator(nn.Module):
         allocation = allocation * token_mask.unsqueeze(1)
         hard = hard * token_mask.unsqueeze(1)
         token_counts = allocation.sum(dim=-1)
-        aggregated = torch.einsum("bkn,bnd->bkd", allocation, self.v_proj(normed_tokens))
-        aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
-        features = self.norm_out(prototypes + self.o_proj(aggregated))
+        values = self.v_proj(normed_tokens)
+        if tracks is None:
+            aggregated = torch.einsum("bkn,bnd->bkd", allocation, values)
+            aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
+            features = self.norm_out(prototypes + self.o_proj(aggregated))
+        else:
+            # Video tokens are frame-major (F frames of T tokens each): aggregate frame by frame into a track.
+            batch, num_concepts = allocation.shape[:2]
+            per_frame = allocation.view(batch, num_concepts, num_frames, -1)
+            aggregated = torch.einsum(
+                "bkft,bftd->bkfd", per_frame, values.view(batch, num_frames, -1, values.shape[-1])
+            )
+            aggregated = aggregated / (per_frame.sum(dim=-1, keepdim=True) + self.eps)
+            states = prototypes[:, None] + self.o_proj(aggregated)
+            frame_mask = token_mask.view(batch, num_frames, -1)[:, :, 0]
+            features = self.norm_out(tracks(states, per_frame, frame_mask))
         # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
         if self.allocation == "soft" or (self.allocation == "relaxed" and self.training):
             empty = (token_counts.detach() == 0).to(tokens.dtype)
@@ -430,17 +449,66 @@ class S2CAConceptAllocator(nn.Module):
         )
 
 
+class S2CAConceptTracks(nn.Module):
+    """Video concepts as tracks (`concept_tracks=True`): a concept's feature in each frame, with where it lies in that
+    frame (its share of the frame's patches and their centroid), refined over the frames by a temporal transformer of
+    its own and averaged over the real frames.
+
+    A concept pooled over the whole clip keeps what its object looks like but loses where it goes and how its size
+    changes, so the concept score cannot tell "moves left" from "moves right"; motion was the attribute every variant
+    missed most (`benchmarks/results/s2ca_diagnosis_round5.md`).
+    """
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        self.geometry_proj = nn.Linear(3, config.projection_dim)
+        self.temporal = S2CATemporalTransformer(config)
+
+    @staticmethod
+    def geometry(per_frame_allocation: torch.Tensor) -> torch.Tensor:
+        """`(B, K, F, 3)`: each concept's share of each frame's patches and the centroid (x, y in [-1, 1]) of its
+        allocation over the patch grid, from the allocation `(B, K, F, 1 + P)` (token 0 of a frame is its [CLS])."""
+        patches = per_frame_allocation[..., 1:]
+        side = math.isqrt(patches.shape[-1])
+        if side * side != patches.shape[-1]:
+            raise ValueError(f"concept_tracks needs a square patch grid, got {patches.shape[-1]} patches per frame.")
+        coordinates = torch.linspace(-1.0, 1.0, side, device=patches.device, dtype=patches.dtype)
+        x = coordinates.repeat(side)  # CLIP's patches are row-major: index = row * side + column
+        y = coordinates.repeat_interleave(side)
+        mass = patches.sum(dim=-1)
+        centroid_x = (patches * x).sum(dim=-1) / mass.clamp(min=1e-6)
+        centroid_y = (patches * y).sum(dim=-1) / mass.clamp(min=1e-6)
+        return torch.stack([mass / patches.shape[-1], centroid_x, centroid_y], dim=-1)
+
+    def forward(
+        self, states: torch.Tensor, per_frame_allocation: torch.Tensor, frame_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Pools the per-frame concept states `(B, K, F, D)` into one feature per concept `(B, K, D)`."""
+        batch, num_concepts, num_frames, width = states.shape
+        states = states + self.geometry_proj(self.geometry(per_frame_allocation))
+        mask = frame_mask.repeat_interleave(num_concepts, dim=0)
+        refined = self.temporal(states.reshape(batch * num_concepts, num_frames, width), mask)
+        return masked_mean(refined, mask).view(batch, num_concepts, width)
+
+
 class S2CAConceptModule(nn.Module):
-    """The K prototypes shared by text and video, and the allocators (one shared, or one per modality)."""
+    """The K prototypes shared by text and video, the allocators (one shared, or one per modality) and, with
+    `concept_tracks`, the video concepts' temporal module."""
 
     def __init__(self, config: S2CAConfig):
         super().__init__()
         self.prototypes = nn.Parameter(torch.empty(config.num_concepts, config.projection_dim))
         num_allocators = 1 if config.share_concept_projections else 2
         self.allocators = nn.ModuleList([S2CAConceptAllocator(config) for _ in range(num_allocators)])
+        self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
 
-    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float) -> S2CAConceptOutput:
+    def forward(
+        self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
+    ) -> S2CAConceptOutput:
+        """`num_frames`: video tokens come as that many frames of equally many tokens (needed by `concept_tracks`)."""
         allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
+        if modality == "video" and self.tracks is not None:
+            return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
         return allocator(self.prototypes, tokens, token_mask, tau)
 
     def diversity_loss(self) -> torch.Tensor:
@@ -743,7 +811,7 @@ class S2CAModel(S2CAPreTrainedModel):
 
         concepts = None
         if self.concepts is not None:
-            concepts = self.concepts(tokens, token_mask, "video", self.gumbel_tau)
+            concepts = self.concepts(tokens, token_mask, "video", self.gumbel_tau, num_frames=num_frames)
         return S2CAEncoderOutput(
             embeds=self._retrieval_vector(instance, concepts, "video"),
             instance_embeds=instance,

@@ -9,7 +9,7 @@ from transformers import AutoModel, CLIPConfig, CLIPModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
-from s2ca_hf.modeling_s2ca import concept_usage, routing_agreement_loss, sinkhorn
+from s2ca_hf.modeling_s2ca import S2CAConceptTracks, concept_usage, routing_agreement_loss, sinkhorn
 from s2ca_hf.tiny import NUM_FRAMES, text_config, tiny_config, vision_config
 
 
@@ -438,6 +438,48 @@ def test_temporal_patches_carry_other_frames_and_ignore_padding(video_tokens):
     assert torch.allclose(embeds, model.encode_video(pixels, frame_mask).embeds, atol=1e-5)
     with pytest.raises(ValueError, match="temporal_patches"):
         tiny_config(video_tokens="temporal_patches", temporal_module="mean")
+
+
+def test_concept_track_geometry_is_share_and_centroid_of_the_patch_grid():
+    # 1 frame, 2 concepts, [CLS] + a 2 x 2 grid (row-major): concept 0 takes the right column, concept 1 the rest.
+    allocation = torch.tensor([[[[0.5, 0.0, 1.0, 0.0, 1.0]], [[0.5, 1.0, 0.0, 1.0, 0.0]]]])
+    geometry = S2CAConceptTracks.geometry(allocation)
+    assert geometry.shape == (1, 2, 1, 3)
+    assert torch.allclose(geometry[0, 0, 0], torch.tensor([0.5, 1.0, 0.0]))  # half the patches, x = right, y = mid
+    assert torch.allclose(geometry[0, 1, 0], torch.tensor([0.5, -1.0, 0.0]))
+    with pytest.raises(ValueError, match="square patch grid"):
+        S2CAConceptTracks.geometry(torch.ones(1, 2, 1, 4))
+
+
+def test_concept_tracks_see_frame_order_and_ignore_padding(inputs):
+    generator = torch.Generator().manual_seed(0)
+    pixels = torch.randn(2, 4, 3, 32, 32, generator=generator)
+    frame_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
+    reversed_pixels = pixels.clone()
+    reversed_pixels[1] = pixels[1].flip(0)  # the same frames played backwards: the same content, the other motion
+    features = {}
+    for tracks in (False, True):
+        model = seeded_model(tiny_config(allocation="soft", concept_tracks=tracks))
+        with torch.no_grad():
+            forward = model.encode_video(pixels, frame_mask).concepts.concept_features
+            backward = model.encode_video(reversed_pixels, frame_mask).concepts.concept_features
+            padded = pixels.clone()
+            padded[0, 3] = 7.0  # a padded frame's pixels
+            assert torch.allclose(
+                model.encode_video(padded, frame_mask).embeds, model.encode_video(pixels, frame_mask).embeds, atol=1e-5
+            )
+        features[tracks] = (forward, backward)
+    # Pooled over the clip, a concept cannot tell the order of the frames (the refined [CLS] tokens can, a little);
+    # a track changes much more when the clip plays backwards.
+    change = {tracks: (f[1] - b[1]).norm(dim=-1).mean() for tracks, (f, b) in features.items()}
+    assert change[True] > 2 * change[False]
+    model = seeded_model(tiny_config(allocation="soft", concept_tracks=True))
+    assert isinstance(model.concepts.tracks, S2CAConceptTracks)
+    model.train()
+    model(**inputs, return_loss=True).loss.backward()
+    assert model.concepts.tracks.geometry_proj.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="concept_tracks"):
+        tiny_config(concept_tracks=True, video_tokens="frames")
 
 
 def test_gumbel_temperature_anneal():
