@@ -870,6 +870,18 @@ class S2CAModel(S2CAPreTrainedModel):
         """The retrieval score `(T, V)` of vectors from `get_text_features` and `get_video_features` (unscaled)."""
         return text_embeds @ video_embeds.t()
 
+    def score_parts(self, text_embeds: torch.Tensor, video_embeds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The score of `score` taken apart along the layout of phi and psi: s_inst `(T, V)` and each concept's share
+        of lambda_e * s_con `(T, V, K)`, which sum to `score(text_embeds, video_embeds)` (what a concept map shows)."""
+        width, num_concepts = self.config.projection_dim, self.config.num_concepts
+        instance = text_embeds[:, :width] @ video_embeds[:, :width].t()
+        if self.concepts is None:
+            return instance, instance.new_zeros(*instance.shape, 0)
+        blocks = 1 if self.config.concept_weighting == "usage" else 2
+        text_blocks = text_embeds[:, width:].view(-1, blocks, num_concepts, width)
+        video_blocks = video_embeds[:, width:].view(-1, blocks, num_concepts, width)
+        return instance, torch.einsum("tbkd,vbkd->tvk", text_blocks, video_blocks)
+
     def similarities(
         self, text: S2CAEncoderOutput, video: S2CAEncoderOutput
     ) -> tuple[torch.Tensor, torch.Tensor | None]:

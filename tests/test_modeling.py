@@ -9,7 +9,13 @@ from transformers import AutoModel, CLIPConfig, CLIPModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
-from s2ca_hf.modeling_s2ca import S2CAConceptTracks, concept_usage, routing_agreement_loss, sinkhorn
+from s2ca_hf.modeling_s2ca import (
+    S2CAConceptTracks,
+    concept_similarity,
+    concept_usage,
+    routing_agreement_loss,
+    sinkhorn,
+)
 from s2ca_hf.tiny import NUM_FRAMES, text_config, tiny_config, vision_config
 
 
@@ -145,6 +151,24 @@ def test_feature_dot_product_equals_direct_score(model, inputs):
     assert torch.allclose(phi @ psi.t(), direct, atol=1e-5)
     assert torch.allclose(out.logits_per_text / model.logit_scale_value(), direct, atol=1e-5)
     assert torch.allclose(model.score(phi, psi), out.logits_per_text / model.logit_scale_value(), atol=1e-5)
+
+
+@pytest.mark.parametrize("weighting", ["usage", "uniform"])
+def test_score_parts_take_the_score_apart_by_concept(inputs, weighting):
+    model = seeded_model(tiny_config(concept_weighting=weighting, concept_score_weight=0.5, prototype_init_std=1.0))
+    with torch.no_grad():
+        out = model(**inputs)
+    instance, per_concept = model.score_parts(out.text_embeds, out.video_embeds)
+    assert per_concept.shape == (3, 3, K)
+    assert torch.allclose(instance, out.instance_similarity, atol=1e-6)
+    assert torch.allclose(per_concept.sum(-1), 0.5 * out.concept_similarity, atol=1e-6)
+    # Concept k's part only depends on concept k: zero it on one side and only that part changes.
+    text = out.text_concepts
+    kept = text.concept_features.clone()
+    kept[:, 1] = 0.0
+    changed = concept_similarity(kept, text.concept_weights, out.video_concepts.concept_features,
+                                 out.video_concepts.concept_weights, weighting)  # fmt: skip
+    assert torch.allclose(0.5 * changed, per_concept.sum(-1) - per_concept[..., 1], atol=1e-6)
 
 
 def test_concept_score_weight_scales_the_concept_part(inputs):
