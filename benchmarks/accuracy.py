@@ -22,6 +22,7 @@ results differ between CPUs, so methods are compared within one file only.
 import argparse
 import datetime
 import importlib
+import importlib.util
 import json
 import os
 import platform
@@ -480,6 +481,10 @@ def save_report(report: dict, name: str, argv: list[str] | None, out: str, rende
         json.dump(report, f, indent=1)
     with open(os.path.join(out, f"{name}.md"), "w") as f:
         f.write(render(report))
+    if importlib.util.find_spec("matplotlib") is not None:  # the figures beside the tables (the viz extra)
+        import figures
+
+        figures.write_figures(report, name, out)
     print(render(report))
     return report
 

@@ -36,6 +36,13 @@ def section(results_dir: str) -> str:
         # Each results file's own headings go one level down, under "## Results".
         text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
         parts += [text, "", f"(from `{name}`)", ""]
+        figures = [
+            f"[{label}]({os.path.relpath(figure, REPO)})"
+            for label, suffix in (("R@K curves", "_recall.png"), ("concept usage", "_concepts.png"))
+            if os.path.isfile(figure := path[: -len(".md")] + suffix)
+        ]
+        if figures:
+            parts += ["Figures: " + ", ".join(figures) + " (`benchmarks/figures.py`).", ""]
     parts.append(END)
     return "\n".join(parts)
 

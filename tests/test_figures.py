@@ -1,0 +1,89 @@
+"""benchmarks/figures.py: the figures beside the results tables, drawn from the results files."""
+
+from pathlib import Path
+
+import figures
+import pytest
+import render_readme
+
+
+pytest.importorskip("matplotlib")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def recall(r1: float) -> dict:
+    return {"R@1": r1, "R@5": r1 + 10, "R@10": r1 + 20, "R@50": 100.0}
+
+
+def concept_stats(counts: list[float], empty: float) -> dict:
+    return {
+        "text_tokens_per_concept": counts,
+        "video_tokens_per_concept": [2 * c for c in counts],
+        "text_empty_concept_rate": empty,
+        "video_empty_concept_rate": empty / 2,
+    }
+
+
+def diagnosis_report() -> dict:
+    def run(r1: float, counts: list[float] | None):
+        metrics = {split: {"text_to_video": recall(r1 + i)} for i, split in enumerate(figures.SPLITS)}
+        stats = concept_stats(counts, 0.5) if counts else {"text_tokens_per_concept": None}
+        return {"metrics": metrics, "diagnostics": {"val": stats}}
+
+    return {
+        "rows": [
+            {"variant": "reference", "runs": [run(40, None), run(50, None)]},
+            {"variant": "soft", "runs": [run(60, [1.0, 3.0]), run(70, [2.0, 2.0])]},
+        ]
+    }
+
+
+def accuracy_report() -> dict:
+    rows = [
+        {"method": "meanP", "split": split, "text_to_video": recall(30.0 + i)}
+        for i, split in enumerate(figures.SPLITS)
+    ]
+    rows += [{"method": "S2CA", "split": "val", "text_to_video": recall(55.0)}]
+    diagnostics = {"meanP / seed 0": {"val": {"text_tokens_per_concept": None}}}
+    diagnostics["S2CA / seed 0"] = {"val": concept_stats([4.0, 0.0], 0.25)}
+    return {"rows": rows, "diagnostics": diagnostics}
+
+
+def test_recall_curves_are_means_over_seeds_for_both_layouts():
+    curves = figures.recall_curves(diagnosis_report())
+    assert curves["soft"]["val"] == [65.0, 75.0, 85.0, 100.0]
+    assert curves["reference"]["compositional"] == [47.0, 57.0, 67.0, 100.0]
+    curves = figures.recall_curves(accuracy_report())
+    assert curves["meanP"]["test"] == [31.0, 41.0, 51.0, 100.0]
+    assert list(curves["S2CA"]) == ["val"]
+
+
+def test_concept_usage_leaves_out_methods_without_concepts():
+    usage = figures.concept_usage(diagnosis_report())
+    assert list(usage) == ["soft"]
+    # Each run's counts become shares, fullest first, then are averaged: [0.75, 0.25] and [0.5, 0.5].
+    assert usage["soft"]["spread"]["text"] == pytest.approx([0.625, 0.375])
+    assert usage["soft"]["empty"] == (0.5, 0.25)
+    usage = figures.concept_usage(accuracy_report())
+    assert list(usage) == ["S2CA"] and usage["S2CA"]["spread"]["video"] == [1.0, 0.0]
+
+
+def test_figures_are_written_deterministically_and_linked_from_the_readme(tmp_path):
+    written = figures.write_figures(diagnosis_report(), "s2ca_diagnosis_round9", str(tmp_path))
+    assert [Path(p).name for p in written] == [
+        "s2ca_diagnosis_round9_recall.png",
+        "s2ca_diagnosis_round9_concepts.png",
+    ]
+    first = [Path(p).read_bytes() for p in written]
+    assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in first)
+    figures.write_figures(diagnosis_report(), "s2ca_diagnosis_round9", str(tmp_path))
+    assert [Path(p).read_bytes() for p in written] == first
+    (tmp_path / "s2ca_diagnosis_round9.md").write_text("# Round 9\n")
+    readme = f"{render_readme.START}\n{render_readme.END}\n"
+    rendered = render_readme.render(readme, str(tmp_path))
+    assert "[R@K curves](" in rendered and "s2ca_diagnosis_round9_concepts.png)" in rendered
+
+
+def test_every_committed_accuracy_and_diagnosis_file_has_its_figures():
+    for source in figures.figure_sources(str(REPO / "benchmarks" / "results")):
+        assert Path(source[: -len(".json")] + "_recall.png").is_file(), f"run python benchmarks/figures.py {source}"
