@@ -216,7 +216,7 @@ class S2CAConfig(PretrainedConfig):
         unknown = [
             key
             for key in kwargs
-            if key != "model_type"
+            if key not in ("model_type", "auto_map")  # auto_map: where the Hub custom code lives (`save_pretrained`)
             and not hasattr(PretrainedConfig, key)
             and key not in PretrainedConfig.__annotations__
         ]

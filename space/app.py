@@ -1,0 +1,102 @@
+"""S2CA search demo: type a text and see the best videos of an index, pick a video and see captions ranked, open any
+hit's concept map.
+
+    python space/app.py --model runs/synthetic/final --index runs/synthetic-index [--captions captions.txt]
+
+Runs offline on the built-in corpus (README, "See what the model does"), and as a Hugging Face Space from this
+folder (its README.md carries the Space header; set S2CA_MODEL and S2CA_INDEX there instead of the flags).
+"""
+
+import argparse
+import os
+import sys
+import tempfile
+
+import gradio as gr
+
+from s2ca_hf.retrieval import VideoIndex
+from s2ca_hf.visualization import concept_map, plot_concept_map
+
+
+class Demo:
+    """What the app does, without the app: search, rank captions, explain a pair (the browser test drives both)."""
+
+    def __init__(self, index: str, model: str | None = None, captions: list[str] | None = None, k: int = 6):
+        self.index = VideoIndex.load(index, device="cpu")
+        self.model, self.processor = self.index.load_model(model)
+        self.captions = captions or []
+        self.k = k
+        self.figures = tempfile.mkdtemp(prefix="s2ca-space-")
+
+    def search(self, text: str, k: int | None = None) -> list[tuple[str, str]]:
+        """(video path, caption "rank. id · score") for the best videos, best first."""
+        if not text.strip():
+            raise gr.Error("Type a text to search for.")
+        hits = self.index.search(text, k=min(int(k or self.k), len(self.index)))[0]
+        return [(hit.path, f"{hit.rank}. {hit.id} · {hit.score:.3f}") for hit in hits]
+
+    def rank_captions(self, video: str, captions: str) -> list[list]:
+        """[rank, score, caption] rows for one video file against the captions (one per line)."""
+        texts = [line.strip() for line in captions.splitlines() if line.strip()]
+        if not video or not texts:
+            raise gr.Error("Give a video and at least one caption.")
+        return [[rank, round(score, 4), text] for rank, score, text in self.index.rank_texts(texts, video=video)]
+
+    def explain(self, text: str, video: str) -> str:
+        """A PNG of the concept map of (text, video)."""
+        path = os.path.join(self.figures, f"explain-{abs(hash((text, video)))}.png")
+        plot_concept_map(concept_map(self.model, self.processor, video, text), path)
+        return path
+
+
+def build_app(demo: Demo) -> gr.Blocks:
+    with gr.Blocks(title="S2CA text-video search") as app:
+        gr.Markdown(f"# S2CA text-video search\n{len(demo.index)} videos indexed.")
+        with gr.Tab("Text to videos"):
+            query = gr.Textbox(label="Text query", placeholder="a red circle moves left")
+            search = gr.Button("Search", variant="primary")
+            gallery = gr.Gallery(label="Best videos", columns=3, elem_id="results")
+            explanation = gr.Image(label="Concept map of the selected hit", type="filepath")
+            hits = gr.State([])
+
+            def run_search(text):
+                found = demo.search(text)
+                return found, found
+
+            def explain_hit(text, found, event: gr.SelectData):
+                return demo.explain(text, found[event.index][0])
+
+            search.click(run_search, inputs=query, outputs=[gallery, hits])
+            query.submit(run_search, inputs=query, outputs=[gallery, hits])
+            gallery.select(explain_hit, inputs=[query, hits], outputs=explanation)
+        with gr.Tab("Video to captions"):
+            video = gr.Video(label="Video")
+            captions = gr.Textbox(label="Candidate captions (one per line)", lines=6, value="\n".join(demo.captions))
+            rank = gr.Button("Rank captions", variant="primary")
+            ranked = gr.Dataframe(headers=["rank", "score", "caption"], label="Captions, best first")
+            rank.click(demo.rank_captions, inputs=[video, captions], outputs=ranked)
+    return app
+
+
+def video_folders(index: VideoIndex) -> list[str]:
+    """The folders the indexed videos live in: the app may serve files from them and nowhere else."""
+    return sorted({os.path.dirname(os.path.abspath(path)) for path in index.table.column("path").to_pylist()})
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--index", default=os.environ.get("S2CA_INDEX"), help="an s2ca-index folder")
+    parser.add_argument("--model", default=os.environ.get("S2CA_MODEL"), help="default: the model the index names")
+    parser.add_argument("--captions", help="a text file of candidate captions, one per line, for the second tab")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=7860)
+    args = parser.parse_args(argv)
+    if not args.index:
+        parser.error("--index (or S2CA_INDEX) is required: build one with s2ca-index.")
+    captions = open(args.captions, encoding="utf-8").read().splitlines() if args.captions else None
+    demo = Demo(args.index, args.model, captions)
+    build_app(demo).launch(server_name=args.host, server_port=args.port, allowed_paths=video_folders(demo.index))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
