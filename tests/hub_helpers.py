@@ -1,5 +1,5 @@
-"""Shared by the publishing tests: a tiny trained checkpoint, results files, and `training/push_to_hub.py` as a module
-(`training/` is a folder of scripts, not a package)."""
+"""Shared by the publishing tests: a tiny trained checkpoint and results files in the shape `training/results.py`
+writes."""
 
 import hashlib
 import json

@@ -32,6 +32,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
 from losses import S2CALoss
+from results import metrics_table
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import CLIPConfig, HfArgumentParser, get_scheduler
@@ -386,15 +387,10 @@ def truncate_history(path: str, step: int) -> None:
             f.writelines(kept)
 
 
-def metrics_table(results: dict[str, dict], step: int) -> str:
-    columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
-    lines = [f"\nRetrieval metrics at step {step}:", "| split | direction | " + " | ".join(columns) + " |"]
-    lines.append("|---|---|" + "---|" * len(columns))
-    for split, metrics in results.items():
-        for direction in ("text_to_video", "video_to_text"):
-            values = " | ".join(f"{metrics[direction][c]:.1f}" for c in columns)
-            lines.append(f"| {split} | {direction} | {values} |")
-    return "\n".join(lines)
+def step_metrics_table(results: dict[str, dict], step: int) -> str:
+    """The eval splits' metrics as the training log prints them: fewer columns and digits than a results file."""
+    table = metrics_table(results, "split", keys=("R@1", "R@5", "R@10", "MdR", "MnR"), digits=1)
+    return f"\nRetrieval metrics at step {step}:\n{table}"
 
 
 def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -> dict[str, dict]:
@@ -667,7 +663,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run_evaluation():
         results = evaluate(accelerator, module, processor, eval_sets, args.per_device_eval_batch_size)
         if accelerator.is_main_process and results:
-            log(metrics_table(results, global_step))
+            log(step_metrics_table(results, global_step))
             direction, _, metric = args.metric_for_best_model.partition("/")
             value = results[data_args.selection_split][direction][metric]
             best = state["best_metric"]
@@ -765,7 +761,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump(summary, f, indent=1)
         if summary["final_metrics"]:
-            log(metrics_table(summary["final_metrics"], global_step))
+            log(step_metrics_table(summary["final_metrics"], global_step))
         log(
             f"Done in {summary['seconds'] / 60:.1f} min: model in {final_dir}"
             + (
