@@ -22,6 +22,7 @@ EXPORTED_FILES = {
     "configuration_s2ca.py",
     "modeling_s2ca.py",
     "video_processing_s2ca.py",
+    "frame_policy.py",
     "video_io.py",
     "processing_s2ca.py",
     "pipeline_s2ca.py",
