@@ -499,7 +499,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
     # A link back to an ancestor used to index the same clip once per lap (41 times) and walk for minutes.
     import time
 
-    from s2ca_hf.data.corpora import _VideoIndex
+    from s2ca_hf.data.annotation_files import VideoFiles
     from s2ca_hf.retrieval.index import folder_videos
     from s2ca_hf.video_io import write_video
 
@@ -511,7 +511,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
     started = time.time()
     items = folder_videos(root)
     assert [item.id for item in items] == ["a/b/clip.mp4"] and time.time() - started < 10
-    assert _VideoIndex(str(root)).by_stem == {"clip": [str(root / "a" / "b" / "clip.mp4")]}
+    assert VideoFiles(str(root)).by_stem == {"clip": [str(root / "a" / "b" / "clip.mp4")]}
 
 
 def test_every_index_file_has_one_mode_and_overwrite_deletes_only_index_shards(built, saved_model, tmp_path, capsys):
