@@ -443,7 +443,7 @@ def zero_shot_report(args, common: list[str]) -> tuple[dict, dict]:
     clip = args.clip or args.pretrained_clip_dir
     if not os.path.isdir(clip):  # a first (one-step) training run pretrains the small CLIP
         run_training([*common, "--max_steps", "1", "--output_dir", os.path.join(args.work_dir, "pretrain")])
-    _, data_args, _, _ = load_training_script("train").parse_arguments(common)
+    _, data_args, _, _ = load_training_script("train_arguments").parse_arguments(common)
     model, processor = zero_shot_model(clip, data_args.max_frames, data_args.max_words)
     metrics = {
         split: evaluate_corpus(model, processor, load_corpus("synthetic", args.data_dir, split), progress=False)[

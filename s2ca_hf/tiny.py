@@ -1,12 +1,9 @@
 """Tiny S2CA building blocks that need no download: CLIP towers of width 32, a byte-level CLIP tokenizer and clips
 encoded with PyAV. The demo, the tests and offline smoke runs use them; they are not a trained model."""
 
-import json
-import os
-
 from transformers import CLIPTokenizer
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from .clip_bpe import byte_symbols, save_bpe_files
 from .configuration_s2ca import S2CAConfig
 from .processing_s2ca import S2CAProcessor
 from .video_processing_s2ca import S2CAVideoProcessor
@@ -60,21 +57,8 @@ def tiny_config(vocab_size: int = 99, **overrides) -> S2CAConfig:
 
 def write_tokenizer_files(folder: str) -> None:
     """A byte-level CLIP BPE vocabulary (every byte, alone and word-final) with a few merges, in CLIP's file layout."""
-    symbols = list(bytes_to_unicode().values())
     merges = [("t", "h"), ("th", "e</w>"), ("o", "g</w>"), ("d", "og</w>"), ("c", "a"), ("ca", "t</w>")]
-    vocab_list = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in merges]
-    save_bpe_files(folder, vocab_list, merges)
-
-
-def save_bpe_files(folder: str, vocab: list[str], merges: list[tuple[str, str]]) -> None:
-    """Writes `vocab.json` (each token's id is its position; CLIP's start and end tokens are appended) and
-    `merges.txt` in CLIP's layout, which `CLIPTokenizer.from_pretrained(folder)` reads."""
-    vocab = [*vocab, "<|startoftext|>", "<|endoftext|>"]
-    os.makedirs(folder, exist_ok=True)
-    with open(os.path.join(folder, "vocab.json"), "w") as f:
-        json.dump({token: i for i, token in enumerate(vocab)}, f)
-    with open(os.path.join(folder, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n" + "\n".join(" ".join(pair) for pair in merges) + "\n")
+    save_bpe_files(folder, byte_symbols() + ["".join(pair) for pair in merges], merges)
 
 
 def tiny_processor(folder: str, max_text_length: int = 16, **video_overrides) -> S2CAProcessor:

@@ -4,8 +4,9 @@ The frame policy follows CLIP4Clip (`RawVideoExtractorCV2` and its loaders): rea
 the integer frame rate, keep at most `max_frames` of them by head, tail or uniform slicing (the first and the last
 frame kept), and zero-pad the rest with `frame_mask` 0. X-Pool's "exactly N frames" policy is the alternative.
 
-The policy itself (`FramePolicy`, its index functions) and the decoder (`read_frames`, which seeks over groups of
-pictures it does not need) live in `video_io.py`, shared with the corpus loaders, the frame cache and the index.
+The policy itself (`FramePolicy`, its index functions) lives in `frame_policy.py` and the decoder (`read_frames`,
+which seeks over groups of pictures it does not need) in `video_io.py`, both shared with the corpus loaders, the
+frame cache and the index.
 """
 
 import json
@@ -19,7 +20,8 @@ from transformers.processing_utils import VideosKwargs
 from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
-from .video_io import FramePolicy, check_frame_policy, read_frames, select_frame_indices
+from .frame_policy import FramePolicy, check_frame_policy, select_frame_indices
+from .video_io import read_frames
 
 
 # The fields that decide the pixels of a frame: up to the crop (what the frame cache stores), then the scaling.

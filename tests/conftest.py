@@ -5,6 +5,10 @@ from s2ca_hf import S2CAModel
 from s2ca_hf.tiny import IMAGE_SIZE, NUM_FRAMES, tiny_config, tiny_processor
 
 
+# The index tests import their shared helpers (and fixtures) before pytest would see them: rewrite their asserts too.
+pytest.register_assert_rewrite("index_helpers")
+
+
 @pytest.fixture
 def config():
     return tiny_config()

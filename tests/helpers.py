@@ -1,4 +1,4 @@
-"""Test-only helpers; the tiny model, tokenizer and clip builders live in `s2ca_hf.tiny`."""
+"""Test-only helpers; the tiny model and tokenizer live in `s2ca_hf.tiny`, the clip writer in `s2ca_hf.video_io`."""
 
 import socket
 

@@ -1,5 +1,5 @@
-"""Shared by the publishing tests: a tiny trained checkpoint, results files, and `training/push_to_hub.py` as a module
-(`training/` is a folder of scripts, not a package)."""
+"""Shared by the publishing tests: a tiny trained checkpoint and results files in the shape `training/results.py`
+writes."""
 
 import hashlib
 import json
@@ -22,6 +22,7 @@ EXPORTED_FILES = {
     "configuration_s2ca.py",
     "modeling_s2ca.py",
     "video_processing_s2ca.py",
+    "frame_policy.py",
     "video_io.py",
     "processing_s2ca.py",
     "pipeline_s2ca.py",

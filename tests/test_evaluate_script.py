@@ -3,10 +3,10 @@
 import hashlib
 import json
 
-import push_to_hub
 import pytest
 import torch
 from evaluate_model import main as evaluate_main
+from results import check_results_for_model, load_results
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.data import generate_synthetic_corpus, load_corpus
@@ -76,8 +76,6 @@ def test_frame_cache_gives_the_same_numbers(saved_model, tmp_path):
 
 
 def test_push_to_hub_accepts_the_results_file(saved_model, tmp_path):
-    check_results_for_model, load_results = push_to_hub.check_results_for_model, push_to_hub.load_results
-
     root, _, _, corpus = saved_model
     args = ["--model", str(root / "model"), "--corpus", "synthetic", "--data_dir", corpus, "--split", "test"]
     evaluate_main([*args, "--frame_cache", "none", "--output_dir", str(tmp_path), "--no_progress"])

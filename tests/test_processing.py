@@ -7,8 +7,9 @@ from helpers import numbered_frames
 from transformers import AutoProcessor, AutoVideoProcessor
 
 from s2ca_hf import S2CAModel, S2CAProcessor, S2CAVideoProcessor
+from s2ca_hf.frame_policy import clip4clip_frame_indices, xpool_frame_indices
 from s2ca_hf.tiny import IMAGE_SIZE, tiny_config, tiny_processor
-from s2ca_hf.video_io import clip4clip_frame_indices, write_video, xpool_frame_indices
+from s2ca_hf.video_io import write_video
 
 
 MEAN, STD = 0.48145466, 0.26862954  # CLIP's red channel

@@ -1,4 +1,5 @@
-"""training/push_to_hub.py: the exported folder, the parity check, the model card and what would be uploaded.
+"""training/push_to_hub.py: the exported folder, the parity check (parity.py), the model card (model_card.py), the
+results files it accepts (results.py) and what would be uploaded.
 
 The upload itself cannot be tested against the live Hub here: `HfApi` is replaced by a recorder, and the tests check
 every call and argument up to it (and the folder handed to it).
@@ -10,8 +11,11 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import model_card
+import parity
 import push_to_hub
 import pytest
+import results as results_file
 import torch
 from hub_helpers import EXPORTED_FILES, METRICS, save_trained_tiny_model, sha256_of, write_results
 from huggingface_hub import ModelCard
@@ -179,7 +183,7 @@ def test_parity_check_fails_loudly_on_tampered_weights_and_nothing_is_uploaded(
         return sha
 
     monkeypatch.setattr(push_to_hub, "write_repo_folder", write_then_tamper)
-    with pytest.raises(push_to_hub.ParityError) as error:
+    with pytest.raises(parity.ParityError) as error:
         push_to_hub.main(["--model", str(trained), "--repo_id", "org/s2ca-msrvtt", "--card_dir", str(tmp_path)])
     message = str(error.value)
     assert "does not reproduce the in-memory model" in message and "Nothing was uploaded" in message
@@ -195,21 +199,21 @@ def test_parity_check_reports_a_folder_that_cannot_load(loaded, tmp_path):
     # Remote code that needs the package is exactly what the check must catch.
     modeling = tmp_path / "out" / "modeling_s2ca.py"
     modeling.write_text("import s2ca_hf\n" + modeling.read_text())
-    with pytest.raises(push_to_hub.ParityError, match="could not be loaded"):
-        push_to_hub.check_parity(model, processor, tmp_path / "out")
+    with pytest.raises(parity.ParityError, match="could not be loaded"):
+        parity.check_parity(model, processor, tmp_path / "out")
 
 
 def test_compare_outputs_names_every_difference():
     expected = {"a": torch.zeros(3), "b": torch.ones(2), "labels": ["x", "y"]}
-    assert push_to_hub.compare_outputs(expected, dict(expected)) == {"a": 0.0, "b": 0.0}
+    assert parity.compare_outputs(expected, dict(expected)) == {"a": 0.0, "b": 0.0}
     actual = {"a": torch.tensor([0.0, 1e-3, 0.0]), "b": torch.ones(3), "labels": ["y", "x"]}
-    with pytest.raises(push_to_hub.ParityError) as error:
-        push_to_hub.compare_outputs(expected, actual)
+    with pytest.raises(parity.ParityError) as error:
+        parity.compare_outputs(expected, actual)
     assert "a: max |difference| = 0.001" in str(error.value)
     assert "b: shape (3,) != (2,)" in str(error.value) and "labels" in str(error.value)
-    assert push_to_hub.compare_outputs(expected, {**actual, "b": torch.ones(2), "labels": ["x", "y"]}, atol=1e-2)
-    with pytest.raises(push_to_hub.ParityError, match="nan"):
-        push_to_hub.compare_outputs(expected, {**expected, "a": torch.full((3,), float("nan"))}, atol=1.0)
+    assert parity.compare_outputs(expected, {**actual, "b": torch.ones(2), "labels": ["x", "y"]}, atol=1e-2)
+    with pytest.raises(parity.ParityError, match="nan"):
+        parity.compare_outputs(expected, {**expected, "a": torch.full((3,), float("nan"))}, atol=1.0)
 
 
 # --- the card --------------------------------------------------------------------------------------------------------
@@ -218,8 +222,8 @@ def test_compare_outputs_names_every_difference():
 def test_card_renders_results_from_a_results_file(loaded, trained, tmp_path):
     model, processor = loaded
     sha = sha256_of(trained / "model.safetensors")
-    results = push_to_hub.load_results(write_results(tmp_path / "msrvtt_test.json", sha))
-    card = push_to_hub.render_model_card(
+    results = results_file.load_results(write_results(tmp_path / "msrvtt_test.json", sha))
+    card = model_card.render_model_card(
         model, processor, "org/s2ca-msrvtt", sha, [results], base_model="openai/clip-vit-base-patch32"
     )
     reparsed = ModelCard(str(card))  # what the Hub will parse
@@ -249,7 +253,7 @@ def test_card_without_results_says_the_model_is_unevaluated(loaded, tmp_path):
     model, processor = loaded
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text("learning_rate: 0.01\nmax_steps: 2\n")
-    card = push_to_hub.render_model_card(model, processor, "org/s2ca-tiny", "0" * 64, [], recipe_path=str(recipe))
+    card = model_card.render_model_card(model, processor, "org/s2ca-tiny", "0" * 64, [], recipe_path=str(recipe))
     reparsed = ModelCard(str(card))
     assert reparsed.data.eval_results is None and "model-index" not in str(card)
     assert "**This model is unevaluated.**" in reparsed.text
@@ -259,15 +263,15 @@ def test_card_without_results_says_the_model_is_unevaluated(loaded, tmp_path):
 
 def test_card_rejects_a_results_file_for_another_model(loaded, trained, tmp_path):
     model, processor = loaded
-    other = push_to_hub.load_results(write_results(tmp_path / "other.json", "f" * 64))
-    with pytest.raises(push_to_hub.ResultsError, match="is for another model") as error:
-        push_to_hub.render_model_card(model, processor, "org/x", sha256_of(trained / "model.safetensors"), [other])
+    other = results_file.load_results(write_results(tmp_path / "other.json", "f" * 64))
+    with pytest.raises(results_file.ResultsError, match="is for another model") as error:
+        model_card.render_model_card(model, processor, "org/x", sha256_of(trained / "model.safetensors"), [other])
     assert "f" * 64 in str(error.value) and "other.json" in str(error.value)
 
 
 def test_main_rejects_a_results_file_for_another_model_before_uploading(trained, tmp_path, recording_api):
     results = write_results(tmp_path / "other.json", "e" * 64)
-    with pytest.raises(push_to_hub.ResultsError, match="is for another model"):
+    with pytest.raises(results_file.ResultsError, match="is for another model"):
         push_to_hub.main(["--model", str(trained), "--repo_id", "org/s2ca-msrvtt", "--results", str(results)])
     assert all(api.calls == [] for api in recording_api)
 
@@ -285,16 +289,16 @@ def test_main_rejects_a_results_file_for_another_model_before_uploading(trained,
 )
 def test_malformed_results_files_name_the_field(tmp_path, change, message):
     path = write_results(tmp_path / "bad.json", "0" * 64, **change)
-    with pytest.raises(push_to_hub.ResultsError, match=message):
-        push_to_hub.load_results(path)
+    with pytest.raises(results_file.ResultsError, match=message):
+        results_file.load_results(path)
 
 
 def test_results_file_not_found_or_not_json(tmp_path):
-    with pytest.raises(push_to_hub.ResultsError, match="not found"):
-        push_to_hub.load_results(tmp_path / "missing.json")
+    with pytest.raises(results_file.ResultsError, match="not found"):
+        results_file.load_results(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text("{")
-    with pytest.raises(push_to_hub.ResultsError, match="not valid JSON"):
-        push_to_hub.load_results(tmp_path / "bad.json")
+    with pytest.raises(results_file.ResultsError, match="not valid JSON"):
+        results_file.load_results(tmp_path / "bad.json")
 
 
 # --- what would be uploaded ------------------------------------------------------------------------------------------

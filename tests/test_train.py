@@ -12,8 +12,10 @@ import distill
 import losses
 import pretrain_clip
 import pytest
+import run_folder
 import torch
 import train
+import train_arguments
 from helpers import free_port
 from safetensors.torch import load_file
 
@@ -82,7 +84,7 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
     assert saved == set(S2CAModel(model.config).state_dict())
     assert not any(key.startswith(("heads", "teacher", "student")) for key in saved)
     # ... while the checkpoint (for resuming) holds the heads too.
-    checkpoint = train.latest_checkpoint(str(output))
+    checkpoint = run_folder.latest_checkpoint(str(output))
     assert any(key.startswith("heads.") for key in load_file(Path(checkpoint) / "model.safetensors"))
 
     results = json.loads((output / "eval_results.json").read_text())
@@ -143,7 +145,7 @@ def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
     )
     assert [r["step"] for r in history(killed)] == [1, 2, 3, 4, 5]
     assert not (killed / "final").exists()
-    assert train.latest_checkpoint(str(killed)).endswith("checkpoint-3")
+    assert run_folder.latest_checkpoint(str(killed)).endswith("checkpoint-3")
 
     completed = run(
         [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]
@@ -161,7 +163,7 @@ def test_checkpoints_are_complete_or_absent(tiny, tmp_path):
     staging.mkdir(parents=True)  # what a crash during a save leaves
     (staging / "trainer_state.json").write_text("{}")  # written before the rename: still not a checkpoint
     (output / "checkpoints" / "checkpoint-2.bak").mkdir()  # a user's copy: not a checkpoint either
-    assert train.latest_checkpoint(str(output)) is None
+    assert run_folder.latest_checkpoint(str(output)) is None
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
         train.main(tiny_args(tiny, output, "--resume_from_checkpoint", "latest"))
     with pytest.raises(FileNotFoundError, match="no complete checkpoint"):
@@ -173,13 +175,13 @@ def test_a_second_run_in_the_same_output_dir_is_refused_or_replaces_the_first(ti
     output = tmp_path / "run"
     train.main(tiny_args(tiny, output, "--max_steps", "2", "--eval_strategy", "no"))
     (output / "checkpoints" / "checkpoint-2.bak").mkdir()
-    assert train.latest_checkpoint(str(output)).endswith("checkpoint-2")  # the copy is ignored
+    assert run_folder.latest_checkpoint(str(output)).endswith("checkpoint-2")  # the copy is ignored
     with pytest.raises(FileExistsError, match="resume_from_checkpoint latest.*overwrite_output_dir"):
         train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no"))
     assert len(history(output)) == 2  # nothing of the first run was touched
     train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no", "--overwrite_output_dir", "true"))
     assert [record["step"] for record in history(output)] == [1]  # the log is the new run's alone
-    assert train.checkpoint_steps(str(output / "checkpoints")) == [1]
+    assert run_folder.checkpoint_steps(str(output / "checkpoints")) == [1]
     assert (output / "checkpoints" / "checkpoint-2.bak").is_dir()  # only what a run writes is deleted
 
 
@@ -188,7 +190,7 @@ def test_a_second_run_in_the_same_output_dir_is_refused_or_replaces_the_first(ti
 
 def atr_setup(tiny, **switches):
     torch.manual_seed(0)
-    model_args = train.ModelArguments(clip=tiny["clip"], **switches)
+    model_args = train_arguments.ModelArguments(clip=tiny["clip"], **switches)
     student = S2CAModel.from_clip(tiny["clip"], num_frames=4, num_concepts=4, allocation="soft",
                                   temporal_num_hidden_layers=1, temporal_num_attention_heads=2)  # fmt: skip
     teacher, heads, atr_loss = train.build_distillation(model_args, student, tiny["clip"], max_positions=32)
@@ -262,7 +264,7 @@ def test_atr_adds_its_terms_to_the_s2ca_loss(tiny):
 
 def test_parameter_groups_scale_clip_and_spare_biases_norms_scale_and_prototypes(tiny):
     module, _, _ = atr_setup(tiny)
-    args = train.TrainingArguments(learning_rate=1e-4, clip_lr_scale=1e-3, weight_decay=0.2)
+    args = train_arguments.TrainingArguments(learning_rate=1e-4, clip_lr_scale=1e-3, weight_decay=0.2)
     groups = train.parameter_groups(module, args)
     where = {id(p): (g["lr"], g["weight_decay"]) for g in groups for p in g["params"]}
     named = dict(module.named_parameters())
@@ -284,7 +286,7 @@ RECIPES = ["synthetic", "msrvtt", "msrvtt_7k", "msvd", "didemo", "activitynet"]
 @pytest.mark.parametrize("name", RECIPES)
 def test_every_recipe_parses_with_the_method_budgets(name):
     config = REPO / "training" / "configs" / f"{name}.yaml"
-    model_args, data_args, args, recipe = train.parse_arguments(["--config", str(config)])
+    model_args, data_args, args, recipe = train_arguments.parse_arguments(["--config", str(config)])
     assert recipe == name and args.output_dir == os.path.join("runs", name)
     if name == "synthetic":
         assert model_args.clip is None and data_args.eval_splits == ["val", "test", "compositional"]
@@ -303,14 +305,14 @@ def test_every_recipe_parses_with_the_method_budgets(name):
 
 
 def test_command_line_overrides_the_recipe():
-    _, data_args, args, _ = train.parse_arguments(["--learning_rate", "3e-4", "--max_frames", "8"])
+    _, data_args, args, _ = train_arguments.parse_arguments(["--learning_rate", "3e-4", "--max_frames", "8"])
     assert args.learning_rate == 3e-4 and data_args.max_frames == 8
     assert args.output_dir == os.path.join("runs", "synthetic")
 
 
 def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_path):
     # S2CAConfig is the only list of model fields: every one of them can be set, typed by its annotation.
-    model_args, *_ = train.parse_arguments(
+    model_args, *_ = train_arguments.parse_arguments(
         ["--num_concepts", "4", "--allocation=relaxed", "--gumbel_tau_min", "0.1", "--concept_weighting", "usage"]
         + ["--use_concepts", "true", "--temporal_intermediate_size", "none", "--prototype_init_std", "0.5"]
     )
@@ -327,7 +329,7 @@ def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_p
     }
     recipe = tmp_path / "r.yaml"
     recipe.write_text("gumbel_anneal_start: 0.5\nconcept_contrastive_weight: 1\n")
-    model_args, *_ = train.parse_arguments(["--config", str(recipe), "--gumbel_anneal_start", "0.25"])
+    model_args, *_ = train_arguments.parse_arguments(["--config", str(recipe), "--gumbel_anneal_start", "0.25"])
     assert model_args.model_config == {"gumbel_anneal_start": 0.25, "concept_contrastive_weight": 1}
     for flags, message in (
         (["--num_concepts", "0"], "num_concepts"),
@@ -337,7 +339,7 @@ def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_p
         (["--projection_dim", "64"], "--projection_dim"),  # comes from the CLIP checkpoint
     ):
         with pytest.raises(ValueError, match=message):
-            train.parse_arguments(flags)
+            train_arguments.parse_arguments(flags)
 
 
 @pytest.mark.parametrize(
@@ -357,9 +359,9 @@ def test_a_recipe_with_an_unknown_key_or_a_bad_value_fails_naming_it(tmp_path, r
     path = tmp_path / "bad.yaml"
     path.write_text(recipe)
     with pytest.raises(ValueError, match=message):
-        train.parse_arguments(["--config", str(path)])
+        train_arguments.parse_arguments(["--config", str(path)])
 
 
 def test_an_unknown_command_line_flag_fails_naming_it():
     with pytest.raises(ValueError, match="--learning_rte"):
-        train.parse_arguments(["--learning_rte", "1"])
+        train_arguments.parse_arguments(["--learning_rte", "1"])

@@ -8,29 +8,24 @@
 Every text and every unique video is encoded once (batched, with progress bars; videos from the frame cache when it
 exists), scored with phi @ psi.T block by block, and evaluated with `s2ca_hf.retrieval.retrieval_metrics`. The
 results file names the model (path, revision, sha256 of its weights), the corpus, split and protocol, the counts,
-the metrics, any post-processing (always separate), the date and the versions; `training/push_to_hub.py` reads it.
+the metrics, any post-processing (always separate), the date and the versions (`results.py` writes it, and
+`training/push_to_hub.py` reads it with that module's validator).
 """
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 
 import torch
-import transformers
+from results import WEIGHTS_NAME, results_markdown, results_record, write_results
 from transformers import AutoModel, AutoProcessor
 
-import s2ca_hf
 from s2ca_hf.data import build_frame_cache, default_cache_dir, load_corpus
 from s2ca_hf.data.cache import FrameCache, cache_key
 from s2ca_hf.data.corpora import corpus_videos
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
 from s2ca_hf.utils import file_sha256
-
-
-WEIGHTS_NAME = "model.safetensors"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -116,28 +111,6 @@ def _corpus_and_split(dataset) -> tuple[str, str]:
     return info.get("corpus") or "corpus", info.get("split") or "split"
 
 
-def markdown_table(results: dict) -> str:
-    keys = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")
-    lines = [
-        f"# {results['corpus']} {results['split']}: {results['model']['name_or_path']}",
-        "",
-        f"{results['counts']['texts']} texts, {results['counts']['videos']} videos; ties: "
-        f"{results['protocol']['ties']}; video-to-text: {results['protocol']['video_to_text']}.",
-        "",
-        "| evaluation | direction | " + " | ".join(keys) + " |",
-        "|---|---|" + "---|" * len(keys),
-    ]
-    rows = [("plain", results["metrics"])] + [
-        (f"{name} (post-processed)", metrics) for name, metrics in results.get("post_processing", {}).items()
-    ]
-    for name, metrics in rows:
-        for direction in ("text_to_video", "video_to_text"):
-            values = " | ".join(f"{metrics[direction][key]:.2f}" for key in keys)
-            lines.append(f"| {name} | {direction.replace('_', ' ')} | {values} |")
-    lines += ["", f"Command: `{results['command']}`", ""]
-    return "\n".join(lines)
-
-
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     protocol = parse_protocol(args.protocol)
@@ -178,38 +151,22 @@ def main(argv: list[str] | None = None) -> dict:
     )
 
     # 4. The results file and its table.
-    results = {
-        "model": {"name_or_path": args.model, "revision": args.revision, "sha256": weights_sha256},
-        "corpus": args.corpus,
-        "split": args.split,
-        "protocol": {
-            **evaluation["protocol"],
+    results = results_record(
+        model={"name_or_path": args.model, "revision": args.revision, "sha256": weights_sha256},
+        corpus=args.corpus,
+        split=args.split,
+        protocol={
             "corpus_options": protocol,
             "frame_policy": processor.video_processor.frame_policy.to_dict(),
             "max_text_length": processor.max_text_length,
             "frame_cache": None if frame_cache is None else frame_cache.path,
         },
-        "counts": evaluation["counts"],
-        "metrics": evaluation["metrics"],
-        "post_processing": evaluation["post_processing"],
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {
-            "s2ca_hf": s2ca_hf.__version__,
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "python": platform.python_version(),
-        },
-        "device": device,
-        "command": " ".join(["python training/evaluate_model.py", *(argv if argv is not None else sys.argv[1:])]),
-    }
-    os.makedirs(args.output_dir, exist_ok=True)
-    stem = os.path.join(args.output_dir, f"{args.corpus}-{args.split}")
-    with open(stem + ".json", "w") as f:
-        json.dump(results, f, indent=2)
-    table = markdown_table(results)
-    with open(stem + ".md", "w") as f:
-        f.write(table)
-    print(table)
+        evaluation=evaluation,
+        device=device,
+        command=" ".join(["python training/evaluate_model.py", *(argv if argv is not None else sys.argv[1:])]),
+    )
+    stem = write_results(results, args.output_dir)
+    print(results_markdown(results))
     print(f"Results written to {stem}.json and {stem}.md")
     return results
 

@@ -24,10 +24,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenizer, get_cosine_schedule_with_warmup
-from transformers.convert_slow_tokenizer import bytes_to_unicode
 
+from s2ca_hf.clip_bpe import byte_symbols, save_bpe_files
 from s2ca_hf.data import load_corpus
-from s2ca_hf.tiny import save_bpe_files
 
 
 MARKER = "pretrain_clip.json"  # written last: its presence marks a complete checkpoint made with these arguments
@@ -56,8 +55,7 @@ class PretrainArguments:
 def write_word_tokenizer(folder: str, texts: list[str]) -> None:
     """A CLIP BPE vocabulary in which every word of `texts` is built by merges (usually into one token), on top of
     every byte, so that any text still tokenises."""
-    symbols = list(bytes_to_unicode().values())
-    vocab = symbols + [s + "</w>" for s in symbols]
+    vocab = byte_symbols()
     merges: list[tuple[str, str]] = []
     known = set(vocab)
     words = sorted({word for text in texts for word in re.findall(r"[a-z]+", text.lower())})

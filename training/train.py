@@ -8,267 +8,45 @@ splits and saves the model to `runs/synthetic/final`. On a real corpus:
         --video_dir data/msrvtt/videos --clip openai/clip-vit-base-patch32
 
 Arguments are three dataclasses (model, data, training) filled from the YAML recipe, then from `--key value`
-overrides; names follow `transformers.TrainingArguments` where it has one. The loss is the S2CA loss over the global
-batch (`losses.py`) plus the ATR distillation from a frozen CLIP teacher (`distill.py`). Checkpoints are written with
-`accelerator.save_state` under `<output_dir>/checkpoints/checkpoint-<step>` (staged, then renamed: a crash never
-leaves a half-written one) and `--resume_from_checkpoint latest|PATH` continues exactly where one was written.
+overrides (`train_arguments.py`); names follow `transformers.TrainingArguments` where it has one. The loss is the
+S2CA loss over the global batch (`losses.py`) plus the ATR distillation from a frozen CLIP teacher (`distill.py`).
+Checkpoints are written with `accelerator.save_state` under `<output_dir>/checkpoints/checkpoint-<step>`
+(`run_folder.py`: staged, then renamed, so a crash never leaves a half-written one) and
+`--resume_from_checkpoint latest|PATH` continues exactly where one was written.
 """
 
-import argparse
 import json
 import math
 import os
-import re
-import shutil
-import sys
 import time
-import typing
-from dataclasses import asdict, dataclass, field, fields
-from typing import Literal
+from dataclasses import asdict
 
 import torch
-import yaml
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
 from losses import S2CALoss
+from results import metrics_table
+from run_folder import (
+    checkpoint_to_resume,
+    log_step,
+    prepare_output_dir,
+    save_checkpoint,
+    save_model,
+    truncate_history,
+)
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
-from transformers import CLIPConfig, HfArgumentParser, get_scheduler
+from train_arguments import DataArguments, ModelArguments, TrainingArguments, parse_arguments
+from transformers import CLIPConfig, get_scheduler
 
-from s2ca_hf import S2CAConfig, S2CAModel, S2CAProcessor
+from s2ca_hf import S2CAModel, S2CAProcessor
 from s2ca_hf.data import VideoTextCollator, build_frame_cache, load_corpus
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
 
 
-CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
-DEFAULT_RECIPE = os.path.join(CONFIG_DIR, "synthetic.yaml")
 CLIP_PREFIXES = ("student.text_model.", "student.vision_model.", "student.text_projection.")
 CLIP_PREFIXES += ("student.visual_projection.", "student.logit_scale")
-
-
-@dataclass
-class ModelArguments:
-    """Training-only model settings. Every field of `S2CAConfig` (num_concepts, allocation, temporal_module, ...) is
-    also a recipe key and a `--key value` flag: those are validated by the config itself (`model_config` holds them),
-    so that a new config field needs no edit here."""
-
-    clip: str | None = field(default=None, metadata={"help": "CLIP checkpoint (Hub id or folder); synthetic: auto"})
-    pretrained_clip_dir: str = field(default="runs/clip-synthetic", metadata={"help": "where the small CLIP lives"})
-    teacher: str | None = field(default=None, metadata={"help": "ATR teacher CLIP (default: --clip)"})
-    align: bool = True
-    transform: bool = True
-    reconstruct: bool = True
-    align_weight: float = 1.0
-    transform_weight: float = 1.0
-    reconstruct_weight: float = 1.0
-    reconstruct_mask_ratio: float = 0.5
-    cache_teacher_outputs: bool = True
-    gradient_checkpointing: bool = False
-    model_config: dict = field(default_factory=dict, init=False)  # S2CAConfig fields from the recipe and flags
-
-    def __post_init__(self):
-        check(0 < self.reconstruct_mask_ratio <= 1, "reconstruct_mask_ratio", self.reconstruct_mask_ratio, "in (0, 1]")
-        for name in ("align_weight", "transform_weight", "reconstruct_weight"):
-            check(getattr(self, name) >= 0, name, getattr(self, name), ">= 0")
-
-
-@dataclass
-class DataArguments:
-    corpus: Literal["synthetic", "msrvtt", "msvd", "didemo", "activitynet"] = "synthetic"
-    data_dir: str = "data/synthetic"
-    video_dir: str | None = None
-    protocol: list[str] = field(default_factory=list, metadata={"help": "corpus options KEY=VALUE (train_csv=7k)"})
-    train_split: str = "train"
-    eval_splits: list[str] = field(default_factory=lambda: ["test"])
-    selection_split: str = "test"
-    max_words: int = 32
-    max_frames: int = 12
-    synthetic_num_videos: int = 1000
-    synthetic_val_size: int | None = field(
-        default=None, metadata={"help": "synthetic val clips (default: a tenth of the clips)"}
-    )
-    synthetic_test_size: int | None = field(
-        default=None, metadata={"help": "synthetic test clips (default: a tenth of the clips)"}
-    )
-    synthetic_compositional_size: int | None = field(
-        default=None, metadata={"help": "(default: a tenth of the clips)"}
-    )
-    frame_cache: bool = True
-    frame_cache_dir: str | None = None
-    preprocessing_num_workers: int | None = None
-    on_error: Literal["raise", "skip"] = "raise"
-
-    def __post_init__(self):
-        check(2 <= self.max_words <= 77, "max_words", self.max_words, "in [2, 77] (CLIP's context)")
-        check(self.max_frames >= 1, "max_frames", self.max_frames, ">= 1")
-        check(
-            not self.eval_splits or self.selection_split in self.eval_splits,
-            "selection_split",
-            self.selection_split,
-            f"one of eval_splits {self.eval_splits}",
-        )
-        for item in self.protocol:
-            check("=" in item, "protocol", item, "KEY=VALUE")
-
-
-@dataclass
-class TrainingArguments:
-    output_dir: str | None = field(default=None, metadata={"help": "default runs/<recipe name>"})
-    overwrite_output_dir: bool = field(default=False, metadata={"help": "replace a previous run in output_dir"})
-    num_train_epochs: int = 5
-    max_steps: int = field(default=-1, metadata={"help": "> 0 overrides num_train_epochs"})
-    per_device_train_batch_size: int = 128
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    clip_lr_scale: float = field(default=1e-3, metadata={"help": "CLIP weights train at learning_rate x this"})
-    weight_decay: float = 0.2
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.98
-    adam_epsilon: float = 1e-6
-    lr_scheduler_type: Literal["cosine", "linear", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = 0.1
-    max_grad_norm: float = 1.0
-    mixed_precision: Literal["auto", "no", "bf16", "fp16"] = field(
-        default="auto", metadata={"help": "auto: bf16 on GPU"}
-    )
-    seed: int = 42
-    logging_steps: int = 10
-    save_steps: int = field(default=0, metadata={"help": "also save every N steps (0: each epoch end only)"})
-    save_total_limit: int | None = 2
-    eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
-    eval_steps: int | None = None
-    metric_for_best_model: str = "text_to_video/R@1"
-    resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
-    report_to: str = field(default="auto", metadata={"help": "auto (tensorboard if installed), none, or a,b"})
-    dataloader_num_workers: int = 0
-    disable_tqdm: bool = False
-    use_cpu: bool = False
-
-    def __post_init__(self):
-        for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
-            check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
-        check(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
-        check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "in [0, 1)")
-        check(
-            self.eval_strategy != "steps" or (self.eval_steps or 0) > 0,
-            "eval_steps",
-            self.eval_steps,
-            "> 0 with eval_strategy=steps",
-        )
-        direction, _, metric = self.metric_for_best_model.partition("/")
-        check(
-            direction in ("text_to_video", "video_to_text") and metric,
-            "metric_for_best_model",
-            self.metric_for_best_model,
-            "like text_to_video/R@1",
-        )
-
-
-def check(condition: bool, name: str, value, expected: str) -> None:
-    if not condition:
-        raise ValueError(f"Recipe field `{name}` must be {expected}, got {value!r}.")
-
-
-# S2CAConfig fields that a recipe may not set: they come from the CLIP checkpoint, or from `max_frames`.
-FROM_CLIP = ("text_config", "vision_config", "projection_dim", "logit_scale_init_value", "num_frames")
-
-
-def model_config_fields() -> dict:
-    """The S2CAConfig fields a recipe and the command line can set, with their type annotations."""
-    return {name: kind for name, kind in S2CAConfig.__annotations__.items() if name not in FROM_CLIP}
-
-
-def config_value(name: str, text: str):
-    """A command-line string as the value of config field `name`, by the field's annotation."""
-    annotation = model_config_fields()[name]
-    kinds = set(typing.get_args(annotation)) or {annotation}
-    if type(None) in kinds and text.lower() in ("none", "null"):
-        return None
-    if bool in kinds:
-        if text.lower() in ("true", "false"):
-            return text.lower() == "true"
-        raise ValueError(f"Recipe field `{name}` must be true or false, got {text!r}.")
-    for kind in (int, float):
-        if kind in kinds:
-            try:
-                return kind(text)
-            except ValueError:
-                pass
-    if str in kinds:
-        return text
-    raise ValueError(f"Recipe field `{name}` must be {annotation}, got {text!r}.")
-
-
-def split_config_flags(tokens: list[str]) -> tuple[dict, list[str]]:
-    """(`--key value` pairs whose key is a config field, the other tokens); `--key=value` works too."""
-    config_fields, values, rest = model_config_fields(), {}, []
-    index = 0
-    while index < len(tokens):
-        token = tokens[index]
-        name, equals, inline = token[2:].partition("=") if token.startswith("--") else ("", "", "")
-        if name in config_fields:
-            if equals:
-                values[name] = config_value(name, inline)
-                index += 1
-                continue
-            if index + 1 >= len(tokens):
-                raise ValueError(f"--{name} needs a value.")
-            values[name] = config_value(name, tokens[index + 1])
-            index += 2
-            continue
-        rest.append(token)
-        index += 1
-    return values, rest
-
-
-def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments, str]:
-    """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors.
-
-    S2CAConfig fields go to `model_args.model_config` and are checked by `S2CAConfig` itself."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=DEFAULT_RECIPE)
-    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
-    if not os.path.isfile(known.config):
-        raise FileNotFoundError(f"Recipe {known.config} does not exist (recipes are in {CONFIG_DIR}).")
-    with open(known.config) as f:
-        recipe = yaml.safe_load(f) or {}
-    if not isinstance(recipe, dict):
-        raise ValueError(f"Recipe {known.config} must be a mapping of field: value.")
-    types = (ModelArguments, DataArguments, TrainingArguments)
-    config_fields = model_config_fields()
-    names = {f.name for cls in types for f in fields(cls) if f.init} | set(config_fields)
-    unknown = sorted(set(recipe) - names)
-    if unknown:
-        raise ValueError(f"Unknown recipe field(s) {unknown} in {known.config}; the fields are {sorted(names)}.")
-    model_config = {key: value for key, value in recipe.items() if key in config_fields}
-    from_recipe = []
-    for key, value in recipe.items():
-        if value is None or key in config_fields:
-            continue
-        if isinstance(value, dict):  # protocol: {train_csv: 7k}
-            value = [f"{k}={v}" for k, v in value.items()]
-        values = value if isinstance(value, list) else [value]
-        from_recipe += [f"--{key}", *(str(v).lower() if isinstance(v, bool) else str(v) for v in values)]
-    from_flags, rest = split_config_flags(rest)
-    model_config.update(from_flags)
-    parser = HfArgumentParser(types, exit_on_error=False)
-    if "-h" in rest or "--help" in rest:
-        parser.print_help()
-        print("\nModel fields (S2CAConfig; see its docstring): " + ", ".join(f"--{n}" for n in config_fields))
-        raise SystemExit(0)
-    try:
-        S2CAConfig(**model_config)  # the config's own checks, naming the field
-        model_args, data_args, train_args = parser.parse_args_into_dataclasses(from_recipe + rest)
-    except argparse.ArgumentError as error:
-        raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
-    model_args.model_config = model_config
-    name = os.path.splitext(os.path.basename(known.config))[0]
-    train_args.output_dir = train_args.output_dir or os.path.join("runs", name)
-    return model_args, data_args, train_args, name
 
 
 def parameter_groups(module: torch.nn.Module, args: TrainingArguments) -> list[dict]:
@@ -289,112 +67,10 @@ def parameter_groups(module: torch.nn.Module, args: TrainingArguments) -> list[d
     ]
 
 
-CHECKPOINT = re.compile(r"checkpoint-(\d+)")
-
-
-def checkpoint_steps(folder: str) -> list[int]:
-    """The steps of the `checkpoint-<digits>` folders in `folder`, sorted; anything else there is ignored."""
-    if not os.path.isdir(folder):
-        return []
-    return sorted(int(m.group(1)) for m in map(CHECKPOINT.fullmatch, os.listdir(folder)) if m)
-
-
-def latest_checkpoint(output_dir: str) -> str | None:
-    folder = os.path.join(output_dir, "checkpoints")
-    steps = checkpoint_steps(folder)
-    return os.path.join(folder, f"checkpoint-{steps[-1]}") if steps else None
-
-
-RUN_FILES = ("best", "final", "log_history.jsonl", "eval_results.json")
-STAGING = re.compile(r"\.staging-(\d+)")
-
-
-def run_files(output_dir: str) -> list[str]:
-    """What a training run wrote in `output_dir` (relative paths): checkpoints, staging folders, models, logs."""
-    folder = os.path.join(output_dir, "checkpoints")
-    names = sorted(os.listdir(folder)) if os.path.isdir(folder) else []
-    written = [os.path.join("checkpoints", n) for n in names if CHECKPOINT.fullmatch(n) or STAGING.fullmatch(n)]
-    return written + [n for n in RUN_FILES if os.path.exists(os.path.join(output_dir, n))]
-
-
-def prepare_output_dir(output_dir: str, resume: str | None, overwrite: bool) -> None:
-    """A second run in a folder that holds one would mix their logs and checkpoints: refuse it, unless the run
-    resumes, or `overwrite_output_dir` says to delete the previous run's files (only those a run writes)."""
-    present = run_files(output_dir)
-    if not present or resume:
-        return
-    if not overwrite:
-        raise FileExistsError(
-            f"output_dir {output_dir} holds another run ({', '.join(present)}): resume it with "
-            "--resume_from_checkpoint latest, replace it with --overwrite_output_dir true, or choose another folder."
-        )
-    for name in present:
-        path = os.path.join(output_dir, name)
-        shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
-
-
-def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limit: int | None) -> str:
-    """`save_state` into a staging folder, then one rename: `checkpoint-<step>` is either complete or absent."""
-    folder = os.path.join(output_dir, "checkpoints")
-    final = os.path.join(folder, f"checkpoint-{state['global_step']}")
-    staging = os.path.join(folder, f".staging-{state['global_step']}")
-    if accelerator.is_main_process:
-        shutil.rmtree(staging, ignore_errors=True)
-        os.makedirs(staging)
-    accelerator.wait_for_everyone()
-    accelerator.save_state(staging)
-    if accelerator.is_main_process:
-        with open(os.path.join(staging, "trainer_state.json"), "w") as f:
-            json.dump(state, f, indent=1)
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(staging, final)
-        steps = checkpoint_steps(folder)
-        for step in steps[: -limit or None] if limit else []:
-            shutil.rmtree(os.path.join(folder, f"checkpoint-{step}"))
-    accelerator.wait_for_everyone()
-    return final
-
-
-def save_model(accelerator: Accelerator, module: torch.nn.Module, processor, folder: str) -> None:
-    """The student alone (no teacher, no ATR head) with its processor, staged then renamed."""
-    student = accelerator.unwrap_model(module).student
-    if accelerator.is_main_process:
-        staging = folder.rstrip("/") + ".staging"
-        shutil.rmtree(staging, ignore_errors=True)
-        student.save_pretrained(staging, save_function=accelerator.save)
-        processor.save_pretrained(staging)
-        shutil.rmtree(folder, ignore_errors=True)
-        os.replace(staging, folder)
-    accelerator.wait_for_everyone()
-
-
-def log_step(accelerator: Accelerator, history_path: str, record: dict, report: bool) -> None:
-    """One line per optimizer step in `log_history.jsonl` (main process); trackers every `logging_steps`."""
-    if accelerator.is_main_process:
-        with open(history_path, "a") as f:
-            f.write(json.dumps(record) + "\n")
-    if report:
-        accelerator.log({f"train/{k}": v for k, v in record.items() if k != "step"}, step=record["step"])
-
-
-def truncate_history(path: str, step: int) -> None:
-    """Drops the lines a killed run logged after the checkpoint it is resumed from."""
-    if os.path.isfile(path):
-        with open(path) as f:
-            kept = [line for line in f if json.loads(line)["step"] <= step]
-        with open(path, "w") as f:
-            f.writelines(kept)
-
-
-def metrics_table(results: dict[str, dict], step: int) -> str:
-    columns = ("R@1", "R@5", "R@10", "MdR", "MnR")
-    lines = [f"\nRetrieval metrics at step {step}:", "| split | direction | " + " | ".join(columns) + " |"]
-    lines.append("|---|---|" + "---|" * len(columns))
-    for split, metrics in results.items():
-        for direction in ("text_to_video", "video_to_text"):
-            values = " | ".join(f"{metrics[direction][c]:.1f}" for c in columns)
-            lines.append(f"| {split} | {direction} | {values} |")
-    return "\n".join(lines)
+def step_metrics_table(results: dict[str, dict], step: int) -> str:
+    """The eval splits' metrics as the training log prints them: fewer columns and digits than a results file."""
+    table = metrics_table(results, "split", keys=("R@1", "R@5", "R@10", "MdR", "MnR"), digits=1)
+    return f"\nRetrieval metrics at step {step}:\n{table}"
 
 
 def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -> dict[str, dict]:
@@ -625,15 +301,7 @@ def main(argv: list[str] | None = None) -> dict:
     }
     history_path = os.path.join(output_dir, "log_history.jsonl")
     if args.resume_from_checkpoint:
-        path = (
-            latest_checkpoint(output_dir) if args.resume_from_checkpoint == "latest" else args.resume_from_checkpoint
-        )
-        complete = path is not None and CHECKPOINT.fullmatch(os.path.basename(os.path.normpath(path)))
-        if not complete or not os.path.isfile(os.path.join(path, "trainer_state.json")):
-            raise FileNotFoundError(
-                f"resume_from_checkpoint={args.resume_from_checkpoint!r}: no complete checkpoint "
-                f"({path or os.path.join(output_dir, 'checkpoints')})."
-            )
+        path = checkpoint_to_resume(output_dir, args.resume_from_checkpoint)
         accelerator.load_state(path)
         with open(os.path.join(path, "trainer_state.json")) as f:
             state = json.load(f)
@@ -667,7 +335,7 @@ def main(argv: list[str] | None = None) -> dict:
     def run_evaluation():
         results = evaluate(accelerator, module, processor, eval_sets, args.per_device_eval_batch_size)
         if accelerator.is_main_process and results:
-            log(metrics_table(results, global_step))
+            log(step_metrics_table(results, global_step))
             direction, _, metric = args.metric_for_best_model.partition("/")
             value = results[data_args.selection_split][direction][metric]
             best = state["best_metric"]
@@ -765,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump(summary, f, indent=1)
         if summary["final_metrics"]:
-            log(metrics_table(summary["final_metrics"], global_step))
+            log(step_metrics_table(summary["final_metrics"], global_step))
         log(
             f"Done in {summary['seconds'] / 60:.1f} min: model in {final_dir}"
             + (

@@ -1,7 +1,8 @@
 """Corpora, video decoding, the frame cache and the built-in synthetic corpus (needs the `train` extra: `datasets`,
 PyAV). The model files never import this package; it is not pushed to the Hub."""
 
-from ..video_io import FramePolicy, VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
+from ..frame_policy import FramePolicy
+from ..video_io import VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
 from .cache import FrameCache, build_frame_cache, default_cache_dir
 from .collator import VideoTextCollator
 from .corpora import (

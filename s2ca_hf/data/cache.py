@@ -27,7 +27,8 @@ import pyarrow as pa
 import torch
 from datasets import Dataset, Features, Sequence, Value, concatenate_datasets
 
-from ..video_io import FramePolicy, VideoDecodeError, read_frames
+from ..frame_policy import FramePolicy
+from ..video_io import VideoDecodeError, read_frames
 from .corpora import corpus_info, corpus_videos, reindex_videos
 
 
