@@ -50,7 +50,39 @@ def markdown(report: dict) -> str:
     if report.get("note"):
         lines += ["", report["note"]]
     lines += ["", "One seed, one run: this shows what the first command gives, not how methods compare (see Results)."]
+    if report.get("concept_map"):
+        shown = report["concept_map"]
+        lines += [
+            "",
+            f"The selected model's concept map of the first test clip, {shown['video_id']}, and its caption "
+            f"(score {shown['score']:.3f}; `s2ca-explain` draws one for any pair):",
+            "",
+            f"![concept map of {shown['video_id']}](benchmarks/results/{CONCEPT_MAP})",
+        ]
     return "\n".join(lines + [""])
+
+
+CONCEPT_MAP = "default_run_concept_map.png"
+
+
+def write_concept_map(folder: str, model_dir: str, clips: list[dict], out: str) -> dict | None:
+    """The concept map of the run's selected model on the first test clip and its caption (the README shows it);
+    None without matplotlib (the viz extra)."""
+    import importlib.util
+
+    if importlib.util.find_spec("matplotlib") is None:
+        return None
+    from s2ca_hf import S2CAModel, S2CAProcessor
+    from s2ca_hf.visualization import concept_map, plot_concept_map
+
+    clip = next(c for c in clips if c["split"] == "test")
+    with open(os.path.join(folder, "data", "synthetic", "MSRVTT_data.json")) as f:
+        caption = next(s["caption"] for s in json.load(f)["sentences"] if s["video_id"] == clip["video_id"])
+    video = os.path.join(folder, "data", "synthetic", "videos", f"{clip['video_id']}.mp4")
+    model, processor = S2CAModel.from_pretrained(model_dir).eval(), S2CAProcessor.from_pretrained(model_dir)
+    concepts = concept_map(model, processor, video, caption)
+    plot_concept_map(concepts, os.path.join(out, CONCEPT_MAP), title=f'{clip["video_id"]} (test): "{caption}"')
+    return {"video_id": clip["video_id"], "caption": caption, "score": concepts.score}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -80,9 +112,10 @@ def main(argv: list[str] | None = None) -> dict:
             raise RuntimeError(f"the default run failed:\n{completed.stderr[-4000:]}")
         with open(os.path.join(folder, "runs", "synthetic", "eval_results.json")) as f:
             summary = json.load(f)
-        metrics, _ = selected(summary)
+        metrics, model_dir = selected(summary)
         with open(os.path.join(folder, "data", "synthetic", "synthetic.json")) as f:
             clips = json.load(f)["clips"]
+        concept_map_file = write_concept_map(folder, model_dir, clips, args.out)
     report = {
         "seconds": seconds,
         "steps": summary["global_step"],
@@ -92,6 +125,7 @@ def main(argv: list[str] | None = None) -> dict:
         "clips": {split: sum(c["split"] == split for c in clips) for split in SPLITS},
         "load_average": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
         "note": args.note,
+        "concept_map": concept_map_file,
     }
     return save_report(report, "default_run", argv, args.out, markdown)
 

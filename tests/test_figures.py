@@ -87,3 +87,17 @@ def test_figures_are_written_deterministically_and_linked_from_the_readme(tmp_pa
 def test_every_committed_accuracy_and_diagnosis_file_has_its_figures():
     for source in figures.figure_sources(str(REPO / "benchmarks" / "results")):
         assert Path(source[: -len(".json")] + "_recall.png").is_file(), f"run python benchmarks/figures.py {source}"
+
+
+def test_the_default_run_shows_its_concept_map_when_it_has_one():
+    import default_run
+
+    metrics = {d: {c: 1.0 for c in default_run.COLUMNS} for d in ("text_to_video", "video_to_text")}
+    report = {
+        "date": "today", "machine": "m", "versions": {"torch": "x"}, "command": "c", "seconds": 60.0, "steps": 3,
+        "evaluations": 1, "best_step": 3, "metrics": {s: metrics for s in figures.SPLITS},
+        "clips": {s: 1 for s in figures.SPLITS},
+    }  # fmt: skip
+    assert "concept map" not in default_run.markdown(report)
+    report["concept_map"] = {"video_id": "video7", "caption": "a red circle", "score": 0.5}
+    assert "![concept map of video7](benchmarks/results/default_run_concept_map.png)" in default_run.markdown(report)
