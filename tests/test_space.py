@@ -93,14 +93,14 @@ def test_a_query_typed_in_the_browser_shows_the_expected_video(trained, tmp_path
             page.get_by_label("Text query").fill(query)
             page.get_by_role("button", name="Search").click()
             results = page.locator("#results")
-            results.get_by_text(expected).first.wait_for(timeout=60_000)
+            results.get_by_text(f"{expected} ·").first.wait_for(timeout=60_000)  # "video1 ·", not "video15"
             shown = results.inner_text()
             screenshot = os.environ.get("S2CA_SPACE_SCREENSHOT", str(tmp_path / "space.png"))
             page.screenshot(path=screenshot, full_page=True)
             browser.close()
     finally:
         server.close()
-    assert expected in shown and "1. " in shown
+    assert f". {expected} · " in shown and "1. " in shown
     assert Path(screenshot).read_bytes()[:4] == b"\x89PNG"
 
 
