@@ -88,6 +88,9 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
                 "Call the video-text-retrieval pipeline as `pipe(video, candidate_labels=[...])` to rank texts for a "
                 "video, or as `pipe(text, videos=[...])` to rank videos for a text: give exactly one of the two."
             )
+        batch_size = kwargs.get("batch_size", self._batch_size)
+        if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if candidate_labels is not None:
             kwargs["candidate_labels"] = candidate_labels
         else:
@@ -178,6 +181,7 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
             # Chunk i pairs a candidate video with its input's text (the chunks of a batch may come from several
             # inputs): the logit of chunk i is the diagonal entry.
             logits = self.model(**text, **videos).logits_per_text.diagonal()  # (videos,)
+        # "logits" first: the pipeline reads the size of a batch from the first value.
         return {"logits": logits, "candidate": candidates, "is_last": inputs["is_last"]}
 
     def postprocess(self, model_outputs, top_k: int | None = None) -> list[dict[str, Any]]:

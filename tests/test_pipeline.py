@@ -102,6 +102,7 @@ def test_the_pipeline_is_deterministic_even_if_the_model_was_training(processor)
         (lambda pipe, v: pipe(v, candidate_labels=[]), "non-empty"),
         (lambda pipe, v: pipe("the dog", videos=[]), "at least one"),
         (lambda pipe, v: pipe(v, candidate_labels=TEXTS, top_k=0), "top_k"),
+        (lambda pipe, v: pipe(v, candidate_labels=TEXTS, batch_size=0), "batch_size"),
         (lambda pipe, v: pipe(v, candidate_labels=TEXTS, candidate_label="x"), "Unexpected"),
     ],
 )
