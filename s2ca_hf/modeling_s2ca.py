@@ -757,8 +757,9 @@ class S2CAModel(S2CAPreTrainedModel):
             pixel_values_videos (`torch.FloatTensor` of shape `(V, F, 3, H, W)`): normalised frames, as
                 `S2CAVideoProcessor` returns them.
             frame_mask (`torch.LongTensor` of shape `(V, F)`, *optional*): 1 for real frames, 0 for padding; missing
-                means every frame is real. Padded frames never enter the vision tower. Every video needs at least one
-                real frame (a `ValueError` names those that have none).
+                means every frame is real. Padded frames never enter the vision tower (under torch.compile they
+                enter as zeros and their outputs are dropped). Every video needs at least one real frame (a
+                `ValueError` names those that have none; the check is eager-only).
         """
         batch, num_frames = pixel_values_videos.shape[:2]
         if frame_mask is None:
