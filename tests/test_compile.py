@@ -81,4 +81,8 @@ def test_compiled_training_forward_and_video_features_equal_eager():
 
 @pytest.mark.slow
 def test_inductor_compiled_model_equals_eager():
-    check_compiled_equals_eager("inductor")
+    import torch._inductor.config
+
+    # Inductor draws random numbers with its own generator unless told to call eager's: the same Gumbel noise.
+    with torch._inductor.config.patch(fallback_random=True):
+        check_compiled_equals_eager("inductor")
