@@ -96,7 +96,8 @@ class S2CAEncoderOutput(_NestedModelOutput):
     frame_features (`torch.FloatTensor` of shape `(B, F, D)`, *optional*):
         Video only: the temporally refined per-frame features, before normalisation.
     model_output (`BaseModelOutputWithPooling`):
-        The CLIP tower's own output. For video, its batch is the real (unpadded) frames of the batch.
+        The CLIP tower's own output. For video, its batch is the real (unpadded) frames of the batch (under
+        `torch.compile`: every frame slot, `V * F`, a padded slot encoded from zeros).
     """
 
     embeds: torch.FloatTensor | None = None
@@ -145,7 +146,8 @@ class S2CAOutput(_NestedModelOutput):
     text_model_output (`BaseModelOutputWithPooling`):
         The output of the CLIP text tower.
     vision_model_output (`BaseModelOutputWithPooling`):
-        The output of the CLIP vision tower over the real frames of the batch.
+        The output of the CLIP vision tower over the real frames of the batch (every frame slot under
+        `torch.compile`).
     """
 
     loss: torch.FloatTensor | None = None
@@ -230,10 +232,10 @@ def per_concept_contrastive_loss(
         F.cross_entropy(text_to_video.flatten(0, 1), labels, reduction="none")
         + F.cross_entropy(video_to_text.flatten(0, 1), labels, reduction="none")
     )
-    valid = (text_present * video_present).t().flatten().bool()
-    if not valid.any():
-        return logits.sum() * 0.0
-    return losses[valid].mean()
+    # A masked mean rather than `losses[valid].mean()` behind `if valid.any()`: no host read and no data-dependent
+    # shape, which would break a torch.compile graph. It is 0 when no pair shares a concept.
+    valid = (text_present * video_present).t().flatten().to(losses.dtype)
+    return (losses * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 def concept_usage(concepts: "S2CAConceptOutput") -> torch.Tensor:
@@ -519,7 +521,8 @@ class S2CAConceptModule(nn.Module):
         if num_concepts < 2:
             return cosines.new_zeros(())
         off_diagonal = ~torch.eye(num_concepts, dtype=torch.bool, device=cosines.device)
-        return cosines[off_diagonal].pow(2).mean()
+        # A product with the mask rather than a boolean gather, whose data-dependent shape breaks torch.compile.
+        return (cosines.pow(2) * off_diagonal).sum() / (num_concepts * (num_concepts - 1))
 
 
 def balance_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -754,8 +757,9 @@ class S2CAModel(S2CAPreTrainedModel):
             pixel_values_videos (`torch.FloatTensor` of shape `(V, F, 3, H, W)`): normalised frames, as
                 `S2CAVideoProcessor` returns them.
             frame_mask (`torch.LongTensor` of shape `(V, F)`, *optional*): 1 for real frames, 0 for padding; missing
-                means every frame is real. Padded frames never enter the vision tower. Every video needs at least one
-                real frame (a `ValueError` names those that have none).
+                means every frame is real. Padded frames never enter the vision tower (under torch.compile they
+                enter as zeros and their outputs are dropped). Every video needs at least one real frame (a
+                `ValueError` names those that have none; the check is eager-only).
         """
         batch, num_frames = pixel_values_videos.shape[:2]
         if frame_mask is None:
@@ -765,8 +769,10 @@ class S2CAModel(S2CAPreTrainedModel):
                 f"frame_mask has shape {tuple(frame_mask.shape)}, pixel_values_videos {batch} videos of {num_frames} "
                 "frames: it must be (videos, frames)."
             )
-        # Checked in eager mode only: the check reads the mask on the host, which a compiled graph should not do.
-        empty = [] if torch.compiler.is_compiling() else (~frame_mask.bool().any(dim=1)).nonzero().flatten().tolist()
+        # Under torch.compile nothing here may depend on the mask's values on the host (a graph break each): the
+        # empty-video check is eager-only, and the real frames are masked instead of gathered (below).
+        compiling = torch.compiler.is_compiling()
+        empty = [] if compiling else (~frame_mask.bool().any(dim=1)).nonzero().flatten().tolist()
         if empty:
             # Such a video has nothing to encode: its psi would be a vector of zeros that scores 0 against every
             # text, which silently ranks it in the middle. A video that failed to decode is left out upstream.
@@ -775,7 +781,15 @@ class S2CAModel(S2CAPreTrainedModel):
                 "to encode. Leave videos that failed to decode out of the batch."
             )
         real = frame_mask.reshape(-1).bool()
-        outputs = self.vision_model(pixel_values=pixel_values_videos.flatten(0, 1)[real], return_dict=True, **kwargs)
+        frames = pixel_values_videos.flatten(0, 1)
+        if compiling:
+            # A boolean gather has a data-dependent shape, which breaks the graph: the tower runs on every slot, a
+            # padded one on zeros (so that whatever it held cannot reach a gradient), and its output is dropped below.
+            # Each frame is encoded on its own, so the real frames' outputs are those of the eager gather (allclose).
+            frames = frames.masked_fill(~real[:, None, None, None], 0.0)
+        else:
+            frames = frames[real]
+        outputs = self.vision_model(pixel_values=frames, return_dict=True, **kwargs)
         want_patches = self.concepts is not None and self.config.video_tokens in ("patches", "temporal_patches")
         if want_patches:
             hidden = self.vision_model.post_layernorm(outputs.last_hidden_state)
@@ -783,8 +797,11 @@ class S2CAModel(S2CAPreTrainedModel):
             hidden = outputs.pooler_output.unsqueeze(1)
         hidden = self.visual_projection(hidden)
         # Scatter the real frames back into their slots; padded slots hold zeros.
-        frame_tokens = hidden.new_zeros(batch * num_frames, *hidden.shape[1:])
-        frame_tokens[real] = hidden
+        if compiling:
+            frame_tokens = hidden.masked_fill(~real.view(-1, *[1] * (hidden.dim() - 1)), 0.0)
+        else:
+            frame_tokens = hidden.new_zeros(batch * num_frames, *hidden.shape[1:])
+            frame_tokens[real] = hidden
         frame_tokens = frame_tokens.view(batch, num_frames, *hidden.shape[1:])
 
         frame_mask = frame_mask.to(frame_tokens.dtype)

@@ -4,6 +4,8 @@
     pipe("clip.mp4", candidate_labels=["a man is cooking", "a dog runs"])  # texts ranked for the video
     pipe("a man is cooking", videos=["a.mp4", "b.mp4"])                   # videos ranked for the text
 
+    pipe(["a.mp4", "b.mp4"], candidate_labels=[...], batch_size=4)         # several inputs, 4 videos a forward
+
 The first form has the shape of zero-shot video classification (a list of `{"label", "score"}`, best first), which
 is what the Hub's inference widget shows. Scores are the softmax of the model's logits over the candidates; the raw
 logit (`exp(logit_scale) * score`) is kept next to each, since a softmax hides how good the best match is.
@@ -17,7 +19,7 @@ import tempfile
 from typing import Any
 
 import torch
-from transformers import Pipeline
+from transformers.pipelines.base import ChunkPipeline
 
 
 TASK = "video-text-retrieval"
@@ -35,7 +37,7 @@ def _split_labels(candidate_labels: str | list[str] | tuple[str, ...]) -> list[s
     return labels
 
 
-class VideoTextRetrievalPipeline(Pipeline):
+class VideoTextRetrievalPipeline(ChunkPipeline):
     r"""
     Text-video retrieval with an S2CA model and its `S2CAProcessor`.
 
@@ -60,6 +62,11 @@ class VideoTextRetrievalPipeline(Pipeline):
 
     `score` is the softmax of the logits over the candidates of one call, so it sums to 1 and depends on which
     candidates were given; `logit` does not.
+
+    `batch_size` (at construction or call time) is the number of videos that go through the model together: the
+    query videos when ranking texts (every batch is scored against all the candidate texts), the candidate videos
+    when ranking videos (so any number of candidates fits in memory; with the default 1, one video per forward). The
+    rankings and scores do not depend on it (padding changes no score; they agree to float rounding).
     """
 
     _load_processor = True
@@ -71,6 +78,9 @@ class VideoTextRetrievalPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         # Retrieval must be deterministic: in training mode the Gumbel allocation would add noise to every score.
         self.model.eval()
+        # The collate step of `batch_size` > 1 pads `input_ids` with the tokenizer's pad token.
+        if self.tokenizer is None:
+            self.tokenizer = self.processor.tokenizer
 
     def __call__(self, inputs: Any, candidate_labels: Any = None, videos: Any = None, **kwargs: Any):
         if (candidate_labels is None) == (videos is None):
@@ -78,6 +88,9 @@ class VideoTextRetrievalPipeline(Pipeline):
                 "Call the video-text-retrieval pipeline as `pipe(video, candidate_labels=[...])` to rank texts for a "
                 "video, or as `pipe(text, videos=[...])` to rank videos for a text: give exactly one of the two."
             )
+        batch_size = kwargs.get("batch_size", self._batch_size)
+        if batch_size is not None and (type(batch_size) is not int or batch_size < 1):
+            raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
         if candidate_labels is not None:
             kwargs["candidate_labels"] = candidate_labels
         else:
@@ -112,46 +125,95 @@ class VideoTextRetrievalPipeline(Pipeline):
                         f.write(video)
                     video = path
                 items.append(video)
-            return self.processor(videos=items, return_tensors="pt")
+            processed = self.processor(videos=items, return_tensors="pt")
+        return {
+            "pixel_values_videos": processed["pixel_values_videos"].to(self.model.dtype),
+            "frame_mask": processed["frame_mask"],
+        }
 
     def preprocess(self, inputs, candidate_labels=None, videos=None, hypothesis_template: str = "{}"):
+        # A ChunkPipeline, as zero-shot classification is: every chunk holds one video, so that `batch_size` videos
+        # (of one input or of several) go through the vision tower together whatever the number of candidates, and
+        # the collate step pads each tensor along its second axis (frames, or tokens) with `frame_mask` or
+        # `attention_mask` 0, which changes no score. Ranking texts for a video: one chunk, the video with all the
+        # candidate texts (wrapped in a list, as ZeroShotImageClassificationPipeline does, so that the collate step
+        # gathers them instead of padding them). Ranking videos for a text: one chunk per candidate video, each
+        # with the query text; `is_last` tells the pipeline where an input's chunks end.
         if candidate_labels is not None:
             labels = _split_labels(candidate_labels)
             texts = [hypothesis_template.format(label) for label in labels]
-            model_inputs = dict(self.processor(text=texts, return_tensors="pt"))
-            model_inputs.update(self._process_videos([inputs]))
-            names = labels
-            direction = "texts"
-        else:
-            if not isinstance(inputs, str):
-                raise TypeError(f"With `videos=[...]` the pipeline ranks videos for a text: got {type(inputs)}.")
-            videos = list(videos)
-            if not videos:
-                raise ValueError("`videos` must hold at least one video.")
-            model_inputs = dict(self.processor(text=[hypothesis_template.format(inputs)], return_tensors="pt"))
-            model_inputs.update(self._process_videos(videos))
-            names = [os.fspath(v) if isinstance(v, (str, os.PathLike)) else i for i, v in enumerate(videos)]
-            direction = "videos"
-        model_inputs["pixel_values_videos"] = model_inputs["pixel_values_videos"].to(self.model.dtype)
-        return {"model_inputs": model_inputs, "names": names, "direction": direction}
+            text_inputs = dict(self.processor(text=texts, return_tensors="pt"))
+            yield {
+                **self._process_videos([inputs]),
+                "text_inputs": [text_inputs],
+                "candidate": _Candidate("texts", labels),
+                "is_last": True,
+            }
+            return
+        if not isinstance(inputs, str):
+            raise TypeError(f"With `videos=[...]` the pipeline ranks videos for a text: got {type(inputs)}.")
+        videos = list(videos)
+        if not videos:
+            raise ValueError("`videos` must hold at least one video.")
+        text_inputs = dict(self.processor(text=[hypothesis_template.format(inputs)], return_tensors="pt"))
+        for index, video in enumerate(videos):
+            name = os.fspath(video) if isinstance(video, (str, os.PathLike)) else index
+            yield {
+                **self._process_videos([video]),
+                **text_inputs,
+                "candidate": _Candidate("videos", name),
+                "is_last": index == len(videos) - 1,
+            }
 
     def _forward(self, inputs):
-        outputs = self.model(**inputs["model_inputs"])
-        # One video against many texts, or one text against many videos: either way one row of logits.
-        logits = outputs.logits_per_video[0] if inputs["direction"] == "texts" else outputs.logits_per_text[0]
-        return {"logits": logits, "names": inputs["names"], "direction": inputs["direction"]}
+        # With batch_size 1 a chunk arrives as preprocess made it; batched, its non-tensor values arrive as lists.
+        candidates = inputs["candidate"] if isinstance(inputs["candidate"], list) else [inputs["candidate"]]
+        videos = {"pixel_values_videos": inputs["pixel_values_videos"], "frame_mask": inputs["frame_mask"]}
+        if candidates[0].direction == "texts":
+            texts = inputs["text_inputs"]
+            texts = [texts[0]] if isinstance(texts[0], dict) else [group[0] for group in texts]
+            # Every video of a call has the same candidate texts: they are encoded once per batch of videos.
+            if any(c.names != candidates[0].names for c in candidates):
+                raise ValueError("The videos of one batch have different candidate labels.")
+            logits = self.model(**texts[0], **videos).logits_per_video  # (videos, texts)
+        else:
+            text = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
+            # Chunk i pairs a candidate video with its input's text (the chunks of a batch may come from several
+            # inputs): the logit of chunk i is the diagonal entry.
+            logits = self.model(**text, **videos).logits_per_text.diagonal()  # (videos,)
+        # "logits" first: the pipeline reads the size of a batch from the first value.
+        return {"logits": logits, "candidate": candidates, "is_last": inputs["is_last"]}
 
     def postprocess(self, model_outputs, top_k: int | None = None) -> list[dict[str, Any]]:
-        logits = model_outputs["logits"].float()
+        # The chunks of one input: one (ranking texts) or one per candidate video (ranking videos).
+        first = model_outputs[0]["candidate"]
+        first = first[0] if isinstance(first, list) else first
+        logits = torch.cat([output["logits"].reshape(-1) for output in model_outputs]).float()
+        if first.direction == "texts":
+            names = first.names
+        else:
+            names = [_single(output["candidate"]).names for output in model_outputs]
         scores = logits.softmax(dim=-1).tolist()
         logits = logits.tolist()
         order = sorted(range(len(scores)), key=lambda i: -logits[i])
         if top_k is not None:
             order = order[:top_k]
-        names = model_outputs["names"]
-        if model_outputs["direction"] == "texts":
+        if first.direction == "texts":
             return [{"label": names[i], "score": scores[i], "logit": logits[i]} for i in order]
         return [{"video": names[i], "index": i, "score": scores[i], "logit": logits[i]} for i in order]
+
+
+class _Candidate:
+    """What a chunk ranks (`direction`: "texts" or "videos") and the names of its candidates. Not a tensor, a dict
+    or a list, so that the pipeline's collate step gathers it into a list and never tries to pad it."""
+
+    def __init__(self, direction: str, names):
+        self.direction = direction
+        self.names = names
+
+
+def _single(candidate):
+    return candidate[0] if isinstance(candidate, list) else candidate
 
 
 __all__ = ["TASK", "VideoTextRetrievalPipeline"]

@@ -102,6 +102,7 @@ def test_the_pipeline_is_deterministic_even_if_the_model_was_training(processor)
         (lambda pipe, v: pipe(v, candidate_labels=[]), "non-empty"),
         (lambda pipe, v: pipe("the dog", videos=[]), "at least one"),
         (lambda pipe, v: pipe(v, candidate_labels=TEXTS, top_k=0), "top_k"),
+        (lambda pipe, v: pipe(v, candidate_labels=TEXTS, batch_size=0), "batch_size"),
         (lambda pipe, v: pipe(v, candidate_labels=TEXTS, candidate_label="x"), "Unexpected"),
     ],
 )
@@ -119,3 +120,36 @@ def test_pip_users_load_a_saved_folder_by_task_without_remote_code(retrieval, tm
     assert type(loaded) is VideoTextRetrievalPipeline
     frames = numbered_frames(5)
     assert loaded(frames, candidate_labels=TEXTS) == pipe(frames, candidate_labels=TEXTS)
+
+
+def test_batch_size_4_gives_the_rankings_and_scores_of_batch_size_1(retrieval, tmp_path):
+    # Several inputs and more candidates than a batch holds, so that batches mix the chunks of different inputs, a
+    # last batch is partial, and videos with different numbers of frames are padded together.
+    pipe, model, processor = retrieval
+    path = write_video(str(tmp_path / "clip.mp4"), num_frames=25, fps=10)
+    videos = [numbered_frames(n) for n in (2, 5, 3, 1, 4, 6)] + [path]
+    captions = ["the dog", "a cat runs fast", "the cat", "a dog", "cat", "the dog runs", "dogs and cats"]
+    queries = ["the dog", "a cat runs fast", "the cat"]
+    batched = pipeline("video-text-retrieval", model=model, processor=processor, batch_size=4)
+    for call in (
+        lambda p, **kw: p(videos, candidate_labels=captions, **kw),
+        lambda p, **kw: p(queries, videos=videos, **kw),
+        lambda p, **kw: p("the cat", videos=videos, **kw),  # one input, its 7 candidate videos in batches
+    ):
+        one, four = call(pipe), call(pipe, batch_size=4)
+        assert call(batched) == four
+        one, four = (result if isinstance(result[0], list) else [result] for result in (one, four))
+        for single, batch in zip(one, four, strict=True):
+            key = "label" if "label" in single[0] else "index"
+            assert [e[key] for e in batch] == [e[key] for e in single]
+            assert len({e["logit"] for e in single}) == len(single)  # no ties: the order means something
+            for a, b in zip(single, batch, strict=True):
+                assert a.keys() == b.keys() and a.get("video") == b.get("video")
+                assert b["score"] == pytest.approx(a["score"], abs=1e-6)
+                assert b["logit"] == pytest.approx(a["logit"], abs=1e-5)
+    # and both are the model's own logits
+    logits = model_logits(model, processor, queries, videos)
+    for row, ranking in zip(logits, pipe(queries, videos=videos, batch_size=4), strict=True):
+        assert [e["index"] for e in ranking] == row.argsort(descending=True).tolist()
+        for entry in ranking:
+            assert entry["logit"] == pytest.approx(row[entry["index"]].item(), abs=1e-5)

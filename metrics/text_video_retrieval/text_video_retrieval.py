@@ -1,14 +1,18 @@
 """Text-video retrieval metrics (R@K, MdR, MnR in both directions) as an `evaluate` module.
 
-A thin wrapper: the numbers come from `s2ca_hf.retrieval.retrieval_metrics`, so `evaluate.load` and the function
-always agree. Load it offline with `evaluate.load("metrics/text_video_retrieval")` from the repository root.
+A thin wrapper around `retrieval_metrics.py` next to it, which in the repository is a symbolic link to
+`s2ca_hf/retrieval/metrics.py` (numpy and torch only): `evaluate.load` copies a relative import found in the script
+from the script's folder (following the link), so the module needs no `s2ca_hf` and there is one implementation,
+which `s2ca_hf.retrieval.retrieval_metrics` and `evaluate.load` both run. Load it offline with
+`evaluate.load("metrics/text_video_retrieval")` from the repository root; publish the folder with
+`huggingface_hub.upload_folder`, which uploads the linked file's content.
 """
 
 import datasets
 import evaluate
 import numpy as np
 
-from s2ca_hf.retrieval import retrieval_metrics
+from .retrieval_metrics import retrieval_metrics
 
 
 _DESCRIPTION = """

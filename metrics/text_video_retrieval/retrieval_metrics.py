@@ -1,0 +1,1 @@
+../../s2ca_hf/retrieval/metrics.py
