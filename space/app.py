@@ -33,7 +33,7 @@ class Demo:
         if not text.strip():
             raise gr.Error("Type a text to search for.")
         hits = self.index.search(text, k=min(int(k or self.k), len(self.index)))[0]
-        return [(hit.path, f"{hit.rank}. {hit.id} · {hit.score:.3f}") for hit in hits]
+        return [(hit.path, f"{hit.rank}. {hit.id}{_span(hit)} · {hit.score:.3f}") for hit in hits]
 
     def rank_captions(self, video: str, captions: str) -> list[list]:
         """[rank, score, caption] rows for one video file against the captions (one per line)."""
@@ -47,6 +47,12 @@ class Demo:
         path = os.path.join(self.figures, f"explain-{abs(hash((text, video)))}.png")
         plot_concept_map(concept_map(self.model, self.processor, video, text), path)
         return path
+
+
+def _span(hit) -> str:
+    """" (12.0-18.0 s)" for a hit that is a time window of its video (a clip window or an indexed moment)."""
+    start, end = hit.metadata.get("start"), hit.metadata.get("end")
+    return f" ({start:.1f}-{end:.1f} s)" if start is not None and end is not None else ""
 
 
 def build_app(demo: Demo) -> gr.Blocks:
