@@ -58,10 +58,12 @@ def write_clip(path, seconds_of_each, seed=0):
 
 @pytest.fixture(scope="module")
 def moments(saved_model, tmp_path_factory):
-    """An index of 4-second windows every 4 seconds of a 16-second clip (square, then circle) and a 2-second clip."""
+    """An index of 4-second windows every 4 seconds of a 16-second clip (square, then circle), a 2-second clip and
+    a corrupt file."""
     videos = tmp_path_factory.mktemp("long-videos")
     write_clip(videos / "long.mp4", [(square, HALF), (circle, HALF)])
     write_clip(videos / "short.mp4", [(circle, 2)], seed=1)
+    (videos / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"garbage" * 50)
     queries = tmp_path_factory.mktemp("queries")
     write_clip(queries / "circle.mp4", [(circle, 4)], seed=2)
     write_clip(queries / "square.mp4", [(square, 4)], seed=3)
@@ -102,6 +104,10 @@ def test_window_items_ids_and_settings():
     assert window_items([VideoItem("gone.mp4", "/nowhere/gone.mp4")], 4, 4) == [
         VideoItem("gone.mp4", "/nowhere/gone.mp4")
     ]
+    # One skipped whole by a previous run and unchanged since is not read again (it would fail again).
+    assert window_items([VideoItem("bad.mp4", "/v/bad.mp4")], 4, 4, {"/v/bad.mp4": 8.0}, {"/v/bad.mp4"}) == [
+        VideoItem("bad.mp4", "/v/bad.mp4")
+    ]
     # A corpus clip already has a window of its own.
     with pytest.raises(VideoIndexError, match="already a clip"):
         window_items([VideoItem("v@1-5", "/v/v.mp4", 1, 5)], 2, 2, durations={"/v/v.mp4": 9.0})
@@ -127,6 +133,8 @@ def test_windows_are_items_with_their_span_and_their_own_frames(moments, saved_m
     out, videos, _, _ = moments
     manifest = read_manifest(out)
     assert manifest["windows"] == {"window": 4.0, "stride": 4.0}
+    # A file that cannot be read is one skipped entry under its own id, with the reason.
+    assert [(entry["id"], "broken.mp4" in entry["reason"]) for entry in manifest["skipped"]] == [("broken.mp4", True)]
     index = VideoIndex.load(out, device="cpu")
     table = index.table.to_pylist()
     rows = {row["id"]: row for row in table}

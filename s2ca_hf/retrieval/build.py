@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -285,7 +286,7 @@ def build_index(
         barrier()
         _check_resumable(out, shard_dir, settings)
         if windows is not None:
-            items = window_items(items, windows["window"], windows["stride"], _known_durations(shard_dir))
+            items = window_items(items, windows["window"], windows["stride"], *_known_files(shard_dir))
 
         current = {}
         for item in items:
@@ -346,18 +347,26 @@ def build_index(
     return manifest
 
 
-def _known_durations(shard_dir: str) -> dict[str, float]:
-    """path -> duration for the files the shards hold and that have not changed since (size and modification
-    time), so that resuming a windowed build does not read every file again to cut it into windows."""
-    known = {}
+_WINDOW_ID = re.compile(r"@\d+(?:\.\d+)?-\d+(?:\.\d+)?$")  # the tail of a moment's id (`sources.window_items`)
+
+
+def _known_files(shard_dir: str) -> tuple[dict[str, float], set[str]]:
+    """What the shards know of the files that have not changed since (size and modification time): path ->
+    duration of those they hold, and the paths of those they skipped whole; so that resuming a windowed build does
+    not read every file again to cut it into windows."""
+    durations, unreadable = {}, set()
+
+    def unchanged(entry: dict) -> bool:
+        return _file_state(entry["path"]) == (entry.get("size_bytes"), entry.get("mtime_ns"))
+
     for header in _scan_shards(shard_dir).values():
         for row in header["rows"]:
-            if row.get("duration") is not None and _file_state(row["path"]) == (
-                row.get("size_bytes"),
-                row.get("mtime_ns"),
-            ):
-                known[row["path"]] = row["duration"]
-    return known
+            if row.get("duration") is not None and unchanged(row):
+                durations[row["path"]] = row["duration"]
+        for entry in header["skipped"]:
+            if not _WINDOW_ID.search(entry["id"]) and unchanged(entry):  # skipped whole, not one window of it
+                unreadable.add(entry["path"])
+    return durations, unreadable
 
 
 def _from_main_process(accelerator, value):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..utils import walk_once
@@ -162,12 +162,17 @@ def video_duration(path: str) -> float:
 
 
 def window_items(
-    items: Sequence[VideoItem], window: float, stride: float, durations: dict[str, float] | None = None
+    items: Sequence[VideoItem],
+    window: float,
+    stride: float,
+    durations: dict[str, float] | None = None,
+    unreadable: Collection[str] = (),
 ) -> list[VideoItem]:
     """Every video of `items` cut into the windows of `window_spans`, each an item with id
     `"<video id>@<start>-<end>"` (seconds). `durations` maps paths to known durations (from a previous run over the
-    unchanged file); the others are read from the file. A file whose duration cannot be read stays one item without
-    a window, so that decoding it fails and it is listed as skipped with the reason."""
+    unchanged file); the others are read from the file. A file whose duration cannot be read, or one of the paths
+    `unreadable` (skipped by a previous run, unchanged since), stays one item without a window, so that decoding it
+    fails and it is listed as skipped with the reason."""
     durations = durations or {}
     out = []
     for item in items:
@@ -177,6 +182,9 @@ def window_items(
                 "into windows; index this source without --window."
             )
         duration = durations.get(item.path)
+        if item.path in unreadable:
+            out.append(item)
+            continue
         if duration is None:
             try:
                 duration = video_duration(item.path)
