@@ -11,6 +11,7 @@ import itertools
 import logging
 import math
 import os
+import re
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import torch
 from .errors import VideoIndexError
 from .evaluation import encode_videos
 from .fingerprints import frame_policy, model_fingerprint, text_settings
-from .sources import VideoItem, resolve_videos
+from .sources import VideoItem, check_windows, resolve_videos, window_items
 from .store import (
     MANIFEST_FILE,
     SHARDS_DIR,
@@ -206,6 +207,8 @@ def build_index(
     overwrite: bool = False,
     progress: bool = True,
     lock_timeout: float = 0.0,
+    window: float | None = None,
+    stride: float | None = None,
 ) -> dict[str, Any]:
     """Encodes the videos' psi into the index folder `out`, or completes it; returns the manifest.
 
@@ -221,14 +224,20 @@ def build_index(
         accelerator: an `accelerate.Accelerator`; every process encodes every `num_processes`-th chunk and the
             main process merges the shards into the manifest. None for a single process.
         overwrite: delete an existing index in `out` first (otherwise it is completed, or refused if it was built
-            with another model, frame policy or source).
+            with another model, frame policy, source or window settings).
         lock_timeout: seconds to wait for another run that is writing `out` (`IndexLock`); 0 stops at once.
+        window, stride: index moments: every video is cut into windows of `window` seconds, one every `stride`
+            seconds (default: `window`), each an item of its own with id `"<video id>@<start>-<end>"` and its
+            frames sampled inside the window by the processor's frame policy (`sources.window_spans`). Recorded in
+            the manifest; resuming with other values is refused. None indexes whole videos.
 
     Raises:
         EmptyCollectionError: the source holds no video.
         VideoIndexError: `out` holds an index built with other settings (and `overwrite` is False), or another run
             holds its lock.
+        ValueError: a `stride` without a `window`, or a length that is not a positive number of seconds.
     """
+    windows = check_windows(window, stride)
     out = os.path.abspath(os.fspath(out))
     rank = accelerator.process_index if accelerator is not None else 0
     world = accelerator.num_processes if accelerator is not None else 1
@@ -246,6 +255,7 @@ def build_index(
         "encoding_dtype": str(dtype).replace("torch.", ""),
         "frame_policy": frame_policy(processor),
         "source": source,
+        "windows": windows,
     }
     shard_dir = os.path.join(out, SHARDS_DIR)
 
@@ -275,6 +285,8 @@ def build_index(
                 logger.info("Removed %d temporary files of an interrupted run.", removed)
         barrier()
         _check_resumable(out, shard_dir, settings)
+        if windows is not None:
+            items = window_items(items, windows["window"], windows["stride"], *_known_files(shard_dir))
 
         current = {}
         for item in items:
@@ -297,9 +309,10 @@ def build_index(
         mine = chunks[rank::world]
         if is_main:
             logger.info(
-                "%s: %d videos, %d already indexed, %d to encode in %d shards over %d process(es).",
+                "%s: %d %s, %d already indexed, %d to encode in %d shards over %d process(es).",
                 out,
                 len(items),
+                "videos" if windows is None else "moments (video windows)",
                 len(items) - len(pending),
                 len(pending),
                 len(chunks),
@@ -334,6 +347,28 @@ def build_index(
     return manifest
 
 
+_WINDOW_ID = re.compile(r"@\d+(?:\.\d+)?-\d+(?:\.\d+)?$")  # the tail of a moment's id (`sources.window_items`)
+
+
+def _known_files(shard_dir: str) -> tuple[dict[str, float], set[str]]:
+    """What the shards know of the files that have not changed since (size and modification time): path ->
+    duration of those they hold, and the paths of those they skipped whole; so that resuming a windowed build does
+    not read every file again to cut it into windows."""
+    durations, unreadable = {}, set()
+
+    def unchanged(entry: dict) -> bool:
+        return _file_state(entry["path"]) == (entry.get("size_bytes"), entry.get("mtime_ns"))
+
+    for header in _scan_shards(shard_dir).values():
+        for row in header["rows"]:
+            if row.get("duration") is not None and unchanged(row):
+                durations[row["path"]] = row["duration"]
+        for entry in header["skipped"]:
+            if not _WINDOW_ID.search(entry["id"]) and unchanged(entry):  # skipped whole, not one window of it
+                unreadable.add(entry["path"])
+    return durations, unreadable
+
+
 def _from_main_process(accelerator, value):
     """`value` as the main process has it, on every process."""
     if accelerator is None or accelerator.num_processes == 1:
@@ -344,7 +379,7 @@ def _from_main_process(accelerator, value):
 
 
 def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:
-    """Refuses to add to an index built with another model, frame policy, dtype or source."""
+    """Refuses to add to an index built with another model, frame policy, dtype, source or window settings."""
     previous = []
     manifest_path = os.path.join(out, MANIFEST_FILE)
     if os.path.exists(manifest_path):
@@ -354,12 +389,24 @@ def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:
         previous.append((f"shard {name}", header["settings"]))
         break  # every shard of a valid index has the same settings; the first one stands for the rest
     for where, old in previous:
+        if old.get("windows") != settings["windows"]:
+            raise VideoIndexError(
+                f"{out} already holds an index built with {_describe_windows(old.get('windows'))}, not "
+                f"{_describe_windows(settings['windows'])} (according to {where}): its items would not be the same "
+                "moments. Build with the same --window/--stride, use another --out, or --overwrite to rebuild it."
+            )
         differences = _settings_differences(_comparable(old), _comparable(settings))
         if differences:
             raise VideoIndexError(
                 f"{out} already holds an index built with other settings ({', '.join(differences)} differ, "
                 f"according to {where}). Use another --out, or --overwrite to rebuild it."
             )
+
+
+def _describe_windows(windows: dict | None) -> str:
+    if windows is None:
+        return "whole videos (no --window)"
+    return f"--window {windows['window']:g} --stride {windows['stride']:g}"
 
 
 def _comparable(settings: dict) -> dict:

@@ -2,6 +2,7 @@
 
 s2ca-index --model MODEL --videos DIR --out INDEX            # every video file under DIR, recursively
 s2ca-index --model MODEL --videos corpus:msrvtt:DATA_DIR:test --out INDEX
+s2ca-index --model MODEL --videos DIR --out INDEX --window 10 --stride 5   # moments: 10 s windows every 5 s
 accelerate launch --multi_gpu --num_processes 2 -m s2ca_hf.retrieval.cli index ...   # or: $(which s2ca-index)
 
 s2ca-search --index INDEX "a man plays guitar on stage" [-k 10] [--json]
@@ -23,6 +24,7 @@ import torch
 from .index import (
     VideoIndex,
     build_index,
+    check_windows,
     load_model_and_processor,
     resolve_videos,
 )
@@ -67,6 +69,16 @@ def _index_parser() -> argparse.ArgumentParser:
         default=0.0,
         help="seconds to wait when another s2ca-index run is writing --out (default 0: stop at once, naming it)",
     )
+    parser.add_argument(
+        "--window",
+        type=float,
+        help="index moments: cut every video into windows of this many seconds, each an item of its own (id "
+        "VIDEO@START-END), its frames sampled inside the window by the model's frame policy; a video shorter than "
+        "one window is one item (default: whole videos)",
+    )
+    parser.add_argument(
+        "--stride", type=float, help="with --window: seconds from one window's start to the next (default: --window)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -82,6 +94,10 @@ def index_main(argv: list[str] | None = None) -> int:
         return _fail("s2ca-index", ValueError("--batch-size and --shard-size must be >= 1"))
     if not args.lock_timeout >= 0:
         return _fail("s2ca-index", ValueError(f"--lock-timeout must be >= 0 seconds, got {args.lock_timeout}"))
+    try:
+        check_windows(args.window, args.stride)
+    except ValueError as error:
+        return _fail("s2ca-index", error)
     accelerator = None
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # started by `accelerate launch`, torchrun or debug_launcher
         try:
@@ -117,12 +133,15 @@ def index_main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=is_main and not args.quiet,
             lock_timeout=args.lock_timeout,
+            window=args.window,
+            stride=args.stride,
         )
     except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
         return _fail("s2ca-index", error)
     if is_main:
+        what = "videos" if manifest.get("windows") is None else "moments (video windows)"
         print(
-            f"{args.out}: {manifest['count']} videos indexed ({manifest['dimension']} dimensions, float16), "
+            f"{args.out}: {manifest['count']} {what} indexed ({manifest['dimension']} dimensions, float16), "
             f"{len(manifest['skipped'])} skipped."
         )
         for entry in manifest["skipped"]:
@@ -157,12 +176,18 @@ def _search_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _seconds(value) -> str:
+    return "?" if value is None else f"{value:.3f}".rstrip("0").rstrip(".")
+
+
 def _format_hit(hit) -> str:
     details = []
-    if "duration" in hit.metadata:
+    if "start" in hit.metadata or "end" in hit.metadata:  # a moment (or a corpus clip): the span in the video
+        start, end = (_seconds(hit.metadata.get(key)) for key in ("start", "end"))
+        of = f" of {hit.metadata['duration']:.1f} s" if "duration" in hit.metadata else ""
+        details.append(f"{start}-{end} s{of}")
+    elif "duration" in hit.metadata:
         details.append(f"{hit.metadata['duration']:.1f} s")
-    if "start" in hit.metadata or "end" in hit.metadata:
-        details.append(f"window {hit.metadata.get('start')}-{hit.metadata.get('end')}")
     suffix = f"  ({', '.join(details)})" if details else ""
     return f"{hit.rank:>4}  {hit.score:>9.4f}  {hit.id}  {hit.path}{suffix}"
 

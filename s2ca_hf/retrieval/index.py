@@ -26,7 +26,17 @@ from .errors import EmptyCollectionError, ModelMismatchError, VideoIndexError
 from .evaluation import encode_texts, encode_videos
 from .fingerprints import check_model, check_text_side, config_hash, frame_policy, model_fingerprint, weights_hash
 from .search import build_faiss_index, exact_search, faiss_search
-from .sources import VIDEO_EXTENSIONS, VideoItem, corpus_videos, folder_videos, resolve_videos
+from .sources import (
+    VIDEO_EXTENSIONS,
+    VideoItem,
+    check_windows,
+    corpus_videos,
+    folder_videos,
+    resolve_videos,
+    video_duration,
+    window_items,
+    window_spans,
+)
 from .store import SHARDS_DIR, TABLE_FILE, _load_shard_vectors, read_manifest
 
 
@@ -318,6 +328,7 @@ __all__ = [
     "build_faiss_index",
     "build_index",
     "check_model",
+    "check_windows",
     "config_hash",
     "corpus_videos",
     "decode_for_index",
@@ -329,5 +340,8 @@ __all__ = [
     "model_fingerprint",
     "read_manifest",
     "resolve_videos",
+    "video_duration",
     "weights_hash",
+    "window_items",
+    "window_spans",
 ]

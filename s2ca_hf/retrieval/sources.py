@@ -1,10 +1,12 @@
-"""Which videos an index holds: the files of a folder (links followed, each real folder once) or a corpus split."""
+"""Which videos an index holds: the files of a folder (links followed, each real folder once) or a corpus split,
+optionally cut into fixed time windows ("moments") that are indexed as items of their own."""
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..utils import walk_once
@@ -96,4 +98,112 @@ def resolve_videos(spec: str | os.PathLike, video_dir: str | None = None) -> tup
     return items, {"kind": "folder", "root": os.path.abspath(spec)}
 
 
-__all__ = ["VIDEO_EXTENSIONS", "VideoItem", "corpus_videos", "folder_videos", "resolve_videos"]
+# --------------------------------------------------------------------------------------------------------------
+# Moments: fixed windows of each video as items of their own
+# --------------------------------------------------------------------------------------------------------------
+
+
+def check_windows(window: float | None, stride: float | None) -> dict[str, float] | None:
+    """The window settings an index records, `{"window": seconds, "stride": seconds}`, or None for whole videos.
+    `stride` defaults to `window` (windows side by side). Raises `ValueError` for a stride without a window or a
+    length that is not a positive number of seconds."""
+    if window is None:
+        if stride is not None:
+            raise ValueError("--stride needs --window: the stride is the step between windows of --window seconds.")
+        return None
+    stride = window if stride is None else stride
+    for name, value in (("--window", window), ("--stride", stride)):
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+    return {"window": float(window), "stride": float(stride)}
+
+
+def _seconds(value: float) -> str:
+    """A time in an id: milliseconds at most, no trailing zeros (`12`, `2.5`, `0.125`)."""
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def window_spans(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
+    """The `(start, end)` windows of a video of `duration` seconds: `[k * stride, k * stride + window]` for every
+    k whose window fits in the video, then, when those stop short of the end, one last window of the same length
+    ending at the end of the video, so that the tail is covered; a video no longer than one window gives one item,
+    `(0, duration)`. Times are rounded to milliseconds."""
+    duration = round(float(duration), 3)
+    if duration <= window:
+        return [(0.0, duration)]
+    spans = []
+    k = 0
+    while round(k * stride + window, 3) <= duration:
+        start = round(k * stride, 3)
+        spans.append((start, round(start + window, 3)))
+        k += 1
+    if spans[-1][1] < duration:
+        spans.append((round(duration - window, 3), duration))
+    return spans
+
+
+def video_duration(path: str) -> float:
+    """A video file's duration in seconds, as the index records it (frames / frame rate, from the packet index:
+    demuxing without decoding). Raises `ValueError` or `OSError` for a file that cannot be read."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            if not container.streams.video:
+                raise ValueError("the file has no video stream")
+            stream = container.streams.video[0]
+            count = sum(1 for packet in container.demux(stream) if packet.size)
+            fps = float(stream.average_rate or stream.guessed_rate or 0)
+    except av.FFmpegError as error:
+        raise ValueError(f"{type(error).__name__}: {error}") from error
+    if count == 0 or fps <= 0:
+        raise ValueError(f"the video stream has {count} frames at {fps} frames per second")
+    return count / fps
+
+
+def window_items(
+    items: Sequence[VideoItem],
+    window: float,
+    stride: float,
+    durations: dict[str, float] | None = None,
+    unreadable: Collection[str] = (),
+) -> list[VideoItem]:
+    """Every video of `items` cut into the windows of `window_spans`, each an item with id
+    `"<video id>@<start>-<end>"` (seconds). `durations` maps paths to known durations (from a previous run over the
+    unchanged file); the others are read from the file. A file whose duration cannot be read, or one of the paths
+    `unreadable` (skipped by a previous run, unchanged since), stays one item without a window, so that decoding it
+    fails and it is listed as skipped with the reason."""
+    durations = durations or {}
+    out = []
+    for item in items:
+        if item.start is not None or item.end is not None:
+            raise VideoIndexError(
+                f"{item.id} is already a clip ({item.start}-{item.end} s) of its source: --window cuts whole videos "
+                "into windows; index this source without --window."
+            )
+        duration = durations.get(item.path)
+        if item.path in unreadable:
+            out.append(item)
+            continue
+        if duration is None:
+            try:
+                duration = video_duration(item.path)
+            except (OSError, ValueError, ImportError):
+                out.append(item)
+                continue
+        for start, end in window_spans(duration, window, stride):
+            out.append(VideoItem(f"{item.id}@{_seconds(start)}-{_seconds(end)}", item.path, start, end))
+    return out
+
+
+__all__ = [
+    "VIDEO_EXTENSIONS",
+    "VideoItem",
+    "check_windows",
+    "corpus_videos",
+    "folder_videos",
+    "resolve_videos",
+    "video_duration",
+    "window_items",
+    "window_spans",
+]

@@ -4,8 +4,9 @@ An index folder holds:
 
 
     manifest.json           what the index is: format version, the model (name, revision, config and weight hashes,
-                            dtype), the frame policy, the source of the videos, dimension, count, the shards in row
-                            order, and the videos that were skipped with the reason
+                            dtype), the frame policy, the source of the videos, the window settings of moments
+                            (`windows`: window and stride in seconds, or null), dimension, count, the shards in
+                            row order, and the videos that were skipped with the reason
     videos.parquet          one row per vector, in row order: id, path, duration, frame count, fps, size, ...
     shards/shard-*.safetensors
                             psi as float16 `vectors (n, E)`; each shard also carries its rows' metadata and its
@@ -256,7 +257,8 @@ def _scan_shards(shard_dir: str) -> dict[str, dict]:
 
 # The metadata table, one row per vector in row order. `id` is unique; `path` is absolute; duration, frame count and
 # fps come from the container (None where it does not say); `sampled_frames` is how many frames were encoded;
-# `start`/`end` the time window of a corpus clip; size and modification time are how a changed file is detected.
+# `start`/`end` the time window of a corpus clip or of a moment (`--window`); size and modification time are how a
+# changed file is detected.
 _TABLE_COLUMNS = (
     ("id", "string"), ("path", "string"), ("duration", "float64"), ("num_frames", "int64"), ("fps", "float64"),
     ("width", "int64"), ("height", "int64"), ("sampled_frames", "int64"), ("start", "float64"), ("end", "float64"),
@@ -324,6 +326,7 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
         "encoding_dtype": settings["encoding_dtype"],
         "frame_policy": settings["frame_policy"],
         "source": settings["source"],
+        "windows": settings.get("windows"),
         "shards": shards,
         "skipped": [{"id": s["id"], "path": s["path"], "reason": s["reason"]} for s in skipped],
         **extra,
