@@ -172,6 +172,48 @@ def test_hub_folder_round_trip(built, tmp_path):
     assert search_results(copy.path, TEXTS) == search_results(out, TEXTS)
 
 
+class RecordingApi:
+    """Stands in for `huggingface_hub.HfApi`: records the calls and the uploaded folder's files."""
+
+    calls: list = []
+
+    def __init__(self, endpoint=None, token=None):
+        pass
+
+    def create_repo(self, repo_id, **kwargs):
+        RecordingApi.calls.append(("create_repo", repo_id, kwargs))
+
+    def upload_folder(self, repo_id, repo_type, folder_path, **kwargs):
+        walked = os.walk(folder_path)
+        files = sorted(
+            os.path.relpath(os.path.join(root, name), folder_path) for root, _, names in walked for name in names
+        )
+        RecordingApi.calls.append(("upload_folder", repo_id, repo_type, files, kwargs))
+        return "commit"
+
+
+def test_index_command_pushes_to_the_hub(built, saved_model, tmp_path, monkeypatch, capsys):
+    import huggingface_hub
+
+    from s2ca_hf.retrieval.cli import index_main
+
+    out, folder = built
+    copy = tmp_path / "idx"
+    shutil.copytree(out, copy)
+    RecordingApi.calls = []
+    monkeypatch.setattr(huggingface_hub, "HfApi", RecordingApi)
+    argv = ["--model", saved_model, "--videos", str(folder), "--out", str(copy), "--quiet"]
+    assert index_main([*argv, "--push-to-hub", DATASET_REPO]) == 0  # resumes (nothing to encode), then pushes
+    assert f"pushed to the dataset repository {DATASET_REPO}" in capsys.readouterr().out
+    (create, upload) = RecordingApi.calls
+    assert create[:2] == ("create_repo", DATASET_REPO) and create[2]["repo_type"] == "dataset"
+    shards = len(read_manifest(copy)["shards"])
+    expected = ["README.md", *[f"data/shard-{i:05d}.parquet" for i in range(shards)], share.SHARE_FILE]
+    assert upload[1:4] == (DATASET_REPO, "dataset", expected)
+    RecordingApi.calls = []
+    assert index_main(argv) == 0 and RecordingApi.calls == []  # no push unless asked
+
+
 # --- through a Hub-compatible server -------------------------------------------------------------------------------
 
 # Loads the index by repo id from the server in a fresh process (HF_ENDPOINT and an empty cache), and searches it.

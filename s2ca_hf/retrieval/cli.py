@@ -68,6 +68,7 @@ def _index_parser() -> argparse.ArgumentParser:
         help="seconds to wait when another s2ca-index run is writing --out (default 0: stop at once, naming it)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the index as a Hub dataset repository")
     return parser
 
 
@@ -127,6 +128,9 @@ def index_main(argv: list[str] | None = None) -> int:
         )
         for entry in manifest["skipped"]:
             print(f"  skipped {entry['path']}: {entry['reason']}")
+        if args.push_to_hub:  # see share.py; VideoIndex.from_hub loads it back
+            VideoIndex.load(args.out, device="cpu").push_to_hub(args.push_to_hub)
+            print(f"{args.out}: pushed to the dataset repository {args.push_to_hub}.")
     return 0
 
 

@@ -6,7 +6,8 @@ text encoding plus one matrix product (`search.py`).
 
 The package's retrieval code is split by job: `sources.py` (which videos), `fingerprints.py` (which model, frame
 policy and text side made the vectors), `store.py` (manifest, table, shards), `build.py` (decoding and
-`build_index`), `search.py` (exact top-k and FAISS) and this file. Every public name is importable from here too.
+`build_index`), `search.py` (exact top-k and FAISS), `share.py` (an index as a `datasets` dataset and a Hub dataset
+repository, behind `VideoIndex.to_dataset` and friends) and this file. Every public name is importable from here too.
 
 This module is not part of the Hub model code: the model files never import it.
 """
