@@ -172,6 +172,38 @@ def test_hub_folder_round_trip(built, tmp_path):
     assert search_results(copy.path, TEXTS) == search_results(out, TEXTS)
 
 
+def test_many_shards_and_an_empty_index_round_trip(built, saved_model, tmp_path):
+    from s2ca_hf.retrieval.cli import index_main
+
+    _, folder = built
+    out = str(tmp_path / "one-per-shard")
+    # One video per shard: seven shards in an order of their own, one of them holding only the skipped broken.mp4.
+    assert index_main(["--model", saved_model, "--videos", str(folder), "--out", out, "--shard-size", "1"]) == 0
+    index = VideoIndex.load(out, device="cpu")
+    assert len(index.manifest["shards"]) == NUM_VIDEOS + 1 and len(index) == NUM_VIDEOS
+    for copy in (
+        VideoIndex.from_dataset(index.to_dataset(), tmp_path / "copy"),
+        VideoIndex.from_dataset(
+            share.load_hub_folder(share.save_hub_folder(index, tmp_path / "repo")), tmp_path / "c2"
+        ),
+    ):
+        assert read_manifest(copy.path)["content_id"] == index.manifest["content_id"]
+        assert copy.ids == index.ids
+        assert search_results(copy.path, TEXTS) == search_results(out, TEXTS)
+    assert len(os.listdir(tmp_path / "repo" / "data")) == NUM_VIDEOS  # no parquet file for the skipped-only shard
+
+    (tmp_path / "bad").mkdir()
+    shutil.copy(folder / "broken.mp4", tmp_path / "bad")
+    empty = str(tmp_path / "empty")
+    assert index_main(["--model", saved_model, "--videos", str(tmp_path / "bad"), "--out", empty]) == 0
+    index = VideoIndex.load(empty, device="cpu")
+    for n, dataset in enumerate(
+        (index.to_dataset(), share.load_hub_folder(share.save_hub_folder(index, tmp_path / "r")))
+    ):
+        copy = VideoIndex.from_dataset(dataset, tmp_path / f"empty-{n}", model=saved_model)
+        assert len(copy) == 0 and read_manifest(copy.path)["skipped"] == index.manifest["skipped"]
+
+
 class RecordingApi:
     """Stands in for `huggingface_hub.HfApi`: records the calls and the uploaded folder's files."""
 

@@ -130,7 +130,7 @@ def to_dataset(index):
 
 
 def save_hub_folder(index, folder: str | os.PathLike) -> str:
-    """Writes what `push_to_hub` uploads: `data/shard-NNNNN.parquet` (one per shard), `s2ca_index.json` and a
+    """Writes what `push_to_hub` uploads: `data/shard-NNNNN.parquet` (one per shard with rows), `s2ca_index.json`, a
     dataset card. `folder` must not exist or be empty. Returns its path."""
     import pyarrow.parquet as pq
 
@@ -140,11 +140,15 @@ def save_hub_folder(index, folder: str | os.PathLike) -> str:
     os.makedirs(os.path.join(folder, DATA_DIR), exist_ok=True)
     rows_digest, psi_digest = _digests()
     shards = []
-    for number, (shard, rows, vectors, header) in enumerate(_shard_parts(index)):
+    parts = 0
+    for shard, rows, vectors, header in _shard_parts(index):
         _update(rows_digest, psi_digest, rows, vectors)
-        pq.write_table(_arrow_table(rows, vectors, index.dimension), os.path.join(folder, DATA_DIR, _part(number)))
+        if rows:  # a shard of skipped videos only has no rows (and `datasets` cannot read an empty parquet file)
+            table = _arrow_table(rows, vectors, index.dimension)
+            pq.write_table(table, os.path.join(folder, DATA_DIR, _part(parts)))
+            parts += 1
         shards.append(_shard_entry(shard, header))
-    if not shards:  # an empty index still gives a loadable dataset with the right columns
+    if not parts:  # an empty index still gives a loadable dataset with the right columns
         empty = _arrow_table([], torch.empty(0, index.dimension), index.dimension)
         pq.write_table(empty, os.path.join(folder, DATA_DIR, _part(0)))
     metadata = _metadata(index, shards, rows_digest.hexdigest(), psi_digest.hexdigest())
@@ -225,7 +229,13 @@ def load_hub_folder(folder: str | os.PathLike):
     ) if os.path.isdir(data_dir) else []  # fmt: skip
     if not files:
         raise VideoIndexError(f"{folder} holds no {DATA_DIR}/*.parquet: the index's rows are missing.")
-    dataset = datasets.Dataset.from_parquet(files, keep_in_memory=False)
+    import pyarrow.parquet as pq
+
+    filled = [path for path in files if pq.ParquetFile(path).metadata.num_rows > 0]
+    if filled:
+        dataset = datasets.Dataset.from_parquet(filled, keep_in_memory=False)
+    else:  # an index of no video: `datasets` cannot read an empty parquet file
+        dataset = datasets.Dataset(datasets.table.InMemoryTable(pq.read_table(files[0])))
     dataset.info.description = json.dumps(metadata)
     return dataset
 
