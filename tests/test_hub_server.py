@@ -84,8 +84,9 @@ def http_status(url: str) -> int | None:
 
 
 @contextlib.contextmanager
-def olah_server(cli: str, root: Path, mirrors: Path):
-    """Runs olah in offline mirror mode on 127.0.0.1 and stops it by its process id on exit, whatever happened."""
+def olah_server(cli: str, root: Path, mirrors: Path, ready: str = f"/api/models/{REPO_ID}/revision/main"):
+    """Runs olah in offline mirror mode on 127.0.0.1 and stops it by its process id on exit, whatever happened.
+    It is up once `ready` (a path of a repository in `mirrors`) answers 200."""
     port = free_port()
     config = root / "olah_offline.toml"
     config.write_text(
@@ -113,12 +114,12 @@ def olah_server(cli: str, root: Path, mirrors: Path):
     try:
         endpoint = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + START_TIMEOUT_S
-        while http_status(f"{endpoint}/api/models/{REPO_ID}/revision/main") != 200:
+        while http_status(f"{endpoint}{ready}") != 200:
             if server.poll() is not None:
                 pytest.fail(f"olah exited with {server.returncode}:\n{log_path.read_text()[-3000:]}")
             if time.monotonic() > deadline:
                 log_tail = log_path.read_text()[-3000:]
-                pytest.fail(f"olah did not serve {REPO_ID} within {START_TIMEOUT_S} s:\n{log_tail}")
+                pytest.fail(f"olah did not serve {ready} within {START_TIMEOUT_S} s:\n{log_tail}")
             time.sleep(0.5)
         yield endpoint, server
     finally:

@@ -80,6 +80,7 @@ def _index_parser() -> argparse.ArgumentParser:
         "--stride", type=float, help="with --window: seconds from one window's start to the next (default: --window)"
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the index as a Hub dataset repository")
     return parser
 
 
@@ -146,6 +147,9 @@ def index_main(argv: list[str] | None = None) -> int:
         )
         for entry in manifest["skipped"]:
             print(f"  skipped {entry['path']}: {entry['reason']}")
+        if args.push_to_hub:  # see share.py; VideoIndex.from_hub loads it back
+            VideoIndex.load(args.out, device="cpu").push_to_hub(args.push_to_hub)
+            print(f"{args.out}: pushed to the dataset repository {args.push_to_hub}.")
     return 0
 
 

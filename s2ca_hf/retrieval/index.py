@@ -6,7 +6,8 @@ text encoding plus one matrix product (`search.py`).
 
 The package's retrieval code is split by job: `sources.py` (which videos), `fingerprints.py` (which model, frame
 policy and text side made the vectors), `store.py` (manifest, table, shards), `build.py` (decoding and
-`build_index`), `search.py` (exact top-k and FAISS) and this file. Every public name is importable from here too.
+`build_index`), `search.py` (exact top-k and FAISS), `share.py` (an index as a `datasets` dataset and a Hub dataset
+repository, behind `VideoIndex.to_dataset` and friends) and this file. Every public name is importable from here too.
 
 This module is not part of the Hub model code: the model files never import it.
 """
@@ -157,6 +158,38 @@ class VideoIndex:
         return _load_shard_vectors(os.path.join(self.path, SHARDS_DIR, shard), checksums.get(shard))[
             self.table.column("shard_row")[row].as_py()
         ].float()
+
+    # -- sharing (share.py) ---------------------------------------------------------------------------------
+
+    def to_dataset(self):
+        """The index as a `datasets.Dataset`: one row per video (the table's columns and `psi`, float16), the
+        manifest and checksums as JSON in `info.description`. `from_dataset` turns it back into an index folder."""
+        from .share import to_dataset
+
+        return to_dataset(self)
+
+    @classmethod
+    def from_dataset(cls, dataset, out: str | os.PathLike, model=None, overwrite: bool = False) -> VideoIndex:
+        """Writes a dataset from `to_dataset` as an index folder at `out` and opens it. `model` (a model, its name
+        or folder, or its fingerprint): refused unless it made the vectors (see `share.from_dataset`)."""
+        from .share import from_dataset
+
+        return from_dataset(dataset, out, model=model, overwrite=overwrite)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **upload_kwargs):
+        """Uploads the index as a dataset repository (`data/*.parquet`, `s2ca_index.json`, a card) in one commit."""
+        from .share import push_to_hub
+
+        return push_to_hub(self, repo_id, private=private, token=token, **upload_kwargs)
+
+    @classmethod
+    def from_hub(
+        cls, repo_id: str, out: str | os.PathLike, revision: str | None = None, model=None, **kwargs
+    ) -> VideoIndex:
+        """Downloads a dataset repository `push_to_hub` wrote and writes it as an index folder at `out`."""
+        from .share import from_hub
+
+        return from_hub(repo_id, out, revision=revision, model=model, **kwargs)
 
     # -- the model -------------------------------------------------------------------------------------------
 
