@@ -93,12 +93,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default=os.environ.get("S2CA_INDEX"), help="an s2ca-index folder")
     parser.add_argument("--model", default=os.environ.get("S2CA_MODEL"), help="default: the model the index names")
+    parser.add_argument(
+        "--videos",
+        help="build the index first (s2ca-index with --model) from this folder or corpus:NAME:DATA_DIR:SPLIT, "
+        "unless it exists already",
+    )
     parser.add_argument("--captions", help="a text file of candidate captions, one per line, for the second tab")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=7860)
     args = parser.parse_args(argv)
     if not args.index:
         parser.error("--index (or S2CA_INDEX) is required: build one with s2ca-index.")
+    if args.videos and not os.path.isfile(os.path.join(args.index, "manifest.json")):
+        if not args.model:
+            parser.error("--videos needs --model: the model that encodes the videos.")
+        from s2ca_hf.retrieval.cli import index_main
+
+        if index_main(["--model", args.model, "--videos", args.videos, "--out", args.index]) != 0:
+            sys.exit(2)
     captions = open(args.captions, encoding="utf-8").read().splitlines() if args.captions else None
     demo = Demo(args.index, args.model, captions)
     build_app(demo).launch(server_name=args.host, server_port=args.port, allowed_paths=video_folders(demo.index))
