@@ -100,6 +100,12 @@ class S2CAConfig(PretrainedConfig):
             of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
             own (`temporal_*` sizes) and averaged over the real frames, so that a concept can carry its object's
             motion. `False`: each concept pools its tokens over the whole clip. Needs patch tokens.
+        concept_gradient_scale (`float`, *optional*, defaults to 1.0):
+            Scales the gradient that the concept branch sends back into the CLIP towers, projections and temporal
+            module through the tokens it allocates (the forward pass is unchanged). 1: the towers learn from every
+            loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
+            the towers at a higher learning rate, the concept branch weakened S2CA's own instance score
+            (`benchmarks/results/s2ca_diagnosis_round7.md`).
         share_concept_projections (`bool`, *optional*, defaults to `True`):
             Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
             prototypes themselves are always shared.
@@ -183,6 +189,7 @@ class S2CAConfig(PretrainedConfig):
     gumbel_anneal_start: float | int = 0.0
     video_tokens: str = "patches"
     concept_tracks: bool = False
+    concept_gradient_scale: float | int = 1.0
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
@@ -279,6 +286,7 @@ class S2CAConfig(PretrainedConfig):
                 raise ValueError(f"`{field}` must be a number > 0, got {value!r}.")
         non_negative = (
             "gumbel_noise_scale",
+            "concept_gradient_scale",
             "concept_score_weight",
             "concept_contrastive_weight",
             "routing_agreement_weight",

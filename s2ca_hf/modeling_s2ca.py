@@ -705,6 +705,12 @@ class S2CAModel(S2CAPreTrainedModel):
         first, second = (weighted, plain) if modality == "text" else (plain, weighted)
         return torch.cat([instance, root * first.flatten(1), root * second.flatten(1)], dim=-1)
 
+    def _concept_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        # The same values; the gradient the concept branch sends back into the towers is scaled by
+        # `concept_gradient_scale` (0: the towers learn from the instance score alone).
+        scale = self.config.concept_gradient_scale
+        return tokens if scale == 1 else scale * tokens + (1.0 - scale) * tokens.detach()
+
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
     ) -> S2CAEncoderOutput:
@@ -737,7 +743,7 @@ class S2CAModel(S2CAPreTrainedModel):
 
         concepts = None
         if self.concepts is not None:
-            concepts = self.concepts(tokens, token_mask, "text", self.gumbel_tau)
+            concepts = self.concepts(self._concept_input(tokens), token_mask, "text", self.gumbel_tau)
         return S2CAEncoderOutput(
             embeds=self._retrieval_vector(instance, concepts, "text"),
             instance_embeds=instance,
@@ -828,7 +834,9 @@ class S2CAModel(S2CAPreTrainedModel):
 
         concepts = None
         if self.concepts is not None:
-            concepts = self.concepts(tokens, token_mask, "video", self.gumbel_tau, num_frames=num_frames)
+            concepts = self.concepts(
+                self._concept_input(tokens), token_mask, "video", self.gumbel_tau, num_frames=num_frames
+            )
         return S2CAEncoderOutput(
             embeds=self._retrieval_vector(instance, concepts, "video"),
             instance_embeds=instance,

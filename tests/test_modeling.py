@@ -13,6 +13,7 @@ from s2ca_hf.modeling_s2ca import (
     S2CAConceptTracks,
     concept_similarity,
     concept_usage,
+    contrastive_loss,
     routing_agreement_loss,
     sinkhorn,
 )
@@ -819,3 +820,26 @@ def test_features_follow_the_v5_convention_pooler_output(model, inputs):
     assert torch.equal(text.pooler_output, out.text_embeds) and torch.equal(video.pooler_output, out.video_embeds)
     assert torch.equal(text.last_hidden_state, out.text_model_output.last_hidden_state)
     assert torch.equal(video.last_hidden_state, out.vision_model_output.last_hidden_state)
+
+
+def test_concept_gradient_scale_scales_what_the_concept_branch_sends_into_the_towers(inputs):
+    def tower_grads(scale: float, concept_only: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        model = seeded_model(tiny_config(allocation="soft", concept_gradient_scale=scale, prototype_init_std=1.0))
+        model.train()
+        out = model(**inputs, return_loss=True)
+        loss = contrastive_loss(out.concept_similarity * 10) if concept_only else out.loss
+        loss.backward()
+        return model.text_projection.weight.grad.clone(), model.concepts.prototypes.grad.clone()
+
+    full_tower, full_prototypes = tower_grads(1.0, concept_only=True)
+    tenth_tower, tenth_prototypes = tower_grads(0.1, concept_only=True)
+    assert torch.allclose(tenth_tower, 0.1 * full_tower, atol=1e-6)  # the towers get a tenth of the concept gradient
+    assert torch.allclose(tenth_prototypes, full_prototypes)  # the concept branch itself learns as before
+    detached_tower, _ = tower_grads(0.0, concept_only=True)
+    assert detached_tower.abs().max() == 0 and full_tower.abs().max() > 0
+    with torch.no_grad():  # the forward pass is the same
+        a = seeded_model(tiny_config(concept_gradient_scale=0.0))(**inputs).logits_per_text
+        b = seeded_model(tiny_config())(**inputs).logits_per_text
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="concept_gradient_scale"):
+        tiny_config(concept_gradient_scale=-1)
