@@ -79,6 +79,7 @@ def write_concept_map(folder: str, model_dir: str, clips: list[dict], out: str) 
     with open(os.path.join(folder, "data", "synthetic", "MSRVTT_data.json")) as f:
         caption = next(s["caption"] for s in json.load(f)["sentences"] if s["video_id"] == clip["video_id"])
     video = os.path.join(folder, "data", "synthetic", "videos", f"{clip['video_id']}.mp4")
+    model_dir = os.path.join(folder, model_dir)  # the run's own paths are relative to its folder
     model, processor = S2CAModel.from_pretrained(model_dir).eval(), S2CAProcessor.from_pretrained(model_dir)
     concepts = concept_map(model, processor, video, caption)
     plot_concept_map(concepts, os.path.join(out, CONCEPT_MAP), title=f'{clip["video_id"]} (test): "{caption}"')
