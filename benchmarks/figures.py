@@ -139,8 +139,11 @@ def plot_concepts(usage: dict, path: str, title: str) -> None:
 
 
 def write_figures(report: dict, name: str, out: str) -> list[str]:
-    """Writes the figures of one report next to its tables; returns their paths."""
+    """Writes the figures of one report next to its tables; returns their paths (none for a report that is not an
+    accuracy or diagnosis table, such as the default run's)."""
     written = []
+    if not isinstance(report.get("rows"), list) or not all("runs" in r or "method" in r for r in report["rows"]):
+        return written
     curves = recall_curves(report)
     if curves:
         path = os.path.join(out, f"{name}_recall.png")

@@ -78,6 +78,7 @@ def test_figures_are_written_deterministically_and_linked_from_the_readme(tmp_pa
     assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in first)
     figures.write_figures(diagnosis_report(), "s2ca_diagnosis_round9", str(tmp_path))
     assert [Path(p).read_bytes() for p in written] == first
+    assert figures.write_figures({"seconds": 1.0, "metrics": {}}, "default_run", str(tmp_path)) == []
     (tmp_path / "s2ca_diagnosis_round9.md").write_text("# Round 9\n")
     readme = f"{render_readme.START}\n{render_readme.END}\n"
     rendered = render_readme.render(readme, str(tmp_path))
