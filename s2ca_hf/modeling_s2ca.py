@@ -12,7 +12,9 @@ the concept score weighs each concept by how much both sides use it (`concept_we
 counts tokens by evaluation's noise-free argmax, and the per-concept contrastive loss, the relaxed Gumbel-softmax,
 temporally refined patch tokens, the routing agreement loss (SwAV's swapped prediction of concept usage) and the
 `"separate+combined"` retrieval loss are options that did not help on the val split of the built-in corpus
-(`benchmarks/results/s2ca_diagnosis_round*.md`).
+(`benchmarks/results/s2ca_diagnosis_round*.md`); so are, since round 6, concept tracks over the frames
+(`concept_tracks`) and a scaled concept gradient into the towers (`concept_gradient_scale`), which trades S2CA's
+instance score against its concept score without beating seqTransf on val.
 
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
