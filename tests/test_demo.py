@@ -12,7 +12,9 @@ def test_demo_scores_a_generated_clip_and_reloads_it(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "score s = phi . psi" in printed and "3 frames" in printed
     assert math.isfinite(result["score"])
-    assert result["reloaded_logit"] == result["logit"]  # the saved custom-code folder gives the same score
+    # The saved custom-code folder gives the same score, up to float rounding: at torch 2.11 the reloaded model's
+    # logit has differed in the last bit (12.7392778 against 12.7392769); a wrong reload differs by far more.
+    assert math.isclose(result["reloaded_logit"], result["logit"], rel_tol=1e-6)
     assert (tmp_path / "saved" / "modeling_s2ca.py").is_file()
 
 
