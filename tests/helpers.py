@@ -43,3 +43,31 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+# The first lines of a child process that must run where `s2ca_hf` cannot be imported (remote code, the metric).
+WITHOUT_S2CA = """
+import sys
+sys.modules["s2ca_hf"] = None  # the package is installed here: make sure it cannot be used
+try:
+    import s2ca_hf
+    raise SystemExit("s2ca_hf was importable")
+except ImportError:
+    pass
+"""
+
+
+def tiny_corpus_and_clip(root, num_videos: int, size: int, clip_epochs: int) -> tuple[str, str]:
+    """A tiny built-in corpus (2 captions per clip, 8 frames) and a tiny CLIP pretrained on its frames, under root."""
+    import pretrain_clip
+
+    from s2ca_hf.data import generate_synthetic_corpus
+
+    corpus = generate_synthetic_corpus(
+        root / "corpus", num_videos=num_videos, size=size, num_frames=8, fps=2, captions_per_video=2, num_proc=1
+    )
+    clip_args = pretrain_clip.PretrainArguments(
+        data_dir=str(corpus), output_dir=str(root / "clip"), image_size=size, patch_size=8, hidden_size=32,
+        num_layers=1, num_heads=2, projection_dim=32, epochs=clip_epochs, batch_size=8,
+    )  # fmt: skip
+    return str(corpus), pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)

@@ -8,7 +8,7 @@ import textwrap
 
 import numpy as np
 import torch
-from helpers import numbered_frames
+from helpers import WITHOUT_S2CA, numbered_frames
 from transformers.dynamic_module_utils import get_imports
 
 import s2ca_hf
@@ -63,15 +63,8 @@ def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
         tmp_path / "expected.pt",
     )
 
-    child = textwrap.dedent(
+    child = WITHOUT_S2CA + textwrap.dedent(
         f"""
-        import sys
-        sys.modules["s2ca_hf"] = None  # the package is installed here: make sure it cannot be used
-        try:
-            import s2ca_hf
-            raise SystemExit("s2ca_hf was importable")
-        except ImportError:
-            pass
         import numpy as np, torch
         from transformers import AutoModel, AutoProcessor
         model = AutoModel.from_pretrained({str(export)!r}, trust_remote_code=True).eval()

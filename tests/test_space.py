@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import free_port
+from helpers import free_port, tiny_corpus_and_clip
 
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,21 +26,12 @@ NUM_VIDEOS = 24
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny corpus, a tiny CLIP pretrained on its frames, S2CA trained on it, and an index of its training clips."""
-    import pretrain_clip
     import train
 
-    from s2ca_hf.data import generate_synthetic_corpus
     from s2ca_hf.retrieval.cli import index_main
 
     root = tmp_path_factory.mktemp("space")
-    corpus = generate_synthetic_corpus(
-        root / "corpus", num_videos=NUM_VIDEOS, size=32, num_frames=8, fps=2, captions_per_video=2, num_proc=1
-    )
-    clip_args = pretrain_clip.PretrainArguments(
-        data_dir=str(corpus), output_dir=str(root / "clip"), image_size=32, patch_size=8, hidden_size=32,
-        num_layers=1, num_heads=2, projection_dim=32, epochs=4, batch_size=8,
-    )  # fmt: skip
-    clip = pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
+    corpus, clip = tiny_corpus_and_clip(root, NUM_VIDEOS, size=32, clip_epochs=4)
     train.main([
         "--clip", clip, "--data_dir", str(corpus), "--synthetic_num_videos", str(NUM_VIDEOS),
         "--frame_cache_dir", str(root / "frames"), "--max_frames", "4", "--num_concepts", "4",

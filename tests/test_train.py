@@ -10,13 +10,12 @@ from pathlib import Path
 
 import distill
 import losses
-import pretrain_clip
 import pytest
 import run_folder
 import torch
 import train
 import train_arguments
-from helpers import free_port
+from helpers import free_port, tiny_corpus_and_clip
 from safetensors.torch import load_file
 
 from s2ca_hf import S2CAModel
@@ -31,18 +30,9 @@ NUM_VIDEOS = 24  # 20 training clips x 2 captions = 40 pairs, 2 test and 2 compo
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     """A tiny synthetic corpus and a tiny CLIP pretrained on its frames for two epochs (a second)."""
-    from s2ca_hf.data import generate_synthetic_corpus
-
     root = tmp_path_factory.mktemp("train")
-    corpus = generate_synthetic_corpus(
-        root / "corpus", num_videos=NUM_VIDEOS, size=16, num_frames=8, fps=2, captions_per_video=2, num_proc=1
-    )
-    clip_args = pretrain_clip.PretrainArguments(
-        data_dir=str(corpus), output_dir=str(root / "clip"), image_size=16, patch_size=8, hidden_size=32,
-        num_layers=1, num_heads=2, projection_dim=32, epochs=2, batch_size=8,
-    )  # fmt: skip
-    clip = pretrain_clip.ensure_pretrained_clip(clip_args, log=lambda *_: None)
-    return {"root": root, "corpus": str(corpus), "clip": clip, "frames": str(root / "frames")}
+    corpus, clip = tiny_corpus_and_clip(root, NUM_VIDEOS, size=16, clip_epochs=2)
+    return {"root": root, "corpus": corpus, "clip": clip, "frames": str(root / "frames")}
 
 
 def tiny_args(tiny, output_dir, *extra: str) -> list[str]:
