@@ -28,6 +28,7 @@ UNIFORM = ["--concept_weighting", "uniform"]
 USAGE = ["--concept_weighting", "usage"]
 SOFT = ["--allocation", "soft", *UNIFORM]
 LEAD = [*SOFT, "--concept_contrastive_weight", "1"]
+SOFT_K16_LR03 = [*SOFT, "--num_concepts", "16", "--clip_lr_scale", "0.3"]
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
@@ -98,6 +99,34 @@ VARIANTS = {
         "--concept_gradient_scale",
         "0.1",
     ],
+    # Round 10: with the towers detached from the concepts (round 9), S2CA's instance score recovered (69) but its
+    # concepts fell to 50.5 and added nothing; attached, they added but cost the instance score more. Two ways for
+    # the concept branch to add without competing: capacity of its own (residual MLP adapters on its tokens), and a
+    # concept score trained on what the instance score gets wrong (the "residual" loss: NCE(sg(s_inst) + s_con)).
+    "soft + K = 16, towers lr x 0.3, residual loss": [*SOFT_K16_LR03, "--retrieval_loss", "residual"],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, 2 adapter layers": [
+        *SOFT_K16_LR03,
+        "--concept_gradient_scale",
+        "0",
+        "--concept_adapter_layers",
+        "2",
+    ],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss": [
+        *SOFT_K16_LR03,
+        "--concept_gradient_scale",
+        "0",
+        "--retrieval_loss",
+        "residual",
+    ],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers": [
+        *SOFT_K16_LR03,
+        "--concept_gradient_scale",
+        "0",
+        "--retrieval_loss",
+        "residual",
+        "--concept_adapter_layers",
+        "2",
+    ],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -129,7 +158,19 @@ ROUND_6 = list(VARIANTS)[23:26]
 ROUND_7 = list(VARIANTS)[26:29]
 ROUND_8 = list(VARIANTS)[29:32]
 ROUND_9 = list(VARIANTS)[32:34]
-ROUNDS = {1: ROUND_1, 2: ROUND_2, 3: ROUND_3, 4: ROUND_4, 5: ROUND_5, 6: ROUND_6, 7: ROUND_7, 8: ROUND_8, 9: ROUND_9}
+ROUND_10 = list(VARIANTS)[34:38]
+ROUNDS = {
+    1: ROUND_1,
+    2: ROUND_2,
+    3: ROUND_3,
+    4: ROUND_4,
+    5: ROUND_5,
+    6: ROUND_6,
+    7: ROUND_7,
+    8: ROUND_8,
+    9: ROUND_9,
+    10: ROUND_10,
+}
 
 
 def mean_std(values: list[float | None]) -> dict | None:

@@ -22,7 +22,7 @@ _CHOICES = {
     "allocation": ("gumbel", "soft", "relaxed"),
     "concept_weighting": ("uniform", "usage"),
     "video_tokens": ("patches", "frames", "temporal_patches"),
-    "retrieval_loss": ("separate", "combined", "separate+combined"),
+    "retrieval_loss": ("separate", "combined", "separate+combined", "residual"),
 }
 
 
@@ -106,6 +106,10 @@ class S2CAConfig(PretrainedConfig):
             loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
             the towers at a higher learning rate, the concept branch weakened S2CA's own instance score
             (`benchmarks/results/s2ca_diagnosis_round7.md`).
+        concept_adapter_layers (`int`, *optional*, defaults to 0):
+            Residual MLP blocks (one stack per modality, each starting as the identity) on the tokens before they are
+            allocated: capacity of the concept branch's own, which it keeps when `concept_gradient_scale=0` stops it
+            from reshaping the towers. 0: the concept branch sees the projected tokens as they are.
         share_concept_projections (`bool`, *optional*, defaults to `True`):
             Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
             prototypes themselves are always shared.
@@ -135,7 +139,9 @@ class S2CAConfig(PretrainedConfig):
         retrieval_loss (`str`, *optional*, defaults to `"separate"`):
             `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation):
             `NCE(S_inst + lambda_e * S_con)`. `"separate+combined"`: the sum of the two, so that the score evaluation
-            ranks by is trained as well as its parts.
+            ranks by is trained as well as its parts. `"residual"`: `NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e
+            * S_con)`, sg a stop-gradient: the instance score is trained alone, and the concept score is trained on
+            what the instance score still gets wrong (boosting), so that it adds to it rather than copying it.
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):
@@ -190,6 +196,7 @@ class S2CAConfig(PretrainedConfig):
     video_tokens: str = "patches"
     concept_tracks: bool = False
     concept_gradient_scale: float | int = 1.0
+    concept_adapter_layers: int = 0
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
@@ -273,6 +280,8 @@ class S2CAConfig(PretrainedConfig):
             value = getattr(self, field)
             if not _is_number(value, integer=True) or value < 1:
                 raise ValueError(f"`{field}` must be an integer >= 1, got {value!r}.")
+        if not _is_number(self.concept_adapter_layers, integer=True) or self.concept_adapter_layers < 0:
+            raise ValueError(f"`concept_adapter_layers` must be an integer >= 0, got {self.concept_adapter_layers!r}.")
         for field in (
             "gumbel_tau",
             "routing_agreement_epsilon",

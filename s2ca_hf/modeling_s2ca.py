@@ -495,21 +495,48 @@ class S2CAConceptTracks(nn.Module):
         return masked_mean(refined, mask).view(batch, num_concepts, width)
 
 
+class S2CAConceptAdapterLayer(nn.Module):
+    """One residual MLP block on the tokens of the concept branch (`concept_adapter_layers`). Its output layer starts
+    at zero (`starts_at_zero`, read by `S2CAPreTrainedModel._init_weights`), so the block starts as the identity."""
+
+    def __init__(self, config: S2CAConfig):
+        super().__init__()
+        self.norm = nn.LayerNorm(config.projection_dim)
+        self.mlp = S2CATemporalMLP(config.projection_dim, 4 * config.projection_dim, config.temporal_hidden_act)
+        self.mlp.fc2.starts_at_zero = True
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return tokens + self.mlp(self.norm(tokens))
+
+
 class S2CAConceptModule(nn.Module):
-    """The K prototypes shared by text and video, the allocators (one shared, or one per modality) and, with
-    `concept_tracks`, the video concepts' temporal module."""
+    """The K prototypes shared by text and video, the allocators (one shared, or one per modality), the token
+    adapters (one stack per modality, with `concept_adapter_layers`) and, with `concept_tracks`, the video concepts'
+    temporal module."""
 
     def __init__(self, config: S2CAConfig):
         super().__init__()
         self.prototypes = nn.Parameter(torch.empty(config.num_concepts, config.projection_dim))
         num_allocators = 1 if config.share_concept_projections else 2
         self.allocators = nn.ModuleList([S2CAConceptAllocator(config) for _ in range(num_allocators)])
+        self.adapters = None
+        if config.concept_adapter_layers:
+            self.adapters = nn.ModuleDict(
+                {
+                    modality: nn.Sequential(
+                        *[S2CAConceptAdapterLayer(config) for _ in range(config.concept_adapter_layers)]
+                    )
+                    for modality in ("text", "video")
+                }
+            )
         self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
 
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
     ) -> S2CAConceptOutput:
         """`num_frames`: video tokens come as that many frames of equally many tokens (needed by `concept_tracks`)."""
+        if self.adapters is not None:
+            tokens = self.adapters[modality](tokens)
         allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
         if modality == "video" and self.tracks is not None:
             return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
@@ -580,6 +607,10 @@ class S2CAPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module):
         # The CLIP towers are sub-models and are initialised by CLIP's own `_init_weights`.
+        if getattr(module, "starts_at_zero", False):  # a residual branch that starts as the identity
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+            return
         super()._init_weights(module)
         config = self.config
         if isinstance(module, S2CAModel):
@@ -938,18 +969,22 @@ class S2CAModel(S2CAPreTrainedModel):
         """L_ret over a square similarity matrix (local here; the training script passes gathered matrices and its
         own `scale`, `exp(logit_scale)` with the gradient scaling its distribution needs)."""
         scale = self.logit_scale_value() if scale is None else scale
+        instance = contrastive_loss(scale * instance_similarity)
         if concept_similarity is None:
-            return contrastive_loss(scale * instance_similarity)
-        combined = contrastive_loss(
-            scale * (instance_similarity + self.config.concept_score_weight * concept_similarity)
-        )
-        if self.config.retrieval_loss == "combined":
+            return instance
+        weight = self.config.concept_score_weight
+        kind = self.config.retrieval_loss
+        if kind == "residual":
+            # The concept score learns on top of a fixed instance score: what moves it is the pairs the instance
+            # score still confuses, not the evidence it already has.
+            residual = contrastive_loss(scale * (instance_similarity.detach() + weight * concept_similarity))
+            return instance + self.config.concept_loss_weight * residual
+        combined = contrastive_loss(scale * (instance_similarity + weight * concept_similarity))
+        if kind == "combined":
             return combined
-        separate = contrastive_loss(scale * instance_similarity) + self.config.concept_loss_weight * contrastive_loss(
-            scale * concept_similarity
-        )
+        separate = instance + self.config.concept_loss_weight * contrastive_loss(scale * concept_similarity)
         # "separate+combined": also train the sum that evaluation ranks by, not only its two parts.
-        return separate + combined if self.config.retrieval_loss == "separate+combined" else separate
+        return separate + combined if kind == "separate+combined" else separate
 
     def forward(
         self,
