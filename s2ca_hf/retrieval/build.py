@@ -410,8 +410,10 @@ def _describe_windows(windows: dict | None) -> str:
 
 
 def _comparable(settings: dict) -> dict:
-    # The model's name may change (a moved folder, a Hub id for a local copy); its hashes identify it.
-    model = {k: v for k, v in (settings.get("model") or {}).items() if k not in ("name_or_path", "revision")}
+    # The model's name may change (a moved folder, a Hub id for a local copy); its hashes identify it (and
+    # projection_dim, recorded since the two-stage search, follows from the config hash).
+    ignored = ("name_or_path", "revision", "projection_dim")
+    model = {k: v for k, v in (settings.get("model") or {}).items() if k not in ignored}
     return {**settings, "model": model}
 
 

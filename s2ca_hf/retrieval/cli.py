@@ -3,9 +3,10 @@
 s2ca-index --model MODEL --videos DIR --out INDEX            # every video file under DIR, recursively
 s2ca-index --model MODEL --videos corpus:msrvtt:DATA_DIR:test --out INDEX
 s2ca-index --model MODEL --videos DIR --out INDEX --window 10 --stride 5   # moments: 10 s windows every 5 s
+s2ca-index --model MODEL --videos DIR --out INDEX --first-stage  # and a compressed first stage (large indexes)
 accelerate launch --multi_gpu --num_processes 2 -m s2ca_hf.retrieval.cli index ...   # or: $(which s2ca-index)
 
-s2ca-search --index INDEX "a man plays guitar on stage" [-k 10] [--json]
+s2ca-search --index INDEX "a man plays guitar on stage" [-k 10] [--json] [--exact] [--candidates 256]
 s2ca-search --index INDEX --video clip.mp4                     # videos like this one (psi . psi)
 s2ca-search --index INDEX --video clip.mp4 --texts "a dog" "a cat"   # the texts ranked for a video
 s2ca-search --index INDEX --video-id some/clip.mp4 --texts-file captions.txt
@@ -28,6 +29,7 @@ from .index import (
     load_model_and_processor,
     resolve_videos,
 )
+from .two_stage import DEFAULT_CANDIDATES, PROJECTIONS, build_first_stage, describe, first_stage_settings
 
 
 def _index_parser() -> argparse.ArgumentParser:
@@ -78,6 +80,29 @@ def _index_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--stride", type=float, help="with --window: seconds from one window's start to the next (default: --window)"
+    )
+    parser.add_argument(
+        "--first-stage",
+        action="store_true",
+        help="then build the compressed first stage of two-stage search (for large indexes; s2ca-search then "
+        "re-scores its candidates exactly). An index that has one keeps it up to date when videos are added",
+    )
+    parser.add_argument(
+        "--first-stage-factory",
+        default="auto",
+        help="FAISS factory of the first stage (default auto: IVF with ~4 sqrt(N) lists, PQ with 4 dims per byte)",
+    )
+    parser.add_argument(
+        "--first-stage-projection",
+        choices=PROJECTIONS,
+        default="instance",
+        help="what of psi the first stage compresses: its instance part (default) or an SVD projection",
+    )
+    parser.add_argument(
+        "--candidates",
+        type=int,
+        default=DEFAULT_CANDIDATES,
+        help=f"candidates per query the first stage proposes by default (default {DEFAULT_CANDIDATES})",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument("--push-to-hub", metavar="REPO_ID", help="then upload the index as a Hub dataset repository")
@@ -140,6 +165,10 @@ def index_main(argv: list[str] | None = None) -> int:
     except (ValueError, OSError, ImportError) as error:  # VideoIndexError included: messages name the problem
         return _fail("s2ca-index", error)
     if is_main:
+        try:
+            _update_first_stage(args, manifest)
+        except (ValueError, OSError, ImportError) as error:
+            return _fail("s2ca-index", error)
         what = "videos" if manifest.get("windows") is None else "moments (video windows)"
         print(
             f"{args.out}: {manifest['count']} {what} indexed ({manifest['dimension']} dimensions, float16), "
@@ -151,6 +180,28 @@ def index_main(argv: list[str] | None = None) -> int:
             VideoIndex.load(args.out, device="cpu").push_to_hub(args.push_to_hub)
             print(f"{args.out}: pushed to the dataset repository {args.push_to_hub}.")
     return 0
+
+
+def _update_first_stage(args, manifest: dict) -> None:
+    """Builds the first stage when asked, and rebuilds one that the run made stale (videos added), with its own
+    settings, so that an index never keeps a first stage that would miss rows."""
+    previous = first_stage_settings(args.out)
+    stale = previous is not None and (
+        previous.get("content_id") != manifest["content_id"] or previous.get("count") != manifest["count"]
+    )
+    if not args.first_stage and not stale:
+        return
+    if args.first_stage:
+        options = dict(factory=args.first_stage_factory, projection=args.first_stage_projection)
+        options["candidates"] = args.candidates
+    else:
+        options = {key: previous[key] for key in ("factory", "projection", "dims", "candidates")}
+        options["nprobe"] = previous.get("nprobe")
+        # "auto" was resolved for the old row count; resolve it again for the new one.
+        options["factory"] = previous.get("requested_factory", options["factory"])
+        print(f"{args.out}: videos were added, rebuilding the first stage ({previous['factory']}).")
+    stage = build_first_stage(args.out, manifest, progress=not args.quiet, **options)
+    print(f"{args.out}: first stage {describe(stage.settings)}.")
 
 
 def _search_parser() -> argparse.ArgumentParser:
@@ -171,9 +222,16 @@ def _search_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="encode queries with this model instead of the manifest's (checked)")
     parser.add_argument("--revision", help="Hub revision of --model")
     parser.add_argument("--device", help="where to search and encode (default: cuda if available, else cpu)")
-    parser.add_argument("--backend", choices=("exact", "faiss"), default="exact", help="default: exact")
+    parser.add_argument(
+        "--backend",
+        choices=("auto", "exact", "two_stage", "faiss"),
+        default="auto",
+        help="default auto: two stages where the index has a first stage (s2ca-index --first-stage), else exact",
+    )
+    parser.add_argument("--exact", action="store_true", help="scan every vector (the same as --backend exact)")
+    parser.add_argument("--candidates", type=int, help="two-stage: candidates per query (default: the index's)")
     parser.add_argument("--faiss-factory", default="SQfp16", help="FAISS index factory string (default SQfp16)")
-    parser.add_argument("--nprobe", type=int, help="FAISS nprobe, for IVF factories")
+    parser.add_argument("--nprobe", type=int, help="IVF lists visited, for --backend faiss or the first stage")
     parser.add_argument(
         "--stream", action="store_true", help="read the shards from disk at search time instead of loading them"
     )
@@ -220,8 +278,16 @@ def search_main(argv: list[str] | None = None) -> int:
             parser.error(f"text {number} is not valid UTF-8: {query.encode('utf-8', 'backslashreplace')!r}")
     if args.nprobe is not None and args.nprobe < 1:
         parser.error("--nprobe must be >= 1")
-    if args.backend != "faiss" and (args.nprobe is not None or args.faiss_factory != "SQfp16"):
-        parser.error("--nprobe and --faiss-factory apply to --backend faiss only")
+    if args.exact:
+        if args.backend not in ("auto", "exact"):
+            parser.error(f"--exact and --backend {args.backend} contradict each other")
+        args.backend = "exact"
+    if args.backend != "faiss" and args.faiss_factory != "SQfp16":
+        parser.error("--faiss-factory applies to --backend faiss only")
+    if args.backend == "exact" and args.nprobe is not None:
+        parser.error("--nprobe applies to --backend faiss and the two-stage first stage, not to exact search")
+    if args.candidates is not None and (args.candidates < 1 or args.backend in ("exact", "faiss")):
+        parser.error("--candidates must be >= 1 and applies to the two-stage search only")
     if args.device is not None and args.device.startswith("cuda"):
         import torch
 
@@ -232,6 +298,8 @@ def search_main(argv: list[str] | None = None) -> int:
         if args.model is not None:
             index.load_model(args.model, args.revision)
         search = dict(k=args.k, backend=args.backend, faiss_factory=args.faiss_factory, nprobe=args.nprobe)
+        if args.candidates is not None:
+            search["candidates"] = args.candidates
         if rank_texts:
             texts = list(args.texts or [])
             if args.texts_file:

@@ -73,6 +73,7 @@ def model_fingerprint(model, name_or_path: str | None = None, revision: str | No
         "config_sha256": config_hash(config),
         "weights_sha256": weights_hash(model),
         "dimension": int(config.embedding_dim),
+        "projection_dim": int(config.projection_dim),  # D: psi's first D values are the instance feature
     }
 
 

@@ -6,7 +6,8 @@ text encoding plus one matrix product (`search.py`).
 
 The package's retrieval code is split by job: `sources.py` (which videos), `fingerprints.py` (which model, frame
 policy and text side made the vectors), `store.py` (manifest, table, shards), `build.py` (decoding and
-`build_index`), `search.py` (exact top-k and FAISS), `share.py` (an index as a `datasets` dataset and a Hub dataset
+`build_index`), `search.py` (exact top-k and FAISS), `two_stage.py` (a compressed first stage and exact re-scoring
+from memory-mapped shards, for large indexes), `share.py` (an index as a `datasets` dataset and a Hub dataset
 repository, behind `VideoIndex.to_dataset` and friends) and this file. Every public name is importable from here too.
 
 This module is not part of the Hub model code: the model files never import it.
@@ -39,6 +40,7 @@ from .sources import (
     window_spans,
 )
 from .store import SHARDS_DIR, TABLE_FILE, _load_shard_vectors, read_manifest
+from .two_stage import FirstStage, MappedShards, build_first_stage, two_stage_search
 
 
 @dataclasses.dataclass
@@ -65,7 +67,9 @@ class VideoIndex:
     ```
 
     `in_memory=True` (default) reads every shard once into `device` memory (float32 on the CPU, float16 on a GPU);
-    `in_memory=False` streams the shards from disk at each search, bounding memory by one shard.
+    `in_memory=False` streams the shards from disk at each search, bounding memory by one shard. An index with a
+    first stage (`build_first_stage`, `s2ca-index --first-stage`) is searched in two stages by default: candidates
+    from the compressed first stage, re-scored exactly from the memory-mapped shards; `backend="exact"` scans all.
     """
 
     def __init__(self, path: str, manifest: dict, table, device: torch.device, in_memory: bool, chunk_size: int):
@@ -79,6 +83,8 @@ class VideoIndex:
         self._model = None
         self._processor = None
         self._faiss = {}
+        self._first_stage: FirstStage | None | bool = False  # False: not looked for yet
+        self._mapped: MappedShards | None = None
 
     @classmethod
     def load(
@@ -243,19 +249,36 @@ class VideoIndex:
 
     # -- search ----------------------------------------------------------------------------------------------
 
+    @property
+    def first_stage(self) -> FirstStage | None:
+        """The index's compressed first stage, or None if it has none (a stale one is refused, naming the fix)."""
+        if self._first_stage is False:
+            self._first_stage = FirstStage.load(self.path, self.manifest)
+        return self._first_stage
+
+    def build_first_stage(self, factory: str = "auto", projection: str = "instance", **kwargs) -> FirstStage:
+        """Builds (or rebuilds) the first stage of two-stage search into the index folder; see `two_stage.py` and
+        `build_first_stage` there for the arguments."""
+        self._first_stage = build_first_stage(self.path, self.manifest, factory, projection, **kwargs)
+        return self._first_stage
+
     def search(
         self,
         queries: str | Sequence[str] | torch.Tensor,
         k: int = 10,
-        backend: str = "exact",
+        backend: str = "auto",
         faiss_factory: str = "SQfp16",
         nprobe: int | None = None,
+        candidates: int | None = None,
     ) -> list[list[SearchHit]]:
         """The top-k videos for each query, best first: a list (one per query) of `SearchHit`.
 
         `queries`: a text, a list of texts (encoded with the index's model), or `(Q, E)` / `(E,)` vectors. Text
         vectors give the model's retrieval score; a video's psi as the query (see `search_by_video`) compares
-        video vectors with each other. `backend`: `"exact"` (chunked matrix products) or `"faiss"`.
+        video vectors with each other. `backend`: `"auto"` (two stages where the index has a first stage, else
+        exact), `"exact"` (chunked matrix products over every vector), `"two_stage"` or `"faiss"` (a FAISS index
+        over the full vectors, built in memory). `candidates` and `nprobe` set the two-stage search (defaults: the
+        first stage's settings).
         """
         if len(self) == 0:
             raise VideoIndexError(f"The index at {self.path} holds no video (see `skipped` in its manifest).")
@@ -270,18 +293,32 @@ class VideoIndex:
                 )
         else:
             vectors = self.encode_texts(queries)
-        scores, rows = self.search_vectors(vectors, k, backend, faiss_factory, nprobe)
+        scores, rows = self.search_vectors(vectors, k, backend, faiss_factory, nprobe, candidates)
         return self._hits(scores, rows)
 
     def search_vectors(
         self,
         queries: torch.Tensor,
         k: int = 10,
-        backend: str = "exact",
+        backend: str = "auto",
         faiss_factory: str = "SQfp16",
         nprobe: int | None = None,
+        candidates: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`(Q, k)` scores and row numbers of the top-k rows for `(Q, E)` query vectors."""
+        if backend == "auto":
+            backend = "two_stage" if self.first_stage is not None else "exact"
+        if backend != "two_stage" and candidates is not None:
+            raise ValueError(f"candidates applies to the two-stage search, not to backend={backend!r}.")
+        if backend == "two_stage":
+            if self.first_stage is None:
+                raise VideoIndexError(
+                    f"{self.path} has no first stage: build one with `s2ca-index --first-stage --out {self.path} ...` "
+                    "(or VideoIndex.build_first_stage), or search with the exact backend."
+                )
+            if self._mapped is None:
+                self._mapped = MappedShards(self.path, self.manifest)
+            return two_stage_search(queries, self.first_stage, self._mapped, k, candidates, nprobe)
         if backend == "exact":
             if self.in_memory:
                 return exact_search(queries, self.vectors, k, chunk_size=self.chunk_size, device=self.device)
@@ -292,7 +329,7 @@ class VideoIndex:
                 source = self.vectors if self.in_memory else self.iter_shards()
                 self._faiss[key] = build_faiss_index(source, self.dimension, faiss_factory)
             return faiss_search(self._faiss[key], queries, k, nprobe)
-        raise ValueError(f"backend must be 'exact' or 'faiss', got {backend!r}.")
+        raise ValueError(f"backend must be 'auto', 'exact', 'two_stage' or 'faiss', got {backend!r}.")
 
     def search_by_video(self, video: str | os.PathLike, k: int = 10, **kwargs) -> list[SearchHit]:
         """Videos similar to an example video file: its psi against the index's psi.

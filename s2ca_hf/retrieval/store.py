@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import socket
 import sys
 import time
@@ -340,6 +341,21 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
     return manifest
 
 
+def write_vector_index(out: str, chunks, settings: dict, extra: dict | None = None) -> dict[str, Any]:
+    """Writes an index folder from vectors made elsewhere (an import, or the generated collections of the search
+    benchmark and tests): every `(rows, vectors)` of `chunks` becomes one shard, `rows` a list of dicts with at least
+    `id` and `path`, `vectors` `(len(rows), E)`. `settings` as `build_index` records them (`model` with its
+    `dimension`, `encoding_dtype`, `frame_policy`, `source`, `windows`). Returns the manifest."""
+    out = os.path.abspath(out)
+    if os.path.exists(os.path.join(out, MANIFEST_FILE)):
+        raise VideoIndexError(f"{out} already holds an index: give a new folder.")
+    shard_dir = os.path.join(out, SHARDS_DIR)
+    os.makedirs(shard_dir, exist_ok=True)
+    for rows, vectors in chunks:
+        _write_shard(shard_dir, vectors, list(rows), [], settings)
+    return _commit(out, _scan_shards(shard_dir), settings, extra or {})
+
+
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     manifest_path = os.path.join(os.fspath(path), MANIFEST_FILE)
     if not os.path.isfile(manifest_path):
@@ -374,6 +390,9 @@ def _clear_index(out: str) -> None:
     for name in (MANIFEST_FILE, TABLE_FILE):
         if os.path.exists(os.path.join(out, name)):
             os.remove(os.path.join(out, name))
+    first_stage = os.path.join(out, "first_stage")  # two_stage.FIRST_STAGE_DIR: built from the shards removed above
+    if os.path.isfile(os.path.join(first_stage, "settings.json")):
+        shutil.rmtree(first_stage)
 
 
 def _is_index_shard(path: str) -> bool:
