@@ -197,3 +197,41 @@ def test_an_index_from_before_the_first_stage_gets_one(saved_model, video_folder
     assert index.first_stage is None and len(index.search("the cat", k=2)[0]) == 2
     stage = index.build_first_stage(factory="Flat", progress=False)  # D read from the model's config
     assert stage.projection.shape == (index.dimension, 32)  # the tiny model's projection_dim
+
+
+def test_milvus_lite_first_stage_gives_the_faiss_first_stage_results(generated, tmp_path):
+    pytest.importorskip("pymilvus")
+    pytest.importorskip("milvus_lite")
+    from s2ca_hf.retrieval.milvus import MilvusFirstStage
+
+    path, queries = generated
+    copy = str(shutil.copytree(path, tmp_path / "milvus"))
+    index = VideoIndex.load(copy, device="cpu")
+    uri = str(tmp_path / "first-stage.db")
+    for projection in ("instance", "svd"):
+        # Exact inner products in both first stages (FAISS Flat, Milvus FLAT): the same parameters, the same answer.
+        faiss_stage = index.build_first_stage(factory="Flat", projection=projection, dims=D, candidates=50)
+        want_scores, want_rows = index.search_vectors(queries, k=10)
+        milvus_stage = MilvusFirstStage.build(
+            index, uri, f"videos_{projection}", "FLAT", projection=projection, dims=D, candidates=50
+        )
+        torch.testing.assert_close(milvus_stage.projection, faiss_stage.projection, rtol=0, atol=0)
+        found = milvus_stage.candidates(queries, 50)
+        expected = faiss_stage.candidates(queries, 50)
+        agree = np.mean([len(set(a) & set(b)) / 50 for a, b in zip(found.tolist(), expected.tolist())])
+        assert agree >= 0.99, agree  # float rounding may swap a near-tie at the 50th place
+        index.attach_first_stage(milvus_stage)
+        scores, rows = index.search_vectors(queries, k=10)
+        assert torch.equal(rows, want_rows)
+        torch.testing.assert_close(scores, want_scores)
+
+    reopened = MilvusFirstStage.open(index, uri, "videos_svd")
+    assert reopened.settings["index_type"] == "FLAT" and np.array_equal(
+        reopened.candidates(queries, 50), MilvusFirstStage.open(index, uri, "videos_svd").candidates(queries, 50)
+    )
+    with pytest.raises(VideoIndexError, match="exists"):
+        MilvusFirstStage.build(index, uri, "videos_svd", "FLAT")
+    other = VideoIndex.load(path, device="cpu")
+    other.manifest = {**other.manifest, "content_id": "changed"}
+    with pytest.raises(VideoIndexError, match="other contents"):
+        MilvusFirstStage.open(other, uri, "videos_svd")

@@ -262,6 +262,10 @@ class VideoIndex:
         self._first_stage = build_first_stage(self.path, self.manifest, factory, projection, **kwargs)
         return self._first_stage
 
+    def attach_first_stage(self, first_stage) -> None:
+        """Searches take their candidates from `first_stage` (a `FirstStage`, or a `milvus.MilvusFirstStage`)."""
+        self._first_stage = first_stage
+
     def search(
         self,
         queries: str | Sequence[str] | torch.Tensor,

@@ -202,6 +202,22 @@ def _rebuild(path: str) -> str:
     return f"rebuild it with `s2ca-index --first-stage --out {path} ...` (same videos), or search with --exact."
 
 
+def projected_sample(
+    path: str, manifest: dict, projection: str, dims: int | None, train_size: int, verify: bool = True
+) -> tuple[MappedShards, torch.Tensor, torch.Tensor]:
+    """The index's shards, a training sample of its rows (evenly spaced, so that a collection indexed in some order
+    is sampled across it) and the projection P computed from it: what every first stage (FAISS here, Milvus in
+    `milvus.py`) starts from, so that the same settings give the same projected vectors."""
+    instance_dim = _instance_dim(manifest)
+    dims = instance_dim if dims is None else dims
+    shards = MappedShards(path, manifest, verify=verify)
+    if len(shards) == 0:
+        raise VideoIndexError(f"The index at {path} holds no video: there is nothing to build a first stage from.")
+    sample_rows = np.unique(np.linspace(0, len(shards) - 1, min(train_size, len(shards))).astype(np.int64))
+    sample = torch.from_numpy(shards.gather(sample_rows))
+    return shards, sample, projection_matrix(sample, projection, dims, instance_dim)
+
+
 def build_first_stage(
     path: str,
     manifest: dict,
@@ -219,15 +235,8 @@ def build_first_stage(
     faiss = _import_faiss()
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}.")
-    instance_dim = _instance_dim(manifest)
-    dims = instance_dim if dims is None else dims
-    shards = MappedShards(path, manifest, verify=verify)
-    if len(shards) == 0:
-        raise VideoIndexError(f"The index at {path} holds no video: there is nothing to build a first stage from.")
-    # The training sample: evenly spaced rows, so that a collection indexed in some order is sampled across it.
-    sample_rows = np.unique(np.linspace(0, len(shards) - 1, min(train_size, len(shards))).astype(np.int64))
-    sample = torch.from_numpy(shards.gather(sample_rows))
-    matrix = projection_matrix(sample, projection, dims, instance_dim)
+    shards, sample, matrix = projected_sample(path, manifest, projection, dims, train_size, verify)
+    dims = matrix.shape[1]
     requested_factory = factory
     factory = auto_factory(len(shards), dims) if factory == "auto" else factory
     if "l2norm" in factory.lower() or factory.upper().startswith("PCA"):
@@ -240,7 +249,7 @@ def build_first_stage(
         if not faiss_index.is_trained:
             faiss_index.train((sample @ matrix).numpy())
     except RuntimeError as error:
-        raise ValueError(f"FAISS cannot build or train {factory!r} on {len(sample_rows)} vectors ({error}).") from None
+        raise ValueError(f"FAISS cannot build or train {factory!r} on {len(sample)} vectors ({error}).") from None
     from tqdm.auto import tqdm
 
     with tqdm(total=len(shards), desc="first stage", unit="video", disable=not progress) as bar:
@@ -355,6 +364,7 @@ __all__ = [
     "auto_factory",
     "build_first_stage",
     "first_stage_settings",
+    "projected_sample",
     "projection_matrix",
     "two_stage_search",
 ]
