@@ -50,7 +50,7 @@ class Demo:
 
 
 def _span(hit) -> str:
-    """" (12.0-18.0 s)" for a hit that is a time window of its video (a clip window or an indexed moment)."""
+    """ " (12.0-18.0 s)" for a hit that is a time window of its video (a clip window or an indexed moment)."""
     start, end = hit.metadata.get("start"), hit.metadata.get("end")
     return f" ({start:.1f}-{end:.1f} s)" if start is not None and end is not None else ""
 

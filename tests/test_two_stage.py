@@ -100,10 +100,9 @@ def test_compressed_first_stage_equals_exact_where_the_top_k_is_among_its_candid
     path, queries = generated
     copy = shutil.copytree(path, tmp_path / projection)
     index = VideoIndex.load(copy, device="cpu")
-    stage = index.build_first_stage(projection=projection, dims=D, candidates=300, progress=False)
-    # 3000 rows: 64 lists (39 training rows each at least), 6-bit codes (too few rows for 256 centroids).
-    assert stage.settings["factory"] == two_stage.auto_factory(3000, D) == "IVF64,PQ8x6"
-    assert stage.settings["bytes_per_video"] == 6 + 8  # 8 codes of 6 bits, and the row id
+    factory = "IVF32,PQ16x4fs"  # what auto gives from 20,000 rows: IVF and a 4-bit fast-scan PQ, D / 4 bytes
+    stage = index.build_first_stage(factory, projection=projection, dims=D, candidates=300, progress=False)
+    assert stage.settings["bytes_per_video"] == D / 4 + 8  # the codes and the row id
     scores, rows = index.search_vectors(queries, k=10)
     want_scores, want_rows = exact(copy, queries)
     candidates = stage.candidates(queries, 300)
@@ -118,6 +117,12 @@ def test_compressed_first_stage_equals_exact_where_the_top_k_is_among_its_candid
     # The scores are exact ones: every returned score is that row's float32 inner product.
     direct = torch.einsum("qe,qke->qk", queries, index.vectors[rows])
     torch.testing.assert_close(scores, direct, rtol=1e-5, atol=1e-5)
+
+
+def test_auto_factory_is_flat_for_small_collections_and_ivf_fast_scan_pq_past_them():
+    assert two_stage.auto_factory(3000, 128) == "Flat"
+    assert two_stage.auto_factory(1_000_000, 128) == "IVF2048,PQ64x4fs"
+    assert two_stage.auto_factory(10_000_000, 512) == "IVF8192,PQ256x4fs"
 
 
 def test_svd_projection_is_orthonormal_and_instance_keeps_the_first_d_values():

@@ -46,15 +46,17 @@ DEFAULT_NPROBE = 32
 
 
 def auto_factory(count: int, dims: int) -> str:
-    """IVF with 2 to 4 sqrt(N) lists (a power of two, at least 39 training vectors per list, as FAISS asks) and a
-    product quantiser of one code per 4 dimensions: 8-bit codes (dims / 4 bytes per video: 32 for the small model's
-    D = 128, 128 for ViT-B/32's 512), fewer bits when the collection is too small to train 256 centroids."""
-    if dims % 4:
-        raise ValueError(f"The auto factory needs a projection size divisible by 4, got {dims}: pass a factory.")
-    lists = min(4.0 * math.sqrt(count), 65536, count / 39)
-    lists = 2 ** max(0, math.floor(math.log2(max(lists, 1.0))))
-    bits = max(1, min(8, math.floor(math.log2(max(count / 39, 2.0)))))
-    return f"IVF{lists},PQ{dims // 4}" + ("" if bits == 8 else f"x{bits}")
+    """`"Flat"` (exact inner products over the projection) below 20,000 rows, where compression saves little; else
+    IVF with 2 to 4 sqrt(N) lists (a power of two) and a 4-bit fast-scan product quantiser over 2 dimensions per
+    code: dims / 4 bytes per video (32 for the small model's D = 128, 128 for ViT-B/32's 512). Chosen by
+    measurement (`benchmarks/search_two_stage.py`): on this CPU, 8-bit PQ codes took 30x longer to train for the
+    same size, and the fast-scan search is what reaches the throughput targets."""
+    if count < 20000:
+        return "Flat"
+    if dims % 2:
+        raise ValueError(f"The auto factory needs an even projection size, got {dims}: pass a factory.")
+    lists = 2 ** max(0, math.floor(math.log2(min(4.0 * math.sqrt(count), 65536, count / 39))))
+    return f"IVF{lists},PQ{dims // 2}x4fs"
 
 
 def projection_matrix(sample: torch.Tensor, kind: str, dims: int, instance_dim: int) -> torch.Tensor:
@@ -82,12 +84,14 @@ class MappedShards:
     """The index's psi, memory-mapped shard by shard: `gather(rows)` reads only the rows asked for.
 
     With `verify=True` (default) every shard is checked against the manifest's sha256 once, when opened (a full
-    read of the index, as one exact scan costs); rows read later come from those checked files.
+    read of the index, as one exact scan costs); rows read later come from those checked files. The pages a gather
+    touches stay in the page cache (they count in the process's resident memory as file-backed pages, which the
+    kernel reclaims under pressure); `chunks` maps each shard only while it reads it.
     """
 
     def __init__(self, path: str, manifest: dict, verify: bool = True):
         self.dimension = manifest["dimension"]
-        self.arrays, starts = [], [0]
+        self.files, self.counts, starts = [], [], [0]
         for shard in manifest["shards"]:
             file = os.path.join(path, shard["file"])
             if verify and shard.get("sha256") and file_sha256(file) != shard["sha256"]:
@@ -95,12 +99,19 @@ class MappedShards:
                     f"Shard {file} does not match the checksum in the manifest (changed or corrupt): delete it and "
                     "run s2ca-index again to re-encode its videos."
                 )
-            self.arrays.append(_map_vectors(file, shard["count"], self.dimension))
+            self.files.append(file)
+            self.counts.append(shard["count"])
             starts.append(starts[-1] + shard["count"])
         self.starts = np.asarray(starts, dtype=np.int64)
+        self._arrays: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
         return int(self.starts[-1])
+
+    def _array(self, shard: int) -> np.ndarray:
+        if shard not in self._arrays:
+            self._arrays[shard] = _map_vectors(self.files[shard], self.counts[shard], self.dimension)
+        return self._arrays[shard]
 
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """float32 `(len(rows), E)` for int64 row numbers (any order, repeats allowed)."""
@@ -111,14 +122,16 @@ class MappedShards:
             where = np.nonzero(shard_of == shard)[0]
             local = rows[where] - self.starts[shard]
             order = np.argsort(local, kind="stable")  # ascending reads: pages in file order
-            out[where[order]] = self.arrays[shard][local[order]]
+            out[where[order]] = self._array(int(shard))[local[order]]
         return out
 
     def chunks(self, chunk_rows: int = 65536):
         """The vectors in row order, as float32 tensors of at most `chunk_rows` rows (for building a first stage)."""
-        for array in self.arrays:
-            for start in range(0, array.shape[0], chunk_rows):
+        for file, count in zip(self.files, self.counts):
+            array = _map_vectors(file, count, self.dimension)  # mapped for this shard's pass only
+            for start in range(0, count, chunk_rows):
                 yield torch.from_numpy(np.ascontiguousarray(array[start : start + chunk_rows], dtype=np.float32))
+            del array
 
 
 def _map_vectors(file: str, count: int, dimension: int) -> np.ndarray:
@@ -339,16 +352,18 @@ def two_stage_search(
     candidates = max(k, candidates if candidates is not None else first_stage.settings["candidates"])
     queries = queries.detach().float().cpu()
     rows = first_stage.candidates(queries, candidates, nprobe)  # (Q, C), -1 where fewer were found
-    unique, inverse = np.unique(rows[rows >= 0], return_inverse=True)
+    valid = rows >= 0
+    unique, inverse = np.unique(rows[valid], return_inverse=True)
     vectors = torch.from_numpy(shards.gather(unique))  # each candidate row read once, whatever the query count
-    scores = queries @ vectors.t()  # (Q, unique)
-    positions = np.full(rows.shape, -1, dtype=np.int64)
-    positions[rows >= 0] = inverse
+    positions = np.zeros(rows.shape, dtype=np.int64)
+    positions[valid] = inverse
     positions = torch.from_numpy(positions)
-    gathered = scores.gather(1, positions.clamp(min=0)).masked_fill(positions < 0, -math.inf)
-    top, where = gathered.topk(min(k, gathered.shape[1]), dim=1)
-    found = torch.from_numpy(rows).gather(1, where)
-    return _sort_hits(top, found)
+    # Each query against its own candidates only (a (Q, unique) product would score every query's candidates
+    # against every query: Q times the arithmetic).
+    scores = torch.stack([vectors[positions[q]] @ queries[q] for q in range(len(queries))])
+    scores = scores.masked_fill(torch.from_numpy(~valid), -math.inf)
+    top, where = scores.topk(min(k, scores.shape[1]), dim=1)
+    return _sort_hits(top, torch.from_numpy(rows).gather(1, where))
 
 
 def describe(settings: dict[str, Any]) -> str:

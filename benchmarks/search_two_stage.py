@@ -1,0 +1,301 @@
+"""Two-stage search at scale: recall@10 against exact search, RAM per video and queries/s (`benchmarks/search.py`
+runs it and writes its rows into results/search.json and .md; alone it writes results/search_two_stage.*).
+
+    python benchmarks/search_two_stage.py --model MODEL --videos DIR --captions MSRVTT_data.json
+
+1. **A real index**: every clip of the built-in corpus (`--videos`) encoded with a trained S2CA model (`--model`),
+   searched with its captions (`--captions`, encoded by the same model) as queries. Each first-stage setting
+   (projection, candidates) is measured against the exact S2CA ranking of the same index: this is where the
+   defaults are chosen.
+2. **Large collections** (1M and 10M rows): written as real index folders (float16 shards on disk, second stage
+   memory-mapped), with vectors drawn to match the real index: the real psi's mean and covariance, its top
+   `--rank` principal directions with their variances plus isotropic noise of the remaining variance ("spectrum").
+   Isotropic random vectors, which no compressed index can rank and no collection looks like, are one reference
+   row ("isotropic"). Queries are the real captions' phi. Each row: build time, bytes per video in the first stage,
+   peak resident memory of the searching process, queries/s at batch 1 and 64, recall@10 against exact search over
+   the same vectors, and the exact (streamed) search's own queries/s, measured in the same run.
+
+Searches and the exact ground truth run in child processes of their own, so that each reports its own memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import resource
+import shutil
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+
+from s2ca_hf.retrieval import two_stage
+from s2ca_hf.retrieval.cli import index_main
+from s2ca_hf.retrieval.index import VideoIndex, exact_search
+from s2ca_hf.retrieval.store import write_vector_index
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def recall_at_k(found_scores: torch.Tensor, exact_scores: torch.Tensor) -> float:
+    """Mean over queries of the share of the k results that belong in the exact top-k: a result counts when its
+    (exact, float32) score reaches the exact k-th score. Tie-aware: the built-in corpus has clips with identical psi,
+    and which of several equal-score rows fills the k-th place is arbitrary, not a miss."""
+    kth = exact_scores[:, -1:]
+    return float(((found_scores >= kth - 1e-6 * kth.abs().clamp(min=1.0)).float().mean(1)).mean())
+
+
+class ShardChunks:
+    """Re-iterable float32 chunks of an index's mapped shards: exact search streamed from disk."""
+
+    def __init__(self, shards: two_stage.MappedShards):
+        self.shards = shards
+
+    def __iter__(self):
+        return self.shards.chunks()
+
+
+def _memory() -> dict:
+    """Peak resident memory of this process (file-backed pages of mapped shards included), its parts now."""
+    status = {}
+    with open("/proc/self/status") as handle:
+        for line in handle:
+            key, _, value = line.partition(":")
+            if key in ("VmHWM", "RssAnon", "RssFile"):
+                status[key] = int(value.split()[0]) / 2**20  # kB -> GiB
+    return {
+        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "rss_anon_gib": round(status.get("RssAnon", 0.0), 3),
+        "rss_file_gib": round(status.get("RssFile", 0.0), 3),
+    }
+
+
+def _search_child(path: str, queries: torch.Tensor, k: int, candidates: int | None, batch: int, singles: int, out):
+    torch.set_num_threads(os.cpu_count() or 1)
+    start = time.perf_counter()
+    index = VideoIndex.load(path, device="cpu")
+    index.first_stage  # noqa: B018  (loaded here: its time and memory are the first stage's)
+    shards = two_stage.MappedShards(path, index.manifest, verify=False)  # verified once by the build
+    index._mapped = shards
+    open_seconds = time.perf_counter() - start
+    search = lambda q: index.search_vectors(q, k, backend="two_stage", candidates=candidates)  # noqa: E731
+    search(queries[:1])  # warm-up
+    latencies = []
+    for q in range(singles):
+        begin = time.perf_counter()
+        search(queries[q : q + 1])
+        latencies.append(time.perf_counter() - begin)
+    begin = time.perf_counter()
+    for s in range(0, len(queries) - batch + 1, batch):
+        search(queries[s : s + batch])
+    batches = max(1, (len(queries) // batch))
+    batch_seconds = (time.perf_counter() - begin) / batches
+    scores, _ = search(queries)
+    out.put(
+        {
+            "scores": scores.numpy(),  # numpy: a tensor would travel through shared memory the child takes with it
+            "open_seconds": round(open_seconds, 2),
+            "latency_ms": round(1000 * statistics.median(latencies), 2),
+            "queries_per_s_batch_1": round(1 / statistics.median(latencies), 1),
+            "queries_per_s_batch_64": round(batch / batch_seconds, 1),
+            **_memory(),
+        }
+    )
+
+
+def _exact_child(path: str, queries: torch.Tensor, k: int, out):
+    index = VideoIndex.load(path, device="cpu")
+    shards = two_stage.MappedShards(path, index.manifest, verify=False)
+    begin = time.perf_counter()
+    scores, _ = exact_search(queries, ShardChunks(shards), k, query_batch_size=len(queries))
+    seconds = time.perf_counter() - begin
+    out.put(
+        {
+            "scores": scores.numpy(),
+            "exact_seconds": round(seconds, 2),
+            "exact_queries_per_s": round(len(queries) / seconds, 2),
+        }
+    )
+
+
+def in_child(function, *args) -> dict:
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=function, args=(*args, queue))
+    process.start()
+    result = queue.get()
+    process.join()
+    return result
+
+
+def real_index(args, work: str) -> tuple[str, torch.Tensor, dict]:
+    out = os.path.join(work, "real-index")
+    start = time.perf_counter()
+    if index_main(["--model", args.model, "--videos", args.videos, "--out", out, "--quiet"]) != 0:
+        raise SystemExit(f"s2ca-index failed on {args.videos}")
+    build_seconds = time.perf_counter() - start
+    with open(args.captions) as handle:
+        sentences = [s["caption"] for s in json.load(handle)["sentences"]]
+    rng = np.random.default_rng(0)
+    texts = [sentences[i] for i in sorted(rng.choice(len(sentences), args.queries, replace=False))]
+    index = VideoIndex.load(out, device="cpu")
+    queries = index.encode_texts(texts)
+    info = {"videos": len(index), "dimension": index.dimension, "queries": len(texts), "index_seconds": build_seconds}
+    info["model"] = index.manifest["model"]
+    return out, queries, info
+
+
+def real_rows(path: str, queries: torch.Tensor, args) -> list[dict]:
+    index = VideoIndex.load(path, device="cpu")
+    exact_scores, _ = exact_search(queries, index.vectors, args.k)
+    rows = []
+    projection_dim = index.manifest["model"]["projection_dim"]
+    for projection in ("instance", "svd"):
+        for factory in ("Flat", "auto"):
+            stage = index.build_first_stage(
+                factory=factory, projection=projection, dims=projection_dim, progress=False
+            )
+            for candidates in args.real_candidates:
+                found, _ = index.search_vectors(queries, args.k, backend="two_stage", candidates=candidates)
+                rows.append(
+                    {
+                        "collection": f"real: built-in corpus, {len(index)} clips",
+                        "projection": projection,
+                        "factory": stage.settings["factory"],
+                        "candidates": candidates,
+                        "bytes_per_video": stage.settings["bytes_per_video"],
+                        "recall_at_10": round(recall_at_k(found, exact_scores), 4),
+                    }
+                )
+                log(f"  real {projection} {stage.settings['factory']} C={candidates}: {rows[-1]['recall_at_10']}")
+    shutil.rmtree(os.path.join(path, two_stage.FIRST_STAGE_DIR))
+    return rows
+
+
+def spectrum(real: torch.Tensor, rank: int) -> dict:
+    mean = real.mean(0)
+    centred = (real - mean).double()
+    _, values, vh = torch.linalg.svd(centred, full_matrices=False)
+    variances = values**2 / (real.shape[0] - 1)
+    rank = min(rank, len(variances))
+    residual = float(variances[rank:].sum() / real.shape[1])  # per-dimension variance left to isotropic noise
+    return {
+        "mean": mean.float(),
+        "basis": (vh[:rank].t() * variances[:rank].sqrt()).float().t().contiguous(),  # (rank, E)
+        "noise_std": residual**0.5,
+        "explained": float(variances[:rank].sum() / variances.sum()),
+        "rank": rank,
+    }
+
+
+def generate(out: str, rows: int, structure: str, model: dict, fit: dict, seed: int, shard_rows: int) -> float:
+    generator = torch.Generator().manual_seed(seed)
+    dimension = model["dimension"]
+
+    def chunks():
+        for start in range(0, rows, shard_rows):
+            n = min(shard_rows, rows - start)
+            if structure == "isotropic":
+                vectors = torch.randn(n, dimension, generator=generator) / dimension**0.5
+            else:
+                vectors = fit["mean"] + torch.randn(n, fit["rank"], generator=generator) @ fit["basis"]
+                vectors += fit["noise_std"] * torch.randn(n, dimension, generator=generator)
+            ids = [{"id": f"{structure}-{i}", "path": f"generated/{i}"} for i in range(start, start + n)]
+            yield ids, vectors
+
+    settings = {"model": model, "encoding_dtype": "float32", "frame_policy": {}, "source": {"generated": structure}}
+    settings["windows"] = None
+    begin = time.perf_counter()
+    write_vector_index(out, chunks(), settings)
+    return time.perf_counter() - begin
+
+
+def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[dict]:
+    real = VideoIndex.load(real_path, device="cpu")
+    fit = spectrum(real.vectors.float(), args.rank)
+    model = {**real.manifest["model"], "name_or_path": "generated"}
+    rows = []
+    for size, structure in args.large:
+        folder = os.path.join(work, f"{structure}-{size}")
+        shutil.rmtree(folder, ignore_errors=True)
+        log(f"{structure} {size:,}: writing ...")
+        row = {"collection": f"generated ({structure}), {size:,} rows", "vectors": size, "structure": structure}
+        row["dimension"] = model["dimension"]
+        row["write_seconds"] = round(generate(folder, size, structure, model, fit, seed=size, shard_rows=65536), 1)
+        if structure == "spectrum":
+            row["spectrum"] = {"rank": fit["rank"], "explained_variance": round(fit["explained"], 4)}
+        index = VideoIndex.load(folder, device="cpu")
+        log("  first stage ...")
+        begin = time.perf_counter()
+        stage = index.build_first_stage(projection=args.projection, candidates=args.candidates, progress=False)
+        row["first_stage_seconds"] = round(time.perf_counter() - begin, 1)
+        row.update(factory=stage.settings["factory"], projection=args.projection, candidates=args.candidates)
+        row.update(nprobe=stage.settings.get("nprobe"), bytes_per_video=stage.settings["bytes_per_video"])
+        row["disk_gib"] = round(size * model["dimension"] * 2 / 2**30, 2)
+        del index, stage
+        log("  two-stage search ...")
+        searched = in_child(_search_child, folder, queries, args.k, args.candidates, 64, args.singles)
+        log("  exact search (ground truth) ...")
+        exact = in_child(_exact_child, folder, queries, args.k)
+        found, want = torch.from_numpy(searched.pop("scores")), torch.from_numpy(exact.pop("scores"))
+        row["recall_at_10"] = round(recall_at_k(found, want), 4)
+        row.update(searched)
+        row.update(exact)
+        log(f"  {json.dumps(row)}")
+        rows.append(row)
+        if not args.keep:
+            shutil.rmtree(folder)
+    return rows
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", help="a trained S2CA model folder (the real index); without it: no two-stage rows")
+    parser.add_argument("--videos", help="the built-in corpus's video folder (e.g. data/synthetic/videos)")
+    parser.add_argument("--captions", help="its MSRVTT_data.json, whose captions are the queries")
+    parser.add_argument("--queries", type=int, default=256, help="captions used as queries (default 256)")
+    parser.add_argument("--real-candidates", type=int, nargs="+", default=[32, 64, 128, 256, 512])
+    parser.add_argument(
+        "--large",
+        nargs="+",
+        default=["1000000:spectrum", "1000000:isotropic", "10000000:spectrum"],
+        help="generated collections as ROWS:STRUCTURE (spectrum or isotropic)",
+    )
+    parser.add_argument("--projection", default="instance", choices=two_stage.PROJECTIONS)
+    parser.add_argument("--candidates", type=int, default=two_stage.DEFAULT_CANDIDATES)
+    parser.add_argument("--rank", type=int, default=256, help="principal directions of the spectrum fit")
+    parser.add_argument("--singles", type=int, default=32, help="queries timed one at a time")
+    parser.add_argument("--work", default=None, help="where the collections are written (default: a temp folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated collections")
+
+
+def run(args) -> dict:
+    """The two-stage section of the search report."""
+    if not args.model:
+        return {"skipped": "no --model given: the two-stage rows need a trained model's real index"}
+    import tempfile
+
+    args.large = [(int(size), structure) for size, structure in (item.split(":") for item in args.large)]
+    work = args.work or tempfile.mkdtemp(prefix="s2ca-two-stage-")
+    os.makedirs(work, exist_ok=True)
+    log("real index ...")
+    path, queries, info = real_index(args, work)
+    section = {"real_index": info, "real": real_rows(path, queries, args)}
+    section["large"] = large_rows(path, queries, args, work)
+    if not args.work:
+        shutil.rmtree(work)
+    return section
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    parser.add_argument("-k", type=int, default=10)
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    arguments = parser.parse_args()
+    print(json.dumps(run(arguments), indent=2))
