@@ -33,6 +33,7 @@ import tempfile
 import time
 
 import numpy as np
+import search_two_stage  # benchmarks/search_two_stage.py, next to this script
 import torch
 
 from s2ca_hf.retrieval.index import build_faiss_index, build_index, environment, exact_search, faiss_search
@@ -333,6 +334,8 @@ def markdown(report: dict) -> str:
         else:
             result = f"{row['latency_ms']} ms"
         lines.append(f"| {row['what']} | {row['model']} | {row['device']} | {result} |")
+    if "two_stage" in report:
+        lines += ["", *search_two_stage.markdown_lines(report["two_stage"], report["k"])]
     lines += ["", "## Notes", ""] + [f"* {note}" for note in report["notes"]]
     return "\n".join(lines) + "\n"
 
@@ -357,6 +360,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, few repeats, no encoders")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     parser.add_argument("--name", default="search")
+    parser.add_argument("--no-exact-rows", dest="exact_rows", action="store_false", help="only the two-stage rows")
+    search_two_stage.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
         args.repeats, args.latency_repeats, args.index_videos = 1, 2, 8
@@ -386,14 +391,15 @@ def main(argv: list[str] | None = None) -> dict:
 
         env["faiss"] = faiss.__version__
     notes = []
-    search_rows = cpu_search_rows(args.sizes, args.dim, args.k, args.memory_gib, args, log)
-    if args.reduced_dim:
+    search_rows = cpu_search_rows(args.sizes if args.exact_rows else [], args.dim, args.k, args.memory_gib, args, log)
+    if args.reduced_dim and args.exact_rows:
         search_rows += cpu_search_rows(args.sizes, args.reduced_dim, args.k, args.memory_gib, args, log)
     if torch.cuda.is_available():
         search_rows += gpu_rows(args.sizes, args.dim, args.k, args, log)
     else:
         notes.append("No GPU was available for this run: the GPU search target (BENCHMARKS.md §3) is not measured.")
-    encoding = [] if args.quick else indexer_rows(args, log) + encoder_rows(args, log)
+    encoding = [] if args.quick or not args.exact_rows else indexer_rows(args, log) + encoder_rows(args, log)
+    two_stage = search_two_stage.run(args)
     notes += [
         "Exact search on the CPU scores in float32 (the float16 vectors converted once at load, or per chunk when "
         "streamed), so its results are the exact top-k; FAISS SQfp16 decodes float16 exactly and returns the same "
@@ -410,6 +416,7 @@ def main(argv: list[str] | None = None) -> dict:
         "k": args.k,
         "search": search_rows,
         "encoding": encoding,
+        "two_stage": two_stage,
         "notes": notes,
         "peak_rss_gib": round(peak_rss_gib(), 2),
         # A shared machine: other jobs on the same cores slow every number down, small operations the most.

@@ -51,8 +51,11 @@ def auto_factory(count: int, dims: int) -> str:
     code: dims / 4 bytes per video (32 for the small model's D = 128, 128 for ViT-B/32's 512). Chosen by
     measurement (`benchmarks/search_two_stage.py`): on this CPU, 8-bit PQ codes took 30x longer to train for the
     same size, and the fast-scan search is what reaches the throughput targets."""
-    if count < 20000:
-        return "Flat"
+    return "Flat" if count < 20000 else ivf_pq_factory(count, dims)
+
+
+def ivf_pq_factory(count: int, dims: int) -> str:
+    """`auto_factory`'s compressed first stage for `count` rows of `dims` values, whatever the count."""
     if dims % 2:
         raise ValueError(f"The auto factory needs an even projection size, got {dims}: pass a factory.")
     lists = 2 ** max(0, math.floor(math.log2(min(4.0 * math.sqrt(count), 65536, count / 39))))
@@ -379,6 +382,7 @@ __all__ = [
     "auto_factory",
     "build_first_stage",
     "first_stage_settings",
+    "ivf_pq_factory",
     "projected_sample",
     "projection_matrix",
     "two_stage_search",
