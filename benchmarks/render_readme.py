@@ -7,6 +7,7 @@ python benchmarks/render_readme.py --check  # exit 1 if README.md is not what th
 
 import argparse
 import glob
+import json
 import os
 import sys
 
@@ -15,6 +16,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 START, END = "<!-- results:start (benchmarks/render_readme.py) -->", "<!-- results:end -->"
 RUN_START, RUN_END = "<!-- default-run:start (benchmarks/render_readme.py) -->", "<!-- default-run:end -->"
 DEFAULT_RUN = "default_run.md"  # shown in the Training section, not under Results
+SEARCH_START, SEARCH_END = "<!-- search-summary:start (benchmarks/render_readme.py) -->", "<!-- search-summary:end -->"
+SEARCH = "search.json"  # summarised in "Search your own videos"
 ORDER = ("accuracy.md", "s2ca_diagnosis_round*.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
 
 
@@ -53,6 +56,40 @@ def default_run_section(results_dir: str) -> str:
     return "\n".join([RUN_START, *lines, "", f"(from `{os.path.relpath(path, REPO)}`)", RUN_END])
 
 
+def search_summary(results_dir: str) -> str:
+    """A paragraph of the search benchmark's headline figures, written from results/search.json."""
+    report = json.load(open(os.path.join(results_dir, SEARCH), encoding="utf-8"))
+    env = report["environment"]
+    text = (
+        f"Measured by `benchmarks/search.py` ({report['date'][:10]}, {env['cpu_model']}, {env['cpu_count']} cores, "
+        f"no GPU, load average {report['load_average_1min']['start']} at the start; top-{report['k']}; "
+        "`benchmarks/results/search.md`):"
+    )
+    exact = {
+        (r["vectors"], r["dimension"]): r for r in report["search"] if r["backend"] == "exact" and "skipped" not in r
+    }
+    for (vectors, dimension), row in sorted(exact.items()):
+        if vectors in (10_000, 1_000_000) and dimension > 1024:
+            text += (
+                f" exact search over {vectors:,} random vectors of {dimension:,} dimensions answers one query in "
+                f"{row['latency_ms']} ms ({row['queries_per_s']:,} queries/s in batches of {row['batch_queries']},"
+                f" {row['storage'].split(':')[0].split(',')[0]});"
+            )
+    two_stage = report.get("two_stage", {})
+    for row in two_stage.get("large", []):
+        text += (
+            f" two-stage search over {row['collection']} ({row['dimension']:,} dimensions, {row['disk_gib']} GiB of "
+            f"shards on disk): recall@10 {row['recall_at_10']:.3f} against the exact ranking, "
+            f"{row['queries_per_s_batch_1']:,} queries/s one at a time and {row['queries_per_s_batch_64']:,} in "
+            f"batches of 64 (the exact scan of the same shards: {row['exact_queries_per_s']:,} queries/s), "
+            f"{row['bytes_per_video']:.0f} bytes per video in the first stage, peak resident memory "
+            f"{row['peak_rss_gib']} GiB;"
+        )
+    if "skipped" in two_stage or not two_stage:
+        text += " the two-stage rows are not measured in this file;"
+    return "\n".join([SEARCH_START, text.rstrip(";") + ".", SEARCH_END])
+
+
 def replace_between(text: str, start: str, end: str, content: str) -> str:
     if start not in text or end not in text:
         raise ValueError(f"README.md has no markers {start} ... {end}.")
@@ -65,6 +102,8 @@ def render(readme: str, results_dir: str) -> str:
     readme = replace_between(readme, START, END, section(results_dir))
     if os.path.isfile(os.path.join(results_dir, DEFAULT_RUN)):
         readme = replace_between(readme, RUN_START, RUN_END, default_run_section(results_dir))
+    if os.path.isfile(os.path.join(results_dir, SEARCH)) and SEARCH_START in readme:
+        readme = replace_between(readme, SEARCH_START, SEARCH_END, search_summary(results_dir))
     return readme
 
 

@@ -33,3 +33,31 @@ def test_the_default_run_table_is_rendered_from_its_results_file(tmp_path):
     assert "stale 60.0" not in rendered and "**123 s in all**" in rendered and "# The default run" not in rendered
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     assert renderer.RUN_START in readme and "benchmarks/results/default_run.md" in readme
+
+
+def test_the_search_summary_is_rendered_from_search_json(tmp_path):
+    import json
+
+    renderer = render_readme
+    report = {
+        "date": "2026-12-02T10:00:00+00:00",
+        "environment": {"cpu_model": "Some CPU", "cpu_count": 2},
+        "load_average_1min": {"start": 0.1},
+        "k": 10,
+        "search": [
+            {"backend": "exact", "vectors": 10000, "dimension": 8704, "latency_ms": 17.7, "queries_per_s": 485.4,
+             "batch_queries": 64, "storage": "in memory, float32"},
+        ],
+        "two_stage": {"large": [
+            {"collection": "generated (spectrum), 1,000,000 rows", "dimension": 1152, "disk_gib": 2.15,
+             "recall_at_10": 0.9612, "queries_per_s_batch_1": 321.5, "queries_per_s_batch_64": 1234.5,
+             "exact_queries_per_s": 3.21, "bytes_per_video": 40.0, "peak_rss_gib": 1.5},
+        ]},
+    }  # fmt: skip
+    (tmp_path / "search.json").write_text(json.dumps(report))
+    readme = f"a\n{renderer.SEARCH_START}\nstale 99 ms\n{renderer.SEARCH_END}\nb\n{renderer.START}\n{renderer.END}\n"
+    rendered = renderer.render(readme, str(tmp_path))
+    assert "stale 99 ms" not in rendered
+    for figure in ("17.7 ms", "485.4 queries/s", "recall@10 0.961", "321.5 queries/s", "1,234.5", "3.21", "40 bytes"):
+        assert figure in rendered, figure
+    assert renderer.SEARCH_START in (REPO / "README.md").read_text(encoding="utf-8")
