@@ -76,7 +76,9 @@ def _memory() -> dict:
     }
 
 
-def _search_child(path: str, queries: torch.Tensor, k: int, candidates: int | None, batch: int, singles: int, out):
+def _search_child(
+    path: str, queries: torch.Tensor, k: int, candidates: int, nprobe: int, batch: int, singles: int, out
+):
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     index = VideoIndex.load(path, device="cpu")
@@ -84,7 +86,7 @@ def _search_child(path: str, queries: torch.Tensor, k: int, candidates: int | No
     shards = two_stage.MappedShards(path, index.manifest, verify=False)  # verified once by the build
     index._mapped = shards
     open_seconds = time.perf_counter() - start
-    search = lambda q: index.search_vectors(q, k, backend="two_stage", candidates=candidates)  # noqa: E731
+    search = lambda q: index.search_vectors(q, k, "two_stage", nprobe=nprobe, candidates=candidates)  # noqa: E731
     search(queries[:1])  # warm-up
     latencies = []
     for q in range(singles):
@@ -235,22 +237,25 @@ def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[d
         index = VideoIndex.load(folder, device="cpu")
         log("  first stage ...")
         begin = time.perf_counter()
-        stage = index.build_first_stage(projection=args.projection, candidates=args.candidates, progress=False)
+        stage = index.build_first_stage(projection=args.projection, progress=False)
         row["first_stage_seconds"] = round(time.perf_counter() - begin, 1)
-        row.update(factory=stage.settings["factory"], projection=args.projection, candidates=args.candidates)
-        row.update(nprobe=stage.settings.get("nprobe"), bytes_per_video=stage.settings["bytes_per_video"])
+        row.update(factory=stage.settings["factory"], projection=args.projection)
+        row["bytes_per_video"] = stage.settings["bytes_per_video"]
         row["disk_gib"] = round(size * model["dimension"] * 2 / 2**30, 2)
         del index, stage
-        log("  two-stage search ...")
-        searched = in_child(_search_child, folder, queries, args.k, args.candidates, 64, args.singles)
         log("  exact search (ground truth) ...")
         exact = in_child(_exact_child, folder, queries, args.k)
-        found, want = torch.from_numpy(searched.pop("scores")), torch.from_numpy(exact.pop("scores"))
-        row["recall_at_10"] = round(recall_at_k(found, want), 4)
-        row.update(searched)
+        want = torch.from_numpy(exact.pop("scores"))
         row.update(exact)
-        log(f"  {json.dumps(row)}")
-        rows.append(row)
+        for setting in args.settings:  # one row per (candidates, nprobe), each searched in a fresh process
+            candidates, nprobe = (int(value) for value in setting.split(":"))
+            nprobe = nprobe if "IVF" in row["factory"] else None  # a Flat first stage has no lists
+            log(f"  two-stage search, {candidates} candidates, nprobe {nprobe} ...")
+            searched = in_child(_search_child, folder, queries, args.k, candidates, nprobe, 64, args.singles)
+            found = torch.from_numpy(searched.pop("scores"))
+            rows.append({**row, **searched, "candidates": candidates, "nprobe": nprobe})
+            rows[-1]["recall_at_10"] = round(recall_at_k(found, want), 4)
+            log(f"  {json.dumps(rows[-1])}")
         if not args.keep:
             shutil.rmtree(folder)
     return rows
@@ -319,7 +324,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="generated collections as ROWS:STRUCTURE (spectrum or isotropic)",
     )
     parser.add_argument("--projection", default="instance", choices=two_stage.PROJECTIONS)
-    parser.add_argument("--candidates", type=int, default=two_stage.DEFAULT_CANDIDATES)
+    parser.add_argument(
+        "--settings",
+        nargs="+",
+        default=["64:32", "256:32", "256:128", "1024:128"],
+        help="two-stage settings measured on each generated collection, as CANDIDATES:NPROBE",
+    )
     parser.add_argument("--rank", type=int, default=256, help="principal directions of the spectrum fit")
     parser.add_argument("--singles", type=int, default=32, help="queries timed one at a time")
     parser.add_argument("--work", default=None, help="where the collections are written (default: a temp folder)")
