@@ -14,7 +14,10 @@ temporally refined patch tokens, the routing agreement loss (SwAV's swapped pred
 `"separate+combined"` retrieval loss are options that did not help on the val split of the built-in corpus
 (`benchmarks/results/s2ca_diagnosis_round*.md`); so are, since round 6, concept tracks over the frames
 (`concept_tracks`) and a scaled concept gradient into the towers (`concept_gradient_scale`), which trades S2CA's
-instance score against its concept score without beating seqTransf on val.
+instance score against its concept score without beating seqTransf on val. Round 10 added the residual loss
+(`retrieval_loss="residual"`, the concept score trained on top of a stop-gradient instance score) and token adapters
+of the concept branch's own (`concept_adapter_layers`); with the towers detached they put S2CA above seqTransf on
+val on one seed, not yet on test or compositional.
 
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
