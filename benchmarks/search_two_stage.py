@@ -24,6 +24,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import queue as queue_module
 import resource
 import shutil
 import statistics
@@ -131,7 +132,13 @@ def in_child(function, *args) -> dict:
     queue = context.Queue()
     process = context.Process(target=function, args=(*args, queue))
     process.start()
-    result = queue.get()
+    while True:  # a child that dies without answering must not leave the benchmark waiting forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except queue_module.Empty:
+            if not process.is_alive():
+                raise RuntimeError(f"{function.__name__} died (exit code {process.exitcode})") from None
     process.join()
     return result
 

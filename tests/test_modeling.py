@@ -843,3 +843,35 @@ def test_concept_gradient_scale_scales_what_the_concept_branch_sends_into_the_to
     assert torch.equal(a, b)
     with pytest.raises(ValueError, match="concept_gradient_scale"):
         tiny_config(concept_gradient_scale=-1)
+
+
+def test_residual_retrieval_loss_trains_the_concepts_on_top_of_a_fixed_instance_score(inputs):
+    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0, allocation="soft", prototype_init_std=1.0)
+    model = seeded_model(tiny_config(retrieval_loss="residual", **weights))
+    out = model(**inputs, return_loss=True)
+    scale = model.logit_scale_value()
+    instance, concept = out.instance_similarity, out.concept_similarity
+    expected = contrastive_loss(scale * instance) + contrastive_loss(scale * (instance + concept))
+    assert out.loss.item() == pytest.approx(expected.item(), rel=1e-5)
+    # The instance score's gradient comes from its own term only: the concept term sees it as a constant.
+    instance_grad = torch.autograd.grad(out.loss, instance, retain_graph=True)[0]
+    alone = torch.autograd.grad(contrastive_loss(scale * instance), instance, retain_graph=True)[0]
+    torch.testing.assert_close(instance_grad, alone)
+    concept_grad = torch.autograd.grad(out.loss, concept)[0]
+    assert concept_grad.abs().max() > 0
+
+
+def test_concept_adapters_start_as_the_identity_and_learn(inputs):
+    plain = seeded_model(tiny_config(prototype_init_std=1.0))
+    adapted = S2CAModel(tiny_config(prototype_init_std=1.0, concept_adapter_layers=2)).eval()
+    missing, unexpected = adapted.load_state_dict(plain.state_dict(), strict=False)
+    assert not unexpected and missing and all(".adapters." in key for key in missing)
+    assert len(adapted.concepts.adapters["text"]) == 2 and len(adapted.concepts.adapters["video"]) == 2
+    with torch.no_grad():  # zero-initialised output layers: the same scores as without adapters
+        torch.testing.assert_close(adapted(**inputs).logits_per_text, plain(**inputs).logits_per_text)
+    adapted.train()
+    adapted(**inputs, return_loss=True).loss.backward()
+    last = adapted.concepts.adapters["video"][-1].mlp.fc2.weight
+    assert last.abs().max() == 0 and last.grad.abs().max() > 0
+    with pytest.raises(ValueError, match="concept_adapter_layers"):
+        tiny_config(concept_adapter_layers=-1)
