@@ -334,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["64:32", "256:32", "256:128", "1024:128"],
+        default=["128:64", "256:64", "512:64"],
         help="two-stage settings measured on each generated collection, as CANDIDATES:NPROBE",
     )
     parser.add_argument("--rank", type=int, default=256, help="principal directions of the spectrum fit")

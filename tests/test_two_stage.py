@@ -100,9 +100,10 @@ def test_compressed_first_stage_equals_exact_where_the_top_k_is_among_its_candid
     path, queries = generated
     copy = shutil.copytree(path, tmp_path / projection)
     index = VideoIndex.load(copy, device="cpu")
-    factory = "IVF32,PQ16x4fs"  # what auto gives from 20,000 rows: IVF and a 4-bit fast-scan PQ, D / 4 bytes
+    factory = "IVF32,PQ16x4fs,Refine(SQ8)"  # what auto gives past 20,000 rows, with fewer lists
     stage = index.build_first_stage(factory, projection=projection, dims=D, candidates=300, progress=False)
-    assert stage.settings["bytes_per_video"] == D / 4 + 8  # the codes and the row id
+    assert stage.settings["bytes_per_video"] == D / 4 + 8 + D  # fast-scan codes, the row id, the refining codes
+    assert stage.faiss_index.k_factor == stage.settings["refine_k_factor"] == two_stage.REFINE_K_FACTOR
     scores, rows = index.search_vectors(queries, k=10)
     want_scores, want_rows = exact(copy, queries)
     candidates = stage.candidates(queries, 300)
@@ -121,8 +122,8 @@ def test_compressed_first_stage_equals_exact_where_the_top_k_is_among_its_candid
 
 def test_auto_factory_is_flat_for_small_collections_and_ivf_fast_scan_pq_past_them():
     assert two_stage.auto_factory(3000, 128) == "Flat"
-    assert two_stage.auto_factory(1_000_000, 128) == "IVF2048,PQ64x4fs"
-    assert two_stage.auto_factory(10_000_000, 512) == "IVF8192,PQ256x4fs"
+    assert two_stage.auto_factory(1_000_000, 128) == "IVF2048,PQ64x4fs,Refine(SQ8)"
+    assert two_stage.auto_factory(10_000_000, 512) == "IVF8192,PQ256x4fs,Refine(SQ8)"
 
 
 def test_svd_projection_is_orthonormal_and_instance_keeps_the_first_d_values():
