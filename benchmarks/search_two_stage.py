@@ -334,7 +334,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["128:64", "256:64", "512:64"],
+        default=["256:64", "256:256", "512:256"],
         help="two-stage settings measured on each generated collection, as CANDIDATES:NPROBE",
     )
     parser.add_argument("--rank", type=int, default=256, help="principal directions of the spectrum fit")

@@ -101,7 +101,7 @@ def test_compressed_first_stage_equals_exact_where_the_top_k_is_among_its_candid
     copy = shutil.copytree(path, tmp_path / projection)
     index = VideoIndex.load(copy, device="cpu")
     factory = "IVF32,PQ16x4fs,Refine(SQ8)"  # what auto gives past 20,000 rows, with fewer lists
-    stage = index.build_first_stage(factory, projection=projection, dims=D, candidates=300, progress=False)
+    stage = index.build_first_stage(factory, projection=projection, dims=D, candidates=300, nprobe=16, progress=False)
     assert stage.settings["bytes_per_video"] == D / 4 + 8 + D  # fast-scan codes, the row id, the refining codes
     assert stage.faiss_index.k_factor == stage.settings["refine_k_factor"] == two_stage.REFINE_K_FACTOR
     scores, rows = index.search_vectors(queries, k=10)
@@ -241,3 +241,10 @@ def test_milvus_lite_first_stage_gives_the_faiss_first_stage_results(generated, 
     other.manifest = {**other.manifest, "content_id": "changed"}
     with pytest.raises(VideoIndexError, match="other contents"):
         MilvusFirstStage.open(other, uri, "videos_svd")
+
+
+def test_an_ivf_first_stage_visits_an_eighth_of_its_lists_by_default(generated, tmp_path):
+    path, _ = generated
+    copy = shutil.copytree(path, tmp_path / "nprobe")
+    stage = VideoIndex.load(copy, device="cpu").build_first_stage("IVF32,PQ16x4fs", dims=D, progress=False)
+    assert stage.settings["nprobe"] == 32 // two_stage.NPROBE_SHARE == 4

@@ -42,7 +42,7 @@ FAISS_FILE = "faiss.index"
 PROJECTION_FILE = "projection.safetensors"
 PROJECTIONS = ("instance", "svd")
 DEFAULT_CANDIDATES = 256
-DEFAULT_NPROBE = 64
+NPROBE_SHARE = 8  # a built IVF first stage visits 1/8 of its lists by default
 REFINE_K_FACTOR = 16  # a refined first stage re-ranks this many times `candidates` of its coarse codes
 
 
@@ -246,7 +246,7 @@ def build_first_stage(
     projection: str = "instance",
     dims: int | None = None,
     candidates: int = DEFAULT_CANDIDATES,
-    nprobe: int | None = DEFAULT_NPROBE,
+    nprobe: int | None = None,
     train_size: int = 131072,
     verify: bool = True,
     progress: bool = True,
@@ -290,7 +290,11 @@ def build_first_stage(
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if _is_ivf(faiss_index):
-        settings["nprobe"] = nprobe if nprobe is not None else DEFAULT_NPROBE
+        # Queries are texts and the lists are centred on videos: a fixed share of the lists, not a fixed count,
+        # keeps recall as the collection grows (measured: 200k rows, 1,024 lists, 256 candidates: nprobe 16 / 64 /
+        # 256 gave recall@10 0.62 / 0.94 / 0.99).
+        lists = _import_faiss().extract_index_ivf(faiss_index).nlist
+        settings["nprobe"] = nprobe if nprobe is not None else max(1, lists // NPROBE_SHARE)
     if "refine" in factory.lower():
         settings["refine_k_factor"] = REFINE_K_FACTOR
     folder = os.path.join(path, FIRST_STAGE_DIR)
