@@ -55,9 +55,10 @@ def auto_factory(count: int, dims: int) -> str:
 def ivf_pq_factory(count: int, dims: int) -> str:
     """IVF with 2 to 4 sqrt(N) lists (a power of two), a 4-bit fast-scan product quantiser over 2 dimensions per code
     (dims / 4 bytes) and a refinement of its best `REFINE_K_FACTOR x candidates` by 8-bit scalar codes (dims
-    bytes): 40 + 128 bytes per video for D = 128. Measured on a 1M collection (2 cores): 8-bit PQ codes trained 30x
-    slower than 4-bit fast-scan ones; fast-scan alone caps recall@10 near 0.76 at 256 candidates whatever nprobe,
-    and the scalar-code refinement lifts it to about 0.95, at about the same speed."""
+    bytes): 40 + 128 bytes per video for D = 128. Why (trials on this 2-core machine while building it; the
+    committed figures are in results/search.md): 8-bit PQ codes trained about 30x slower than 4-bit fast-scan ones,
+    and fast-scan codes alone stopped improving recall past a few hundred candidates whatever nprobe, which the
+    scalar-code refinement fixes at little cost."""
     if dims % 2:
         raise ValueError(f"The auto factory needs an even projection size, got {dims}: pass a factory.")
     lists = 2 ** max(0, math.floor(math.log2(min(4.0 * math.sqrt(count), 65536, count / 39))))
@@ -290,9 +291,9 @@ def build_first_stage(
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     if _is_ivf(faiss_index):
-        # Queries are texts and the lists are centred on videos: a fixed share of the lists, not a fixed count,
-        # keeps recall as the collection grows (measured: 200k rows, 1,024 lists, 256 candidates: nprobe 16 / 64 /
-        # 256 gave recall@10 0.62 / 0.94 / 0.99).
+        # Queries are texts and the lists are centred on videos: a share of the lists, not a fixed count, keeps
+        # recall as the collection grows (a trial at 200k rows, 1,024 lists: nprobe 16 / 64 / 256 took recall@10
+        # from 0.62 to 0.94 and 0.99; the committed figures are in results/search.md).
         lists = _import_faiss().extract_index_ivf(faiss_index).nlist
         settings["nprobe"] = nprobe if nprobe is not None else max(1, lists // NPROBE_SHARE)
     if "refine" in factory.lower():
