@@ -25,7 +25,6 @@ import json
 import multiprocessing
 import os
 import queue as queue_module
-import resource
 import shutil
 import statistics
 import sys
@@ -70,8 +69,10 @@ def _memory() -> dict:
             key, _, value = line.partition(":")
             if key in ("VmHWM", "RssAnon", "RssFile"):
                 status[key] = int(value.split()[0]) / 2**20  # kB -> GiB
+    # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over from the parent into a spawned child, which
+    # would report the benchmark's own peak instead of the search process's.
     return {
-        "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3),
+        "peak_rss_gib": round(status.get("VmHWM", 0.0), 3),
         "rss_anon_gib": round(status.get("RssAnon", 0.0), 3),
         "rss_file_gib": round(status.get("RssFile", 0.0), 3),
     }
