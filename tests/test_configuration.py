@@ -63,7 +63,7 @@ def test_save_and_load_round_trip(tmp_path):
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
         ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed')"),
         ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames', 'temporal_patches')"),
-        ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined', 'separate+combined')"),
+        ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined', 'separate+combined', 'residual')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
         ({"gumbel_tau_min": 2.0}, "gumbel_tau_min", "gumbel_tau"),
         ({"gumbel_noise_scale": -0.1}, "gumbel_noise_scale", ">= 0"),

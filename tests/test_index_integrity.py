@@ -157,7 +157,8 @@ def test_bad_queries_get_a_message_not_a_traceback(built, tmp_path, capsys):
         (["--index", out, "   "], "text 1 is empty"),
         (["--index", out, "a dog", "caf\udce9"], "text 2 is not valid UTF-8"),
         (["--index", out, "a dog", "--nprobe", "0"], "--nprobe must be >= 1"),
-        (["--index", out, "a dog", "--nprobe", "4"], "apply to --backend faiss only"),
+        (["--index", out, "a dog", "--nprobe", "4"], "has no first stage"),
+        (["--index", out, "a dog", "--exact", "--nprobe", "4"], "not to exact search"),
         (
             ["--index", out, "a dog", "--backend", "faiss", "--faiss-factory", "garbage"],
             "cannot build the index factory",

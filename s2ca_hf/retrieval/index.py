@@ -312,6 +312,11 @@ class VideoIndex:
         """`(Q, k)` scores and row numbers of the top-k rows for `(Q, E)` query vectors."""
         if backend == "auto":
             backend = "two_stage" if self.first_stage is not None else "exact"
+            if backend == "exact" and nprobe is not None:
+                raise ValueError(
+                    f"nprobe applies to --backend faiss or to a two-stage first stage, and {self.path} has no first "
+                    "stage: exact search has no lists to visit."
+                )
         if backend != "two_stage" and candidates is not None:
             raise ValueError(f"candidates applies to the two-stage search, not to backend={backend!r}.")
         if backend == "two_stage":
