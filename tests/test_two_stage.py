@@ -83,6 +83,22 @@ def test_mapped_shards_read_the_stored_vectors_and_refuse_a_changed_shard(genera
         two_stage.MappedShards(str(copy), read_manifest(copy))
 
 
+def test_mapped_shards_score_each_query_against_its_own_rows_from_every_shard(generated):
+    path, queries = generated
+    index = VideoIndex.load(path, device="cpu")
+    shards = two_stage.MappedShards(path, index.manifest)
+    rows = np.array([[2999, 0, 1500, 701, -1, 699], [5, 5, 2100, -1, -1, 1400], [699, 700, 1, 2, 3, 2998]])
+    scores = shards.score(queries[:3], rows)
+    psi = index.vectors.float()
+    for q in range(3):
+        for c in range(rows.shape[1]):
+            want = -np.inf if rows[q, c] < 0 else float(psi[rows[q, c]] @ queries[q])
+            assert scores[q, c].item() == pytest.approx(want, rel=1e-5, abs=1e-5), (q, c)
+    threads = torch.get_num_threads()
+    shards.score(queries[:1], rows[:1])
+    assert torch.get_num_threads() == threads
+
+
 def test_flat_first_stage_with_every_row_as_candidate_is_exact_search(generated, tmp_path):
     path, queries = generated
     copy = shutil.copytree(path, tmp_path / "flat")

@@ -131,6 +131,43 @@ class MappedShards:
             out[where[order]] = self._array(int(shard))[local[order]]
         return out
 
+    def score(self, queries: torch.Tensor, rows: np.ndarray) -> torch.Tensor:
+        """`(Q, C)` float32 scores `queries[q] . psi[rows[q, c]]` for `(Q, E)` float32 queries and `(Q, C)` int64
+        rows (-inf where a row is -1), read from the shards.
+
+        One query at a time, single-threaded, through two buffers of C rows that every query reuses: one query's
+        rows fit in the CPU's cache, so converting them to float32 and scoring them costs little next to reading
+        them. Gathering every query's rows into one fresh `(Q C, E)` float32 array first, and scoring that, spends
+        most of its time on page faults of the new memory and on memory bandwidth (3x slower for 64 queries of 256
+        candidates). One thread, because an op this small gains nothing from a second one, and on a busy machine a
+        parallel region waits a scheduler time slice for it (8 ms instead of 0.03 ms per conversion, measured).
+        """
+        count = rows.shape[1]
+        half = np.empty((count, self.dimension), dtype=np.float16)
+        full = torch.empty((count, self.dimension))
+        scores = torch.full(rows.shape, -math.inf)
+        order = np.argsort(rows, axis=1, kind="stable")  # each query's rows in file order; the -1s come first
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            for q in range(rows.shape[0]):
+                in_file_order = rows[q, order[q]]
+                first = int(np.searchsorted(in_file_order, 0))
+                found = in_file_order[first:]
+                self._read_into(found, half[: len(found)])
+                full[: len(found)].copy_(torch.from_numpy(half[: len(found)]))
+                scores[q, torch.from_numpy(order[q, first:])] = full[: len(found)] @ queries[q]
+        finally:
+            torch.set_num_threads(threads)
+        return scores
+
+    def _read_into(self, rows: np.ndarray, out: np.ndarray) -> None:
+        # `rows` ascending: each shard's rows are one contiguous run of them.
+        bounds = np.searchsorted(rows, self.starts)
+        for shard in np.flatnonzero(bounds[1:] > bounds[:-1]):
+            begin, end = bounds[shard], bounds[shard + 1]
+            np.take(self._array(int(shard)), rows[begin:end] - self.starts[shard], axis=0, out=out[begin:end])
+
     def chunks(self, chunk_rows: int = 65536):
         """The vectors in row order, as float32 tensors of at most `chunk_rows` rows (for building a first stage)."""
         for file, count in zip(self.files, self.counts):
@@ -371,16 +408,7 @@ def two_stage_search(
     candidates = max(k, candidates if candidates is not None else first_stage.settings["candidates"])
     queries = queries.detach().float().cpu()
     rows = first_stage.candidates(queries, candidates, nprobe)  # (Q, C), -1 where fewer were found
-    valid = rows >= 0
-    unique, inverse = np.unique(rows[valid], return_inverse=True)
-    vectors = torch.from_numpy(shards.gather(unique))  # each candidate row read once, whatever the query count
-    positions = np.zeros(rows.shape, dtype=np.int64)
-    positions[valid] = inverse
-    positions = torch.from_numpy(positions)
-    # Each query against its own candidates only (a (Q, unique) product would score every query's candidates
-    # against every query: Q times the arithmetic).
-    scores = torch.stack([vectors[positions[q]] @ queries[q] for q in range(len(queries))])
-    scores = scores.masked_fill(torch.from_numpy(~valid), -math.inf)
+    scores = shards.score(queries, rows)
     top, where = scores.topk(min(k, scores.shape[1]), dim=1)
     return _sort_hits(top, torch.from_numpy(rows).gather(1, where))
 
