@@ -79,12 +79,22 @@ def _memory() -> dict:
 
 
 def _search_child(
-    path: str, queries: torch.Tensor, k: int, candidates: int, nprobe: int, batch: int, singles: int, out
+    path: str,
+    queries: torch.Tensor,
+    k: int,
+    candidates: int,
+    nprobe: int,
+    k_factor: int,
+    batch: int,
+    singles: int,
+    out,
 ):
     torch.set_num_threads(os.cpu_count() or 1)
     start = time.perf_counter()
     index = VideoIndex.load(path, device="cpu")
-    index.first_stage  # noqa: B018  (loaded here: its time and memory are the first stage's)
+    stage = index.first_stage  # loaded here: its time and memory are the first stage's
+    if hasattr(stage.faiss_index, "k_factor"):  # the setting settings.json's refine_k_factor gives a built stage
+        stage.faiss_index.k_factor = k_factor
     shards = two_stage.MappedShards(path, index.manifest, verify=False)  # verified once by the build
     index._mapped = shards
     open_seconds = time.perf_counter() - start
@@ -255,13 +265,14 @@ def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[d
         exact = in_child(_exact_child, folder, queries, args.k)
         want = torch.from_numpy(exact.pop("scores"))
         row.update(exact)
-        for setting in args.settings:  # one row per (candidates, nprobe), each searched in a fresh process
-            candidates, nprobe = (int(value) for value in setting.split(":"))
+        settings = args.settings if size <= 1_000_000 else args.large_settings
+        for setting in settings:  # one row per setting, each searched in a fresh process
+            candidates, nprobe, k_factor = (int(value) for value in setting.split(":"))
             nprobe = nprobe if "IVF" in row["factory"] else None  # a Flat first stage has no lists
-            log(f"  two-stage search, {candidates} candidates, nprobe {nprobe} ...")
-            searched = in_child(_search_child, folder, queries, args.k, candidates, nprobe, 64, args.singles)
+            log(f"  two-stage search, {candidates} candidates, nprobe {nprobe}, refine x {k_factor} ...")
+            searched = in_child(_search_child, folder, queries, args.k, candidates, nprobe, k_factor, 64, args.singles)
             found = torch.from_numpy(searched.pop("scores"))
-            rows.append({**row, **searched, "candidates": candidates, "nprobe": nprobe})
+            rows.append({**row, **searched, "candidates": candidates, "nprobe": nprobe, "refine_k_factor": k_factor})
             rows[-1]["recall_at_10"] = round(recall_at_k(found, want), 4)
             log(f"  {json.dumps(rows[-1])}")
         if not args.keep:
@@ -296,14 +307,16 @@ def markdown_lines(section: dict, k: int) -> list[str]:
         "file-backed pages of the mapped shards included; anon: its own memory at the end). Exact: the full scan "
         "streamed from the same mapped shards, all queries in one batch, in the same run.",
         "",
-        "| collection | first stage | bytes per video | candidates / nprobe | disk | write + first stage (s) | "
-        "recall@10 | queries/s, batch 1 | queries/s, batch 64 | exact queries/s | peak RSS / anon (GiB) |",
+        "| collection | first stage | bytes per video | candidates / nprobe / refine | disk | "
+        "write + first stage (s) | recall@10 | queries/s, batch 1 | queries/s, batch 64 | exact queries/s | "
+        "peak RSS / anon (GiB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in section["large"]:
         lines.append(
             f"| {row['collection']} | {row['factory']} ({row['projection']}) | {row['bytes_per_video']:.0f} | "
-            f"{row['candidates']} / {row['nprobe']} | {row['disk_gib']} GiB | {row['write_seconds']} + "
+            f"{row['candidates']} / {row['nprobe']} / {row.get('refine_k_factor', two_stage.REFINE_K_FACTOR)} | "
+            f"{row['disk_gib']} GiB | {row['write_seconds']} + "
             f"{row['first_stage_seconds']} | {row['recall_at_10']:.4f} | {row['queries_per_s_batch_1']:,} | "
             f"{row['queries_per_s_batch_64']:,} | {row['exact_queries_per_s']:,} | {row['peak_rss_gib']} / "
             f"{row['rss_anon_gib']} |"
@@ -335,8 +348,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--settings",
         nargs="+",
-        default=["256:64", "256:256", "512:256"],
-        help="two-stage settings measured on each generated collection, as CANDIDATES:NPROBE",
+        default=["256:64:16", "256:128:16", "256:256:8", "256:256:16", "512:256:16"],
+        help="two-stage settings measured on each generated collection, as CANDIDATES:NPROBE:REFINE_K_FACTOR "
+        "(refine: how many times the candidates the refined first stage re-ranks from its coarse codes)",
+    )
+    parser.add_argument(
+        "--large-settings",
+        nargs="+",
+        default=["256:256:16", "512:256:16"],
+        help="the settings measured on collections above 1M rows (a search there reads from disk: minutes each)",
     )
     parser.add_argument("--rank", type=int, default=256, help="principal directions of the spectrum fit")
     parser.add_argument("--singles", type=int, default=32, help="queries timed one at a time")

@@ -34,7 +34,7 @@ def test_two_stage_section_measures_a_real_index_and_generated_collections(saved
     args = parser.parse_args(
         ["--model", saved_model, "--videos", str(video_folder), "--captions", str(captions), "--queries", "8"]
         + ["--real-candidates", "2", "6", "--large", "2500:spectrum", "2500:isotropic", "--singles", "2"]
-        + ["--settings", "40:1", "--rank", "4", "--work", str(tmp_path / "work"), "--keep"]
+        + ["--settings", "40:1:16", "--rank", "4", "--work", str(tmp_path / "work"), "--keep"]
     )
     section = search_two_stage.run(args)
     assert section["real_index"]["videos"] == 6 and section["real_index"]["queries"] == 8
