@@ -326,7 +326,7 @@ def markdown_lines(section: dict, k: int) -> list[str]:
     for row in section["large"]:
         lines.append(
             f"| {row['collection']} | {row['factory']} ({row['projection']}) | {row['bytes_per_video']:.0f} | "
-            f"{row['candidates']} / {row['nprobe']} / {row.get('refine_k_factor', two_stage.REFINE_K_FACTOR)} | "
+            f"{row['candidates']} / {row['nprobe']} / {row.get('refine_k_factor', 16)} | "
             f"{row['disk_gib']} GiB | {row['write_seconds']} + "
             f"{row['first_stage_seconds']} | {row['recall_at_10']:.4f} | {row['queries_per_s_batch_1']:,} | "
             f"{row['queries_per_s_batch_64']:,} ({row.get('queries_per_s_batch_64_first_pass', '–')}) | "
