@@ -246,6 +246,24 @@ def generate(out: str, rows: int, structure: str, model: dict, fit: dict, seed: 
     return time.perf_counter() - begin
 
 
+def _build_child(folder: str, size: int, structure: str, model: dict, fit: dict, projection: str, out):
+    """Writes a generated collection and builds its first stage, in a process of its own: its peak memory is the
+    build's (the writer holds one shard of rows at a time; the first stage, its codes and a training sample)."""
+    torch.set_num_threads(os.cpu_count() or 1)
+    log(f"{structure} {size:,}: writing ...")
+    row = {"write_seconds": round(generate(folder, size, structure, model, fit, seed=size, shard_rows=65536), 1)}
+    index = VideoIndex.load(folder, device="cpu")
+    log("  first stage ...")
+    begin = time.perf_counter()
+    stage = index.build_first_stage(projection=projection, progress=False)
+    row["first_stage_seconds"] = round(time.perf_counter() - begin, 1)
+    row.update(factory=stage.settings["factory"], projection=projection)
+    row["bytes_per_video"] = stage.settings["bytes_per_video"]
+    memory = _memory()
+    row.update(build_peak_rss_gib=memory["peak_rss_gib"], build_rss_anon_gib=memory["rss_anon_gib"])
+    out.put(row)
+
+
 def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[dict]:
     real = VideoIndex.load(real_path, device="cpu")
     fit = spectrum(real.vectors.float(), args.rank)
@@ -254,21 +272,12 @@ def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[d
     for size, structure in args.large:
         folder = os.path.join(work, f"{structure}-{size}")
         shutil.rmtree(folder, ignore_errors=True)
-        log(f"{structure} {size:,}: writing ...")
         row = {"collection": f"generated ({structure}), {size:,} rows", "vectors": size, "structure": structure}
         row["dimension"] = model["dimension"]
-        row["write_seconds"] = round(generate(folder, size, structure, model, fit, seed=size, shard_rows=65536), 1)
         if structure == "spectrum":
             row["spectrum"] = {"rank": fit["rank"], "explained_variance": round(fit["explained"], 4)}
-        index = VideoIndex.load(folder, device="cpu")
-        log("  first stage ...")
-        begin = time.perf_counter()
-        stage = index.build_first_stage(projection=args.projection, progress=False)
-        row["first_stage_seconds"] = round(time.perf_counter() - begin, 1)
-        row.update(factory=stage.settings["factory"], projection=args.projection)
-        row["bytes_per_video"] = stage.settings["bytes_per_video"]
+        row.update(in_child(_build_child, folder, size, structure, model, fit, args.projection))
         row["disk_gib"] = round(size * model["dimension"] * 2 / 2**30, 2)
-        del index, stage
         log("  exact search (ground truth) ...")
         exact = in_child(_exact_child, folder, queries, args.k)
         want = torch.from_numpy(exact.pop("scores"))
@@ -286,6 +295,11 @@ def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[d
         if not args.keep:
             shutil.rmtree(folder)
     return rows
+
+
+def build_peak(row: dict) -> str:
+    # Rows measured before the build ran in a process of its own have no build memory.
+    return f" ({row['build_peak_rss_gib']} GiB)" if "build_peak_rss_gib" in row else ""
 
 
 def markdown_lines(section: dict, k: int) -> list[str]:
@@ -319,16 +333,16 @@ def markdown_lines(section: dict, k: int) -> list[str]:
         "the same run.",
         "",
         "| collection | first stage | bytes per video | candidates / nprobe / refine | disk | "
-        "write + first stage (s) | recall@10 | queries/s, batch 1 | queries/s, batch 64 (first pass) | "
-        "exact queries/s | peak RSS / anon (GiB) |",
+        "write + first stage: s (build peak RSS) | recall@10 | queries/s, batch 1 | "
+        "queries/s, batch 64 (first pass) | exact queries/s | peak RSS / anon (GiB) |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in section["large"]:
         lines.append(
             f"| {row['collection']} | {row['factory']} ({row['projection']}) | {row['bytes_per_video']:.0f} | "
             f"{row['candidates']} / {row['nprobe']} / {row.get('refine_k_factor', 16)} | "
-            f"{row['disk_gib']} GiB | {row['write_seconds']} + "
-            f"{row['first_stage_seconds']} | {row['recall_at_10']:.4f} | {row['queries_per_s_batch_1']:,} | "
+            f"{row['disk_gib']} GiB | {row['write_seconds']} + {row['first_stage_seconds']}"
+            f"{build_peak(row)} | {row['recall_at_10']:.4f} | {row['queries_per_s_batch_1']:,} | "
             f"{row['queries_per_s_batch_64']:,} ({row.get('queries_per_s_batch_64_first_pass', '–')}) | "
             f"{row['exact_queries_per_s']:,} | {row['peak_rss_gib']} / "
             f"{row['rss_anon_gib']} |"
@@ -395,15 +409,32 @@ def run(args) -> dict:
 
 
 if __name__ == "__main__":
+    import datetime
+    import platform
+    import shlex
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_arguments(parser)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     arguments = parser.parse_args()
+    load_at_start = os.getloadavg()[0]
     result = run(arguments)
+    result["header"] = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join(shlex.quote(part) for part in ["python", *sys.argv]),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "load_average_1min": {"start": round(load_at_start, 2), "end": round(os.getloadavg()[0], 2)},
+    }
     os.makedirs(arguments.out, exist_ok=True)
     with open(os.path.join(arguments.out, "search_two_stage.json"), "w") as handle:
         json.dump(result, handle, indent=2)
         handle.write("\n")
+    header = result["header"]
     with open(os.path.join(arguments.out, "search_two_stage.md"), "w") as handle:
+        handle.write(
+            f"# Two-stage search alone\n\n{header['date']} · {header['machine']} · `{header['command']}` · load "
+            f"average (1 min) {header['load_average_1min']['start']} at the start, "
+            f"{header['load_average_1min']['end']} at the end\n\n"
+        )
         handle.write("\n".join(markdown_lines(result, arguments.k)))
