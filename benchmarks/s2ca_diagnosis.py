@@ -28,7 +28,8 @@ UNIFORM = ["--concept_weighting", "uniform"]
 USAGE = ["--concept_weighting", "usage"]
 SOFT = ["--allocation", "soft", *UNIFORM]
 LEAD = [*SOFT, "--concept_contrastive_weight", "1"]
-SOFT_K16_LR03 = [*SOFT, "--num_concepts", "16", "--clip_lr_scale", "0.3"]
+K16_LR03 = ["--num_concepts", "16", "--clip_lr_scale", "0.3"]
+SOFT_K16_LR03 = [*SOFT, *K16_LR03]
 # Round 10's base: the towers get no gradient from the concept branch, which is trained on what s_inst gets wrong.
 DETACHED_RESIDUAL = ["--concept_gradient_scale", "0", "--retrieval_loss", "residual"]
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
@@ -126,10 +127,7 @@ VARIANTS = {
     "relaxed late + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers": [
         *RELAXED_LATE,
         *UNIFORM,
-        "--num_concepts",
-        "16",
-        "--clip_lr_scale",
-        "0.3",
+        *K16_LR03,
         *DETACHED_RESIDUAL,
         "--concept_adapter_layers",
         "2",
@@ -145,10 +143,7 @@ VARIANTS = {
         "--gumbel_noise_scale",
         "0",
         *UNIFORM,
-        "--num_concepts",
-        "16",
-        "--clip_lr_scale",
-        "0.3",
+        *K16_LR03,
         *DETACHED_RESIDUAL,
         "--concept_adapter_layers",
         "2",
