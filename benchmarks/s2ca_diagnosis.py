@@ -172,6 +172,19 @@ VARIANTS = {
         "--video_tokens",
         "temporal_patches",
     ],
+    # Round 14: round 13's discrete variant with usage weights (the default weighting, chosen for discrete
+    # allocation in round 1) instead of uniform ones: with hard allocation most concepts are empty on one side, and
+    # usage weights score only what both sides use.
+    "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, usage": [
+        *RELAXED_LATE,
+        "--gumbel_noise_scale",
+        "0",
+        *USAGE,
+        *K16_LR03,
+        *DETACHED_RESIDUAL,
+        "--concept_adapter_layers",
+        "2",
+    ],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -214,6 +227,7 @@ ROUND_11 = [
 ]
 ROUND_12 = list(VARIANTS)[38:39]
 ROUND_13 = list(VARIANTS)[39:43]
+ROUND_14 = list(VARIANTS)[43:44]
 ROUNDS = {
     1: ROUND_1,
     2: ROUND_2,
@@ -228,6 +242,7 @@ ROUNDS = {
     11: ROUND_11,
     12: ROUND_12,
     13: ROUND_13,
+    14: ROUND_14,
 }
 
 
