@@ -18,7 +18,14 @@ RUN_START, RUN_END = "<!-- default-run:start (benchmarks/render_readme.py) -->",
 DEFAULT_RUN = "default_run.md"  # shown in the Training section, not under Results
 SEARCH_START, SEARCH_END = "<!-- search-summary:start (benchmarks/render_readme.py) -->", "<!-- search-summary:end -->"
 SEARCH = "search.json"  # summarised in "Search your own videos"
-ORDER = ("accuracy.md", "s2ca_diagnosis_round*.md", "gpu_throughput-*.md", "data_pipeline.md", "search.md")
+ORDER = (
+    "accuracy.md",
+    "s2ca_diagnosis_round*.md",
+    "gpu_throughput-*.md",
+    "data_pipeline.md",
+    "search.md",
+    "search_two_stage.md",  # a two-stage measurement run alone (search_two_stage.py), e.g. one collection size
+)
 
 
 def results_files(results_dir: str) -> list[str]:
