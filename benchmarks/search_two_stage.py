@@ -246,10 +246,32 @@ def generate(out: str, rows: int, structure: str, model: dict, fit: dict, seed: 
     return time.perf_counter() - begin
 
 
+class AnonPeak:
+    """The largest RssAnon of this process, sampled every 50 ms in a thread: the memory the process itself holds
+    (VmHWM also counts file-backed pages of mapped shards, which the kernel reclaims under pressure)."""
+
+    def __init__(self):
+        import threading
+
+        self.peak, self._done = 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self):
+        while not self._done.wait(0.05):
+            self.peak = max(self.peak, _memory()["rss_anon_gib"])
+
+    def stop(self) -> float:
+        self._done.set()
+        self._thread.join()
+        return round(max(self.peak, _memory()["rss_anon_gib"]), 3)
+
+
 def _build_child(folder: str, size: int, structure: str, model: dict, fit: dict, projection: str, out):
     """Writes a generated collection and builds its first stage, in a process of its own: its peak memory is the
     build's (the writer holds one shard of rows at a time; the first stage, its codes and a training sample)."""
     torch.set_num_threads(os.cpu_count() or 1)
+    anon = AnonPeak()
     log(f"{structure} {size:,}: writing ...")
     row = {"write_seconds": round(generate(folder, size, structure, model, fit, seed=size, shard_rows=65536), 1)}
     index = VideoIndex.load(folder, device="cpu")
@@ -261,6 +283,7 @@ def _build_child(folder: str, size: int, structure: str, model: dict, fit: dict,
     row["bytes_per_video"] = stage.settings["bytes_per_video"]
     memory = _memory()
     row.update(build_peak_rss_gib=memory["peak_rss_gib"], build_rss_anon_gib=memory["rss_anon_gib"])
+    row["build_peak_anon_gib"] = anon.stop()
     out.put(row)
 
 
@@ -299,7 +322,10 @@ def large_rows(real_path: str, queries: torch.Tensor, args, work: str) -> list[d
 
 def build_peak(row: dict) -> str:
     # Rows measured before the build ran in a process of its own have no build memory.
-    return f" ({row['build_peak_rss_gib']} GiB)" if "build_peak_rss_gib" in row else ""
+    if "build_peak_rss_gib" not in row:
+        return ""
+    anon = f", anon peak {row['build_peak_anon_gib']}" if "build_peak_anon_gib" in row else ""
+    return f" ({row['build_peak_rss_gib']} GiB{anon})"
 
 
 def markdown_lines(section: dict, k: int) -> list[str]:

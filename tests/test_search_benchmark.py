@@ -48,6 +48,10 @@ def test_two_stage_section_measures_a_real_index_and_generated_collections(saved
     assert spectrum["spectrum"]["rank"] == 4 and 0 < spectrum["spectrum"]["explained_variance"] <= 1
     for row in (spectrum, isotropic):
         assert 0.0 <= row["recall_at_10"] <= 1.0 and row["queries_per_s_batch_64"] > 0 and row["peak_rss_gib"] > 0
+        assert (
+            row["build_peak_rss_gib"] >= row["build_peak_anon_gib"] > 0
+            and row["queries_per_s_batch_64_first_pass"] > 0
+        )
     # The generated collection is a real index folder whose vectors follow the real index's mean.
     real_index = VideoIndex.load(tmp_path / "work" / "real-index", device="cpu")
     generated = VideoIndex.load(tmp_path / "work" / "spectrum-2500", device="cpu")
