@@ -32,6 +32,7 @@ K16_LR03 = ["--num_concepts", "16", "--clip_lr_scale", "0.3"]
 SOFT_K16_LR03 = [*SOFT, *K16_LR03]
 # Round 10's base: the towers get no gradient from the concept branch, which is trained on what s_inst gets wrong.
 DETACHED_RESIDUAL = ["--concept_gradient_scale", "0", "--retrieval_loss", "residual"]
+ATR_ON = ["--align", "true", "--transform", "true", "--reconstruct", "true"]  # after NO_ATR, so that the last flag wins
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
@@ -185,6 +186,33 @@ VARIANTS = {
         "--concept_adapter_layers",
         "2",
     ],
+    # Round 15: round 11's choice for the new default (detached towers + residual loss, 70.7 val over 3 seeds) with
+    # ATR switched back on, all three terms and each alone: the rows of `accuracy.py` that carry ATR start from it,
+    # and each term's weight is to be chosen on val (the small CLIP teacher's zero-shot val R@1 is 31.5, the
+    # students' 70: Align distils a weaker teacher).
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR (all three terms)": [
+        *SOFT_K16_LR03,
+        *DETACHED_RESIDUAL,
+        *ATR_ON,
+    ],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Align only": [
+        *SOFT_K16_LR03,
+        *DETACHED_RESIDUAL,
+        "--align",
+        "true",
+    ],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Transform only": [
+        *SOFT_K16_LR03,
+        *DETACHED_RESIDUAL,
+        "--transform",
+        "true",
+    ],
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Reconstruct only": [
+        *SOFT_K16_LR03,
+        *DETACHED_RESIDUAL,
+        "--reconstruct",
+        "true",
+    ],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -228,6 +256,7 @@ ROUND_11 = [
 ROUND_12 = list(VARIANTS)[38:39]
 ROUND_13 = list(VARIANTS)[39:43]
 ROUND_14 = list(VARIANTS)[43:44]
+ROUND_15 = list(VARIANTS)[44:48]
 ROUNDS = {
     1: ROUND_1,
     2: ROUND_2,
@@ -243,6 +272,7 @@ ROUNDS = {
     12: ROUND_12,
     13: ROUND_13,
     14: ROUND_14,
+    15: ROUND_15,
 }
 
 
