@@ -213,6 +213,19 @@ VARIANTS = {
         "--reconstruct",
         "true",
     ],
+    # Round 16: every ATR term alone at weight 1 cost 9-28 val points (round 15); each at a tenth of that, and Align
+    # at a hundredth (the most harmful term: it distils the small CLIP's similarities, 31.5 val R@1, into a 73).
+    **{
+        f"soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR {term.capitalize()} only x {weight}": [
+            *SOFT_K16_LR03,
+            *DETACHED_RESIDUAL,
+            f"--{term}",
+            "true",
+            f"--{term}_weight",
+            weight,
+        ]
+        for term, weight in (("align", "0.1"), ("transform", "0.1"), ("reconstruct", "0.1"), ("align", "0.01"))
+    },
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -257,6 +270,7 @@ ROUND_12 = list(VARIANTS)[38:39]
 ROUND_13 = list(VARIANTS)[39:43]
 ROUND_14 = list(VARIANTS)[43:44]
 ROUND_15 = list(VARIANTS)[44:48]
+ROUND_16 = list(VARIANTS)[48:52]
 ROUNDS = {
     1: ROUND_1,
     2: ROUND_2,
@@ -273,6 +287,7 @@ ROUNDS = {
     13: ROUND_13,
     14: ROUND_14,
     15: ROUND_15,
+    16: ROUND_16,
 }
 
 
