@@ -226,6 +226,13 @@ VARIANTS = {
         ]
         for term, weight in (("align", "0.1"), ("transform", "0.1"), ("reconstruct", "0.1"), ("align", "0.01"))
     },
+    # Round 17: the new default's concept weighting, chosen on val over 3 seeds: uniform weights (measured in round
+    # 11) need phi and psi of size D (1 + 2K); usage weights, D (1 + K).
+    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, usage weights": [
+        *SOFT_K16_LR03,
+        *DETACHED_RESIDUAL,
+        *USAGE,
+    ],
     # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
@@ -271,6 +278,7 @@ ROUND_13 = list(VARIANTS)[39:43]
 ROUND_14 = list(VARIANTS)[43:44]
 ROUND_15 = list(VARIANTS)[44:48]
 ROUND_16 = list(VARIANTS)[48:52]
+ROUND_17 = list(VARIANTS)[52:53]
 ROUNDS = {
     1: ROUND_1,
     2: ROUND_2,
@@ -288,6 +296,7 @@ ROUNDS = {
     14: ROUND_14,
     15: ROUND_15,
     16: ROUND_16,
+    17: ROUND_17,
 }
 
 
