@@ -9,6 +9,7 @@ import argparse
 import glob
 import json
 import os
+import re
 import sys
 
 
@@ -28,10 +29,16 @@ ORDER = (
 )
 
 
+def natural_key(path: str) -> list:
+    """round2 before round10: the numbers in a name compare as numbers."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", os.path.basename(path))]
+
+
 def results_files(results_dir: str) -> list[str]:
     files = []
     for pattern in ORDER:
-        files += sorted(p for p in glob.glob(os.path.join(results_dir, pattern)) if not p.endswith("-tiny-check.md"))
+        found = [p for p in glob.glob(os.path.join(results_dir, pattern)) if not p.endswith("-tiny-check.md")]
+        files += sorted(found, key=natural_key)
     return files
 
 

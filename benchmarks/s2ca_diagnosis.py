@@ -22,6 +22,10 @@ import statistics
 import accuracy  # benchmarks/accuracy.py, next to this script: the same training runs, statistics and reports
 
 
+# Every variant is written against the defaults that held when rounds 1-17 ran (before issue 12 chose new ones):
+# they come first on every command line, so that a variant still means what its rows in the results files measured.
+ROUND_DEFAULTS = ["--allocation", "gumbel", "--concept_weighting", "usage", "--num_concepts", "8"]
+ROUND_DEFAULTS += ["--retrieval_loss", "separate", "--concept_gradient_scale", "1", "--clip_lr_scale", "0.1"]
 # Round 1 ran before `concept_weighting="usage"` became the default: its variants name the old weighting, so that
 # they still mean what their rows in `results/s2ca_diagnosis_round1.json` measured.
 UNIFORM = ["--concept_weighting", "uniform"]
@@ -32,7 +36,14 @@ K16_LR03 = ["--num_concepts", "16", "--clip_lr_scale", "0.3"]
 SOFT_K16_LR03 = [*SOFT, *K16_LR03]
 # Round 10's base: the towers get no gradient from the concept branch, which is trained on what s_inst gets wrong.
 DETACHED_RESIDUAL = ["--concept_gradient_scale", "0", "--retrieval_loss", "residual"]
-ATR_ON = ["--align", "true", "--transform", "true", "--reconstruct", "true"]  # after NO_ATR, so that the last flag wins
+ATR_ON = [
+    "--align",
+    "true",
+    "--transform",
+    "true",
+    "--reconstruct",
+    "true",
+]  # after NO_ATR, so that the last flag wins
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
@@ -216,7 +227,8 @@ VARIANTS = {
     # Round 16: every ATR term alone at weight 1 cost 9-28 val points (round 15); each at a tenth of that, and Align
     # at a hundredth (the most harmful term: it distils the small CLIP's similarities, 31.5 val R@1, into a 73).
     **{
-        f"soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR {term.capitalize()} only x {weight}": [
+        f"soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR {term.capitalize()} only x "
+        f"{weight}": [
             *SOFT_K16_LR03,
             *DETACHED_RESIDUAL,
             f"--{term}",
@@ -354,7 +366,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
     common += ["--eval_splits", *accuracy.SPLITS, "--selection_split", "val"]
-    common += ["--max_steps", str(args.max_steps), *accuracy.NO_ATR, *args.train_overrides]
+    common += ["--max_steps", str(args.max_steps), *ROUND_DEFAULTS, *accuracy.NO_ATR, *args.train_overrides]
     reusable = earlier_runs(args, common)
     rows = []
     for variant in args.variants:

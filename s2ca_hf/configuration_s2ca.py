@@ -35,9 +35,10 @@ class S2CAConfig(PretrainedConfig):
     r"""
     Configuration of an [`S2CAModel`]: two CLIP towers, a temporal module and the shared concept prototypes.
 
-    The defaults reproduce S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512,
-    12 frames, a 4-layer temporal transformer, 8 shared concepts allocated with a hard Gumbel-softmax over patch
-    tokens.
+    The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
+    a 4-layer temporal transformer, and 16 shared concepts over patch tokens with the concept branch chosen on the
+    built-in corpus's val split (issue 12): soft allocation, no concept gradient into the towers, and the residual
+    retrieval loss. The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
 
     Args:
         text_config (`dict` or `CLIPTextConfig`, *optional*):
@@ -67,14 +68,16 @@ class S2CAConfig(PretrainedConfig):
         use_concepts (`bool`, *optional*, defaults to `True`):
             Whether the shared concept prototypes are used. `False` gives the CLIP4Clip baseline (meanP or seqTransf
             by `temporal_module`): the score is the instance score alone.
-        num_concepts (`int`, *optional*, defaults to 8):
-            K, the number of shared concept prototypes.
-        allocation (`str`, *optional*, defaults to `"gumbel"`):
-            How tokens are allocated to concepts. `"gumbel"`: Gumbel-softmax with a hard one-hot forward pass and a
-            straight-through gradient in training, argmax (no noise) in evaluation. `"soft"` (ablation): a plain
-            softmax over the concepts, no noise, no one-hot. `"relaxed"`: the relaxed Gumbel-softmax, the soft sample
-            softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard argmax
-            one-hot in evaluation, so the allocation matrices are discrete where the model is used.
+        num_concepts (`int`, *optional*, defaults to 16):
+            K, the number of shared concept prototypes (16 ranked above 4 and 8 on val; diagnosis rounds 3 and 5).
+        allocation (`str`, *optional*, defaults to `"soft"`):
+            How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
+            (the default since issue 12: every discrete allocation tried left most concepts empty at evaluation and
+            ranked 15-30 val R@1 points below it, `benchmarks/results/s2ca_diagnosis_round1{2,3,4}.md`).
+            `"gumbel"` (the paper's abstract): Gumbel-softmax with a hard one-hot forward pass and a straight-through
+            gradient in training, argmax (no noise) in evaluation. `"relaxed"`: the relaxed Gumbel-softmax, the soft
+            sample softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard
+            argmax one-hot in evaluation, so the allocation matrices are discrete where the model is used.
         gumbel_tau (`float`, *optional*, defaults to 1.0):
             Temperature of the Gumbel-softmax at the start of training.
         gumbel_tau_min (`float`, *optional*):
@@ -100,12 +103,13 @@ class S2CAConfig(PretrainedConfig):
             of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
             own (`temporal_*` sizes) and averaged over the real frames, so that a concept can carry its object's
             motion. `False`: each concept pools its tokens over the whole clip. Needs patch tokens.
-        concept_gradient_scale (`float`, *optional*, defaults to 1.0):
+        concept_gradient_scale (`float`, *optional*, defaults to 0.0):
             Scales the gradient that the concept branch sends back into the CLIP towers, projections and temporal
             module through the tokens it allocates (the forward pass is unchanged). 1: the towers learn from every
             loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
             the towers at a higher learning rate, the concept branch weakened S2CA's own instance score
-            (`benchmarks/results/s2ca_diagnosis_round7.md`).
+            (`benchmarks/results/s2ca_diagnosis_round7.md`); detached, with the residual loss, S2CA ranked best on
+            val (round 11).
         concept_adapter_layers (`int`, *optional*, defaults to 0):
             Residual MLP blocks (one stack per modality, each starting as the identity) on the tokens before they are
             allocated: capacity of the concept branch's own, which it keeps when `concept_gradient_scale=0` stops it
@@ -136,12 +140,13 @@ class S2CAConfig(PretrainedConfig):
             usage^(1/epsilon) before balancing; 1 leaves the usage as it is).
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
-        retrieval_loss (`str`, *optional*, defaults to `"separate"`):
+        retrieval_loss (`str`, *optional*, defaults to `"residual"`):
             `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation):
             `NCE(S_inst + lambda_e * S_con)`. `"separate+combined"`: the sum of the two, so that the score evaluation
             ranks by is trained as well as its parts. `"residual"`: `NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e
             * S_con)`, sg a stop-gradient: the instance score is trained alone, and the concept score is trained on
-            what the instance score still gets wrong (boosting), so that it adds to it rather than copying it.
+            what the instance score still gets wrong (boosting), so that it adds to it rather than copying it (the
+            default since issue 12: rounds 10 and 11 of `benchmarks/s2ca_diagnosis.py`).
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):
@@ -164,10 +169,10 @@ class S2CAConfig(PretrainedConfig):
     ```python
     >>> from s2ca_hf import S2CAConfig, S2CAModel
 
-    >>> config = S2CAConfig()  # ViT-B/32 towers, K = 8 concepts
+    >>> config = S2CAConfig()  # ViT-B/32 towers, K = 16 concepts
     >>> model = S2CAModel(config)  # randomly initialised; use S2CAModel.from_clip(...) to start from CLIP
     >>> config.num_concepts
-    8
+    16
     ```"""
 
     model_type = "s2ca"
@@ -187,15 +192,15 @@ class S2CAConfig(PretrainedConfig):
     temporal_max_position_embeddings: int = 128
     temporal_hidden_act: str = "quick_gelu"
     use_concepts: bool = True
-    num_concepts: int = 8
-    allocation: str = "gumbel"
+    num_concepts: int = 16
+    allocation: str = "soft"
     gumbel_tau: float | int = 1.0
     gumbel_tau_min: float | int | None = None
     gumbel_noise_scale: float | int = 1.0
     gumbel_anneal_start: float | int = 0.0
     video_tokens: str = "patches"
     concept_tracks: bool = False
-    concept_gradient_scale: float | int = 1.0
+    concept_gradient_scale: float | int = 0.0
     concept_adapter_layers: int = 0
     share_concept_projections: bool = True
     concept_eps: float | int = 1.0
@@ -205,7 +210,7 @@ class S2CAConfig(PretrainedConfig):
     routing_agreement_weight: float | int = 0.0
     routing_agreement_epsilon: float | int = 0.5
     concept_loss_weight: float | int = 1.0
-    retrieval_loss: str = "separate"
+    retrieval_loss: str = "residual"
     diversity_loss_weight: float | int = 1e-2
     balance_loss_weight: float | int = 1e-2
     prototype_init_std: float | int = 0.02

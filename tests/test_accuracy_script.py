@@ -32,7 +32,7 @@ def tiny_corpus_and_clip(tmp_path_factory):
 @pytest.mark.slow
 def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
-    methods = ["CLIP zero-shot (no fine-tuning)", "meanP", "S2CA (full)"]
+    methods = ["CLIP zero-shot (no fine-tuning)", "meanP", accuracy.DEFAULT_S2CA]
     tiny = [*TINY, "--frame_cache_dir", str(tmp_path / "frames"), "--synthetic_num_videos", "24"]
     report = accuracy.main(
         ["--seeds", "0", "1", "--methods", *methods, "--data_dir", str(corpus), "--clip", clip]
@@ -56,7 +56,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
         == by_method["CLIP zero-shot (no fine-tuning)"]["text_to_video"]["R@1"]
     )
     assert "cores" in saved["machine"] and "zero-shot" in (tmp_path / "results" / "accuracy.md").read_text()
-    diagnosed = saved["diagnostics"]["S2CA (full) / seed 1"]
+    diagnosed = saved["diagnostics"][f"{accuracy.DEFAULT_S2CA} / seed 1"]
     stats = diagnosed["val"]
     assert len(stats["video_tokens_per_concept"]) == 4 and 0 <= stats["text_empty_concept_rate"] <= 1
     assert 0 <= stats["prototype_abs_cosine"] <= 1 and set(stats["lambda_e"]) == {"0.25", "0.5", "1.0", "2.0", "4.0"}
@@ -64,7 +64,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
         assert 0 <= stats[f"shared_concepts_{name}"] <= 4 and -1 <= stats[f"concept_cosine_{name}"] <= 1
     # The diagnostics re-score each split from the concept outputs of the checkpoint selected on val; their combined
     # score must rank exactly as the model's phi . psi did in train.py's own evaluation of the same weights.
-    evaluated = json.loads((tmp_path / "runs" / "S2CA_full-seed1" / "eval_results.json").read_text())
+    evaluated = json.loads((tmp_path / "runs" / "S2CA_default-seed1" / "eval_results.json").read_text())
     [at_best] = [e["metrics"] for e in evaluated["evaluations"] if e["step"] == evaluated["best_step"]]
     for split in ("val", "test", "compositional"):
         assert diagnosed[split]["t2v_R@1_combined"] == at_best[split]["text_to_video"]["R@1"]
@@ -74,11 +74,11 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
         assert abs(errors["errors"] - (100 - at_best[split]["text_to_video"]["R@1"])) < 1e-6
     assert "errors" in saved["diagnostics"]["meanP / seed 0"]["test"]  # every method has the breakdown
     table = (tmp_path / "results" / "accuracy.md").read_text()
-    assert "| S2CA (full) | compositional |" in table and "| meanP | test |" in table
+    assert "| S2CA (default) | compositional |" in table and "| meanP | test |" in table
     # The concept table has one row per S2CA method, its statistics averaged over the two seeds.
-    [concept_row] = [line for line in table.splitlines() if line.startswith("| S2CA (full) | ") and " / " in line]
+    [concept_row] = [line for line in table.splitlines() if line.startswith("| S2CA (default) | ") and " / " in line]
     empty = statistics.fmean(
-        saved["diagnostics"][f"S2CA (full) / seed {s}"]["val"]["text_empty_concept_rate"] for s in (0, 1)
+        saved["diagnostics"][f"{accuracy.DEFAULT_S2CA} / seed {s}"]["val"]["text_empty_concept_rate"] for s in (0, 1)
     )
     assert concept_row.split(" | ")[1].split(" / ")[0] == f"{empty:.2f}"
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]

@@ -15,21 +15,23 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers) == (768, 12)
     assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (512, 12)
     assert config.text_config.projection_dim == config.vision_config.projection_dim == 512
-    # METHOD.md defaults.
+    # METHOD.md defaults, except where issue 12's measurements (val of the built-in corpus) changed them.
     assert config.num_frames == 12
     assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
-    assert config.use_concepts and config.num_concepts == 8
-    assert config.allocation == "gumbel" and config.gumbel_tau == 1.0 and config.gumbel_tau_min is None
+    assert config.use_concepts and config.num_concepts == 16
+    assert config.allocation == "soft" and config.gumbel_tau == 1.0 and config.gumbel_tau_min is None
+    assert config.retrieval_loss == "residual" and config.concept_gradient_scale == 0.0
     assert config.video_tokens == "patches" and config.share_concept_projections
     assert config.concept_eps == 1.0 and config.concept_score_weight == 1.0 and config.concept_loss_weight == 1.0
     assert config.diversity_loss_weight == 0.01 and config.balance_loss_weight == 0.01
     assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)
     assert config.logit_scale_max == pytest.approx(math.log(100))
-    # Usage weights (the default since issue 12): phi and psi have D (1 + K) = 4,608 dimensions; the uniform
-    # weights of METHOD.md §5 need D (1 + 2K) = 8,704.
-    assert config.concept_weighting == "usage" and config.concept_contrastive_weight == 0.0
-    assert config.embedding_dim == 4608
-    assert S2CAConfig(concept_weighting="uniform").embedding_dim == 8704
+    assert config.concept_contrastive_weight == 0.0
+    # Usage weights: phi and psi have D (1 + K) = 8,704 dimensions; the uniform weights of METHOD.md §5 need
+    # D (1 + 2K) = 16,896.
+    assert config.concept_weighting == "usage"
+    assert config.embedding_dim == 8704
+    assert S2CAConfig(concept_weighting="uniform").embedding_dim == 16896
     assert S2CAConfig(use_concepts=False).embedding_dim == 512
 
 
@@ -109,4 +111,4 @@ def test_a_misspelt_field_is_refused_and_an_unknown_key_named(caplog):
             config = S2CAConfig(my_experiment_note="x")
     finally:
         hf_logging.disable_propagation()
-    assert "my_experiment_note" in caplog.text and config.num_concepts == 8
+    assert "my_experiment_note" in caplog.text and config.num_concepts == 16

@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_inputs
+from conftest import METHOD_MD, make_inputs
 from transformers import AutoModel, CLIPConfig, CLIPModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -271,7 +271,7 @@ def test_concept_features_recomputed_from_weights(model, inputs):
 
 def test_empty_concept_contributes_zero():
     # Texts of one word have two concept tokens (the word and end-of-text): at least K - 2 concepts stay empty.
-    model = seeded_model(tiny_config(concept_weighting="uniform"))
+    model = seeded_model(tiny_config(**METHOD_MD))
     inputs = make_inputs(batch=2, seq_len=3)
     with torch.no_grad():
         out = model(**inputs)
@@ -308,7 +308,7 @@ def test_training_allocation_is_stochastic_yet_one_hot(model, inputs):
 
 def test_straight_through_gradient_reaches_prototypes_and_projections(inputs):
     # Only the retrieval loss: the query/key projections are reached through the allocation alone.
-    model = seeded_model(tiny_config(diversity_loss_weight=0.0, balance_loss_weight=0.0))
+    model = seeded_model(tiny_config(diversity_loss_weight=0.0, balance_loss_weight=0.0, **METHOD_MD))
     model.train()
     model(**inputs, return_loss=True).loss.backward()
     allocator = model.concepts.allocators[0]
@@ -520,7 +520,9 @@ def test_gumbel_temperature_anneal():
 def test_gumbel_noise_scale(noise_scale):
     # Training's hard allocation is argmax(Z + scale * g): at scale 0 it is evaluation's argmax(Z) token for token;
     # at scale 1 the noise (std 1.28) moves tokens whose logits differ by less, which these small logits all do.
-    allocator = seeded_model(tiny_config(num_concepts=8, gumbel_noise_scale=noise_scale)).concepts.allocators[0]
+    allocator = seeded_model(
+        tiny_config(num_concepts=8, gumbel_noise_scale=noise_scale, allocation="gumbel")
+    ).concepts.allocators[0]
     logits = 0.1 * torch.randn(4, 8, 50, generator=torch.Generator().manual_seed(0))
     torch.manual_seed(0)
     allocator.train()

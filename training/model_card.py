@@ -152,7 +152,19 @@ def architecture_rows(model: S2CAModel, processor: S2CAProcessor) -> list[tuple[
     ]
     if config.use_concepts:
         rows += [
-            ("allocation", f"`{config.allocation}` (argmax at inference: deterministic)"),
+            (
+                "allocation",
+                f"`{config.allocation}` "
+                + (
+                    "(a softmax over the concepts, not discrete: deterministic)"
+                    if config.allocation == "soft"
+                    else "(discrete: argmax at inference, deterministic)"
+                ),
+            ),
+            (
+                "retrieval loss",
+                f"`{config.retrieval_loss}`, concept gradient into the towers x {config.concept_gradient_scale}",
+            ),
             ("video tokens allocated", f"`{config.video_tokens}`"),
             ("concept score weight λ", str(config.concept_score_weight)),
         ]
