@@ -7,19 +7,24 @@ Only the abstract is public; what it leaves open is reconstructed from GroupViT 
 learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compared concept by concept) and CLIP4Clip
 (backbone, temporal module, loss). Every such choice is a field of `S2CAConfig`.
 
-What the measurements changed from the first reconstruction (issue 12; README, "The method is a reconstruction"):
-the concept score weighs each concept by how much both sides use it (`concept_weighting="usage"`), the balance loss
-counts tokens by evaluation's noise-free argmax, and the per-concept contrastive loss, the relaxed Gumbel-softmax,
-temporally refined patch tokens, the routing agreement loss (SwAV's swapped prediction of concept usage) and the
-`"separate+combined"` retrieval loss are options that did not help on the val split of the built-in corpus
-(`benchmarks/results/s2ca_diagnosis_round*.md`); so are, since round 6, concept tracks over the frames
-(`concept_tracks`) and a scaled concept gradient into the towers (`concept_gradient_scale`), which trades S2CA's
-instance score against its concept score without beating seqTransf on val. Round 10 added the residual loss
-(`retrieval_loss="residual"`, the concept score trained on top of a stop-gradient instance score) and token adapters
-of the concept branch's own (`concept_adapter_layers`); with the towers detached they tie seqTransf on val over
-3 seeds (round 11: 70.7 and 70.8 against 70.5), trail it by about 1 on test, and the concept score adds about 1
-point on val only. Made discrete by the relaxed Gumbel-softmax (round 12), their allocation logits never grew and
-the concept score fell to chance.
+What the measurements changed from the first reconstruction (issue 12; README, "The method is a reconstruction";
+`benchmarks/results/s2ca_diagnosis_round*.md`, every choice read on the val split of the built-in corpus):
+
+* Allocation is soft by default (`allocation="soft"`, a softmax over the K = 16 concepts). The hard Gumbel-softmax of
+  METHOD.md trains on near-random groupings (its logits stay far below the noise) and, at evaluation, leaves most
+  concepts empty; every route to a discrete allocation tried (noise scales, straight-through without noise, the
+  relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage weights) ranked
+  15-30 val R@1 points below soft allocation. `"gumbel"` and `"relaxed"` remain options.
+* The concept branch sends no gradient into the towers (`concept_gradient_scale=0`) and is trained by the residual
+  loss (`retrieval_loss="residual"`: NCE of the stop-gradient instance score plus the concept score), so it learns
+  what the instance score still gets wrong instead of pulling the shared towers away from it. This ties seqTransf on
+  val over 3 seeds (round 11: 70.7 against 70.5), trails it by about 1 on test, and the concept score adds about
+  1 point on val only: the concept branch does not yet earn its place.
+* The balance loss counts tokens by evaluation's noise-free argmax. Options that did not help on val: the
+  per-concept contrastive loss, the routing agreement loss (SwAV's swapped prediction of concept usage), the
+  `"separate+combined"` loss, temporally refined patch tokens, concept tracks over the frames, concept adapters.
+* ATR is a training-script option (`training/distill.py`), off in the synthetic recipe: with the small CLIP as the
+  teacher every term and weight tried cost val R@1 (rounds 15 and 16).
 
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.

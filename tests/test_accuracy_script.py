@@ -131,3 +131,29 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
             )
     finally:
         diagnosis.accuracy.run_training = trained
+
+
+def test_goal_table_reads_the_gaps_off_the_rows():
+    """Issue 12's goal: the default S2CA >= seqTransf + 5 and >= meanP + 10 text->video R@1, gap larger than the std."""
+
+    def row(method, split, r1, std):
+        return {"method": method, "split": split, "text_to_video": {"R@1": r1}, "text_to_video_std": {"R@1": std}}
+
+    values = {"meanP": (50.0, 1.0), "seqTransf": (60.0, 1.0), accuracy.DEFAULT_S2CA: (66.0, 2.0)}
+    rows = [row(m, split, *values[m]) for m in values for split in accuracy.SPLITS]
+    diagnostics = {
+        f"{accuracy.DEFAULT_S2CA} / seed {s}": {
+            split: {"t2v_R@1_combined": 66.0 + s, "t2v_R@1_instance_only": 65.0} for split in accuracy.SPLITS
+        }
+        for s in (0, 1)
+    }
+    lines = accuracy.goal_lines({"rows": rows, "diagnostics": diagnostics})
+    [test] = [line for line in lines if line.startswith("| test |")]
+    cells = test.split(" | ")
+    assert cells[1] == "66.0 ± 2.0"
+    assert cells[2] == "+6.0 (std 2.0): met"  # seqTransf + 5
+    assert cells[3] == "+16.0 (std 2.0): met"  # meanP + 10
+    assert cells[4].rstrip(" |") == "+1.5"  # s_inst + s_con over s_inst alone, mean over seeds
+    rows = [row(m, s, *(values[m] if m != "seqTransf" else (62.0, 1.0))) for m in values for s in accuracy.SPLITS]
+    assert "+4.0 (std 2.0): not met" in accuracy.goal_lines({"rows": rows, "diagnostics": diagnostics})[3]
+    assert accuracy.goal_lines({"rows": rows[:3], "diagnostics": {}}) == []  # no baselines: no goal table
