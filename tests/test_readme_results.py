@@ -68,3 +68,17 @@ def test_the_search_summary_is_rendered_from_search_json(tmp_path):
         assert figure in rendered, figure
     assert "nprobe 128, refine x 8" in rendered and "2,222.2" not in rendered and "987.6 on the first pass" in rendered
     assert renderer.SEARCH_START in (REPO / "README.md").read_text(encoding="utf-8")
+
+
+def test_every_mean_and_std_quoted_outside_results_is_in_a_results_file():
+    """The method section quotes 3-seed results by hand ("70.7 ± 1.6"): each must be a figure some results file
+    holds, so that a typo or a number from nowhere fails here."""
+    import re
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start, end = readme.index(render_readme.START), readme.index(render_readme.END)
+    quoted = set(re.findall(r"\d+\.\d ± \d+\.\d", readme[:start] + readme[end:]))
+    results = REPO / "benchmarks" / "results"
+    files = "".join(p.read_text(encoding="utf-8") for p in [*results.glob("*.md"), *results.glob("history/*.md")])
+    assert len(quoted) >= 10
+    assert [q for q in sorted(quoted) if q not in files] == []
