@@ -15,7 +15,7 @@ What is measured (random float16 vectors; the values do not change the cost of a
 * The same sizes at E = 512 (instance vectors only), held in memory, to compare with the anchors of BENCHMARKS.md.
 * GPU exact search (float16 in GPU memory, float32 re-scoring of the candidates) when CUDA is available.
 * Indexer throughput: `build_index` over generated clips with the tiny model (decode + encode + write), and the
-  video and text encoders of the default-size S2CA model (ViT-B/32 sizes, K = 8, random weights) on tensors.
+  video and text encoders of the default-size S2CA model (`S2CAConfig()`: ViT-B/32 sizes, random weights) on tensors.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from s2ca_hf.retrieval.index import build_faiss_index, build_index, environment,
 from s2ca_hf.video_io import encode_frames
 
 
-DEFAULT_DIMENSION = 8704  # 512 x (1 + 2 x 8): ViT-B/32 projection, K = 8 concepts
+DEFAULT_DIMENSION = 8704  # 512 x (1 + 16): ViT-B/32 projection, K = 16 usage-weighted concepts (= the old 1 + 2 x 8)
 
 
 def cpu_model() -> str:
@@ -245,7 +245,7 @@ def indexer_rows(args, log) -> list[dict]:
 
 @torch.inference_mode()
 def encoder_rows(args, log) -> list[dict]:
-    """psi and phi of the default-size model (ViT-B/32 sizes, K = 8) on random tensors: the model's own cost."""
+    """psi and phi of the default-size model (ViT-B/32 sizes, default K) on random tensors: the model's own cost."""
     from s2ca_hf import S2CAConfig, S2CAModel
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -82,3 +82,15 @@ def test_every_mean_and_std_quoted_outside_results_is_in_a_results_file():
     files = "".join(p.read_text(encoding="utf-8") for p in [*results.glob("*.md"), *results.glob("history/*.md")])
     assert len(quoted) >= 10
     assert [q for q in sorted(quoted) if q not in files] == []
+
+
+def test_diagnosis_rounds_are_shown_in_numeric_order(tmp_path):
+    for name in ("s2ca_diagnosis_round10.md", "s2ca_diagnosis_round2.md", "s2ca_diagnosis_round2_x.md", "accuracy.md"):
+        (tmp_path / name).write_text("# t\n")
+    names = [Path(p).name for p in render_readme.results_files(str(tmp_path))]
+    assert names == [
+        "accuracy.md",
+        "s2ca_diagnosis_round2.md",
+        "s2ca_diagnosis_round2_x.md",
+        "s2ca_diagnosis_round10.md",
+    ]
