@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         with open(args.render[: -len(".json")] + ".md", "w") as f:
             f.write(markdown(report))
         return report
+    os.makedirs(args.out, exist_ok=True)  # before the run: a missing folder must not lose a finished run's figures
     load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="s2ca-default-run-") as folder:
         command = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1"]
