@@ -33,6 +33,7 @@ class CorpusPair:
     start: float | None = None
     end: float | None = None
     captions: list[str] | None = None  # MSR-VTT training without sentence expansion: every caption of the video
+    extra: dict | None = None  # the synthetic corpus's columns beyond the schema (`corpora.EXTRA_FEATURES`)
 
 
 # --- reading annotation files, with errors that name the file ----------------------------------------------------

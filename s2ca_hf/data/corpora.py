@@ -37,7 +37,7 @@ from .corpora_msrvtt_msvd import msrvtt_pairs, msvd_pairs, msvd_youtube_id, synt
 logger = logging.getLogger(__name__)
 
 CORPORA = ("msrvtt", "msvd", "didemo", "activitynet", "synthetic")
-EVAL_SPLITS = ("val", "test", "compositional")
+EVAL_SPLITS = ("val", "test", "compositional", "open_vocab")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
 FEATURES = Features(
@@ -50,6 +50,17 @@ FEATURES = Features(
         "end": Value("float64"),
     }
 )
+
+
+# Columns only the built-in synthetic corpus has: evaluation texts carry their correct answers (every video that
+# shows all the text says; the metrics count any of them) and their query type, training rows their minimal-pair
+# group (-1: none) and foils (false captions of the video, used as extra negatives).
+EXTRA_FEATURES = {
+    "positive_video_ids": Sequence(Value("string")),
+    "query_type": Value("string"),
+    "group": Value("int64"),
+    "foils": Sequence(Value("string")),
+}
 
 
 class MissingVideosError(FileNotFoundError):
@@ -86,11 +97,12 @@ def load_corpus(
     """Loads one split of a corpus as a `datasets.Dataset` of (text, video) pairs in the schema of this module.
 
     Args:
-        name: `"msrvtt"`, `"msvd"`, `"didemo"`, `"activitynet"` or `"synthetic"`.
+        name: `"msrvtt"`, `"msvd"`, `"didemo"`, `"activitynet"` or `"synthetic"` (whose rows also carry the
+            columns of `EXTRA_FEATURES`).
         data_dir: the folder with the annotation files (for `"synthetic"`: the corpus folder, generated there if
             empty).
         split: `"train"`, `"val"`, `"test"` (corpus-dependent; MSR-VTT's and ActivityNet's test set is their val
-            file, as in CLIP4Clip); for `"synthetic"` also `"compositional"` and `"frames"`.
+            file, as in CLIP4Clip); for `"synthetic"` also `"compositional"`, `"open_vocab"` and `"frames"`.
         video_dir: where the video files are (searched recursively); default `data_dir`.
         allow_missing: evaluate on the videos found when some of a val/test split are missing. Training splits
             always drop missing videos, with a warning that names them.
@@ -100,7 +112,8 @@ def load_corpus(
             DiDeMo `paragraphs=True`, `video_names="auto" | "original" | "mp4" | "stem"`;
             ActivityNet `paragraphs=True`, `annotation_file`, `ids_file`;
             synthetic the MSR-VTT options, and `num_videos`, `seed`, `val_size`, `test_size`,
-            `compositional_size`, `size`, `num_frames`, `fps`, `captions_per_video` for its generation (see
+            `compositional_size`, `open_vocab_size`, `num_stills`, `size`, `num_frames`, `fps`,
+            `captions_per_video` for its generation (see
             `s2ca_hf.data.synthetic`).
 
     Raises:
@@ -162,7 +175,16 @@ def load_corpus(
         columns["end"].append(pair.end)
         if with_captions:
             columns["captions"].append(pair.captions)
-    features = Features({**FEATURES, "captions": Sequence(Value("string"))}) if with_captions else FEATURES
+    extras = [name for name in EXTRA_FEATURES if any(pair.extra and name in pair.extra for pair in pairs)]
+    for name in extras:
+        columns[name] = [pair.extra[name] for pair in pairs]
+    features = Features(
+        {
+            **FEATURES,
+            **({"captions": Sequence(Value("string"))} if with_captions else {}),
+            **{name: EXTRA_FEATURES[name] for name in extras},
+        }
+    )
     description = json.dumps(
         {"corpus": name, "split": split, "protocol": protocol, "missing_videos": missing}, sort_keys=True, default=str
     )
@@ -212,6 +234,7 @@ __all__ = [
     "CORPORA",
     "FEATURES",
     "CorpusFormatError",
+    "EXTRA_FEATURES",
     "MissingVideosError",
     "corpus_info",
     "corpus_videos",

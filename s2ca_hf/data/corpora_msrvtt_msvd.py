@@ -116,13 +116,14 @@ def msvd_youtube_id(video_id: str) -> tuple[str, float, float]:
 
 def synthetic_pairs(data_dir: str, split: str, **options) -> tuple[list[CorpusPair], Callable]:
     """The built-in concept-video corpus (`s2ca_hf.data.synthetic`), generated into `data_dir` on first use. Splits:
-    `"train"`, `"val"` and `"test"` (1k-A style, one caption per video), `"compositional"` (test clips whose
-    (colour, shape, motion) combinations never occur in training) and `"frames"` (single images with static captions,
-    for pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
-    from .synthetic import COMPOSITIONAL_CSV, FRAMES_JSON, VAL_CSV, ensure_synthetic_corpus
+    `"train"` (rows with their `group` and `foils`), `"val"`, `"test"`, `"compositional"` (clips whose (colour,
+    shape, motion) combinations never occur in training) and `"open_vocab"` (colours and shapes only the pretraining
+    stills show), one caption each with its `positive_video_ids` and `query_type`; and `"frames"` (the captioned
+    stills, for pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
+    from .synthetic import EVAL_CSVS, FRAMES_JSON, ensure_synthetic_corpus, load_clip_records
 
-    arguments = ("num_videos", "seed", "val_size", "test_size", "compositional_size", "size", "num_frames", "fps")
-    arguments += ("captions_per_video",)
+    arguments = ("num_videos", "seed", "val_size", "test_size", "compositional_size", "open_vocab_size")
+    arguments += ("num_stills", "size", "num_frames", "fps", "captions_per_video")
     generate = {key: options.pop(key) for key in arguments if key in options}
     ensure_synthetic_corpus(data_dir, **generate)
     if split == "frames":
@@ -135,10 +136,19 @@ def synthetic_pairs(data_dir: str, split: str, **options) -> tuple[list[CorpusPa
             for i, r in enumerate(records)
         ]
         return pairs, lambda index, name: index.find(names=(name,))
-    if split in ("val", "compositional"):
-        return msrvtt_pairs(data_dir, "test", test_csv=VAL_CSV if split == "val" else COMPOSITIONAL_CSV, **options)
-    if split not in ("train", "test"):
+    records = load_clip_records(data_dir)
+    if split == "train":
+        pairs, find = msrvtt_pairs(data_dir, split, **options)
+        for pair in pairs:
+            record = records[pair.video_id]
+            pair.extra = {"group": record["group"], "foils": record.get("foils", [])}
+        return pairs, find
+    if split not in EVAL_CSVS:
         raise ValueError(
-            f"The synthetic corpus has the splits train, val, test, compositional and frames; got {split!r}."
+            f"The synthetic corpus has the splits train, {', '.join(EVAL_CSVS)} and frames; got {split!r}."
         )
-    return msrvtt_pairs(data_dir, split, **options)
+    pairs, find = msrvtt_pairs(data_dir, "test", test_csv=EVAL_CSVS[split], **options)
+    for pair in pairs:
+        record = records[pair.video_id]
+        pair.extra = {"positive_video_ids": record["positives"], "query_type": record["query_type"]}
+    return pairs, find

@@ -1,36 +1,42 @@
-"""The built-in concept-video corpus: clips of coloured shapes in motion, captioned compositionally.
+"""The built-in concept-video corpus: clips of coloured shapes in motion, captioned the way people caption videos.
 
-    python -m s2ca_hf.data.synthetic --out data/synthetic [--num-videos 2000] [--val-size 200] [--test-size 500]
-        [--compositional-size 500] [--seed 0] [--size 64] [--num-frames 48]
+    python -m s2ca_hf.data.synthetic --out data/synthetic [--num-videos 2500] [--val-size 200] [--test-size 500]
+        [--compositional-size 500] [--open-vocab-size 300] [--num-stills 3000] [--seed 0] [--size 64]
+        [--num-frames 48]
 
-Each clip shows one or two objects, each with a colour, a shape and a motion (left, right, up, down, grow, shrink,
-rotate, blink, still), on a background, and has several captions worded differently ("a red circle slides to the
-left on a striped background", "on a striped background, a red circle moves left", ...). Everything follows from
-the seed: the same arguments write the same bytes.
+Each clip shows one to four objects anywhere in the frame, each with a colour, a shape and a motion (left, right, up,
+down, grow, shrink, rotate, blink, still), on a background; no two trajectories cross. Its captions name some of
+the objects (not always all, and not always the background), worded in many ways ("a red circle slides to the
+left on a striped background", "a blue ring spins while a red circle moves left", ...). Everything follows from the
+seed: the same arguments write the same bytes.
 
 The corpus is written in the MSR-VTT layout, so that `load_corpus("msrvtt", out, split)` reads it unchanged, plus
-a held-out test and pretraining images:
+what the benchmark needs:
 
     videos/video<i>.mp4                 real H.264 files encoded with PyAV
     MSRVTT_data.json                    every clip ("videos") and every caption ("sentences")
     MSRVTT_train.9k.csv                 the training clips
-    MSRVTT_val.csv                      the validation clips (seen combinations), one caption each: every choice
-                                        (checkpoint, hyper-parameters, defaults) is made on them
+    MSRVTT_val.csv                      the validation clips, one caption each: every choice (checkpoint,
+                                        hyper-parameters, defaults) is made on them
     MSRVTT_JSFUSION_test.csv            the test clips, one caption each (1k-A style), in-distribution combinations
     MSRVTT_compositional_test.csv       test clips whose (colour, shape, motion) combinations never occur in training
-    frames/frame<i>.png, frames.json    one still image per training clip with a static caption ("a red circle on a
-                                        striped background"), for pretraining a small CLIP
-    synthetic.json                      the generation arguments, the held-out combinations, each clip's content
+    MSRVTT_open_vocab_test.csv          test clips with colours and shapes that only the pretraining stills show
+    stills/still<i>.png, stills.json    captioned still images of a wider world (more colours and shapes, three
+                                        sizes, any place, position words), for pretraining a small CLIP
+    synthetic.json                      the generation arguments, the held-out combinations, each clip's content,
+                                        its group, and for evaluation clips the query, its type and correct answers
 
-The val, test and compositional clips come in minimal-pair groups: a clip and up to four others that each differ
-from it in exactly one thing (the colour, the shape or the motion of one object, the background, or, with two
-objects, which colour goes with which shape), so that retrieving the right one takes fine-grained alignment.
-`clip_difference` names what separates two clips (the benchmarks' attribute error breakdown). The compositional
-combinations are held out in blocks of 2 colours x 2 shapes x 2 motions, so that they too have one-attribute
-neighbours.
+Every split comes in minimal-pair groups: a clip and up to four others that each differ from it in one thing (two
+objects swapping their colour, shape or motion; one object's motion reversed in time; one object's colour or shape;
+the background). An evaluation split never holds two clips with the same content, and its one caption per clip names
+enough to rule out the rest of its group. A caption that names one object of several can have more than one correct
+clip: `load_corpus` gives each evaluation text its `positive_video_ids` (every clip of the split that shows all it
+says) and `query_type` ("all", "subset", "binding", "motion"); the metrics count any correct clip as a hit. Training
+rows carry their `group` and `foils` (false captions of the clip: a direction reversed, two colours or motions
+swapped), for group-aware batches and foil negatives.
 
-`load_corpus("synthetic", out, split)` uses it (generating it on first use) with the splits "train", "val",
-"test", "compositional" and "frames".
+`load_corpus("synthetic", out, split)` uses it (generating it on first use) with the splits "train", "val", "test",
+"compositional", "open_vocab" and "frames" (the stills).
 
 This module writes the corpus to disk and is its command line; what each clip shows and says is planned in
 `synthetic_scenes.py`, and its frames are drawn and encoded in `synthetic_render.py`.
@@ -46,21 +52,32 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
 # The scene plan and the drawing are re-exported: `s2ca_hf.data.synthetic` is where users and the benchmarks import
-# the corpus's vocabulary, `Clip` and `clip_difference` from.
-from .synthetic_render import encode_video, render_clip
+# the corpus's vocabulary, `Clip`, `query_error` and `oracle_r1` from.
+from .synthetic_render import encode_video, render_clip, render_still
 from .synthetic_scenes import (
+    ALL_COLOURS,
     BACKGROUND_PHRASES,
     BACKGROUNDS,
     COLOURS,
+    ERROR_KINDS,
+    EVAL_SPLITS,
     MOTION_PHRASES,
     MOTIONS,
+    ORACLE_VIEWS,
+    PRETRAIN_COLOURS,
+    PRETRAIN_SHAPES,
+    QUERY_TYPES,
     SHAPES,
     Clip,
+    Query,
     SceneObject,
+    Still,
     all_combinations,
-    clip_difference,
     held_out_combinations,
+    oracle_r1,
     plan_corpus,
+    plan_stills,
+    query_error,
     split_sizes,
 )
 
@@ -69,33 +86,56 @@ COMPOSITIONAL_CSV = "MSRVTT_compositional_test.csv"
 TRAIN_CSV = "MSRVTT_train.9k.csv"
 TEST_CSV = "MSRVTT_JSFUSION_test.csv"
 VAL_CSV = "MSRVTT_val.csv"
-FRAMES_JSON = "frames.json"
+OPEN_VOCAB_CSV = "MSRVTT_open_vocab_test.csv"
+EVAL_CSVS = {"val": VAL_CSV, "test": TEST_CSV, "compositional": COMPOSITIONAL_CSV, "open_vocab": OPEN_VOCAB_CSV}
+FRAMES_JSON = "stills.json"
 META_JSON = "synthetic.json"
 # 2: a val split, split sizes as arguments, minimal-pair groups, held-out combinations in blocks.
-FORMAT_VERSION = 2
+# 3: 1-4 objects anywhere, partial captions with content-aware positives, query types, no same-content clips in an
+#    evaluation split, training groups and foils, an open_vocab split, pretraining stills of a wider world.
+FORMAT_VERSION = 3
+
+
+def load_clip_records(data_dir: str | os.PathLike) -> dict[str, dict]:
+    """The `synthetic.json` record of every clip by video id (content, group, foils or query and answers)."""
+    with open(os.path.join(os.fspath(data_dir), META_JSON), encoding="utf-8") as f:
+        return {record["video_id"]: record for record in json.load(f)["clips"]}
 
 
 def load_clips(data_dir: str | os.PathLike) -> dict[str, Clip]:
-    """Every clip of a generated corpus by video id, from its `synthetic.json`."""
+    """Every clip of a generated corpus by video id, from its `synthetic.json` (captions left out; evaluation clips
+    with their query, type and correct answers)."""
     with open(os.path.join(os.fspath(data_dir), META_JSON), encoding="utf-8") as f:
         meta = json.load(f)
     clips = {}
     for record in meta["clips"]:
         objects = tuple(SceneObject(**o) for o in record["objects"])
+        query = record.get("query")
+        if query is not None:
+            query = Query(tuple(tuple(o) for o in query["objects"]), query["background"])
         clips[record["video_id"]] = Clip(
-            record["video_id"], record["split"], record["background"], objects, (), "", record.get("group")
+            record["video_id"],
+            record["split"],
+            record["background"],
+            objects,
+            (),
+            "",
+            record.get("group"),
+            query,
+            record.get("query_type"),
+            tuple(record.get("positives", ())),
         )
     return clips
 
 
-def _write_clip(job: tuple[Clip, str, int, int, int, str | None]) -> None:
-    clip, path, size, num_frames, fps, frame_path = job
-    frames = render_clip(clip, size, num_frames)
-    encode_video(path, frames, fps)
-    if frame_path is not None:
+def _write_clip(job: tuple) -> None:
+    kind, item, path, size, num_frames, fps = job
+    if kind == "still":
         from PIL import Image
 
-        Image.fromarray(frames[num_frames // 2]).save(frame_path, format="PNG", optimize=False)
+        Image.fromarray(render_still(item, size)).save(path, format="PNG", optimize=False)
+        return
+    encode_video(path, render_clip(item, size, num_frames), fps)
 
 
 # --- the corpus on disk ---------------------------------------------------------------------------------------
@@ -108,6 +148,8 @@ def generate_synthetic_corpus(
     val_size: int | None = None,
     test_size: int | None = None,
     compositional_size: int | None = None,
+    open_vocab_size: int | None = None,
+    num_stills: int | None = None,
     size: int = 64,
     num_frames: int = 48,
     fps: int = 4,
@@ -119,12 +161,14 @@ def generate_synthetic_corpus(
     Args:
         num_videos: clips in all; training gets what the evaluation splits leave.
         seed: everything (content, wording, held-out combinations) follows from it.
-        val_size, test_size, compositional_size: clips of each evaluation split (default: 10% of `num_videos`
-            each). The default run uses 2000 clips with 200 / 500 / 500, so that training keeps 800.
+        val_size, test_size, compositional_size, open_vocab_size: clips of each evaluation split (default: 10% of
+            `num_videos` each). The default run uses 2500 clips with 200 / 500 / 500 / 300, so that training keeps
+            1000.
+        num_stills: captioned still images for pretraining the small CLIP (default: 3 per clip, at least 100).
         size: frame width and height in pixels (even, for H.264's 4:2:0 chroma).
         num_frames, fps: clip length; the default 48 frames at 4 fps last 12 s, so that CLIP4Clip's one frame per
             second fills `max_frames=12`.
-        captions_per_video: captions of each clip in `MSRVTT_data.json`.
+        captions_per_video: captions of each training clip in `MSRVTT_data.json` (an evaluation clip has one).
         num_proc: processes drawing and encoding clips (default: all cores).
     """
     if size < 16 or size % 2:
@@ -132,14 +176,15 @@ def generate_synthetic_corpus(
     if num_frames < 1 or fps < 1:
         raise ValueError(f"`num_frames` and `fps` must be >= 1, got {num_frames}, {fps}.")
     out = os.fspath(out)
-    clips, held_out = plan_corpus(num_videos, seed, captions_per_video, val_size, test_size, compositional_size)
+    clips, held_out = plan_corpus(
+        num_videos, seed, captions_per_video, val_size, test_size, compositional_size, open_vocab_size
+    )
+    stills = plan_stills(max(100, 3 * num_videos) if num_stills is None else num_stills, seed)
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
-    os.makedirs(os.path.join(out, "frames"), exist_ok=True)
+    os.makedirs(os.path.join(out, "stills"), exist_ok=True)
 
-    jobs = []
-    for clip in clips:
-        frame_path = os.path.join(out, "frames", f"frame{clip.video_id[5:]}.png") if clip.split == "train" else None
-        jobs.append((clip, os.path.join(out, "videos", f"{clip.video_id}.mp4"), size, num_frames, fps, frame_path))
+    jobs = [("clip", c, os.path.join(out, "videos", f"{c.video_id}.mp4"), size, num_frames, fps) for c in clips]
+    jobs += [("still", s, os.path.join(out, "stills", s.image), size, num_frames, fps) for s in stills]
     num_proc = min(num_proc or os.cpu_count() or 1, len(jobs))
     if num_proc > 1:
         with ProcessPoolExecutor(num_proc) as pool:
@@ -176,19 +221,14 @@ def generate_synthetic_corpus(
             data["sentences"].append({"caption": caption, "video_id": clip.video_id, "sen_id": len(data["sentences"])})
     _write_json(os.path.join(out, "MSRVTT_data.json"), data)
     _write_csv(os.path.join(out, TRAIN_CSV), ["video_id"], [[c.video_id] for c in clips if c.split == "train"])
-    for name, split in ((VAL_CSV, "val"), (TEST_CSV, "test"), (COMPOSITIONAL_CSV, "compositional")):
+    for split, name in EVAL_CSVS.items():
         rows = [c for c in clips if c.split == split]
         _write_csv(
             os.path.join(out, name),
             ["key", "vid_key", "video_id", "sentence"],
             [[f"ret{n}", f"msr{c.video_id[5:]}", c.video_id, c.captions[0]] for n, c in enumerate(rows)],
         )
-    frames = [
-        {"image": f"frame{c.video_id[5:]}.png", "caption": c.static_caption, "video_id": c.video_id}
-        for c in clips
-        if c.split == "train"
-    ]
-    _write_json(os.path.join(out, FRAMES_JSON), frames)
+    _write_json(os.path.join(out, FRAMES_JSON), [{"image": s.image, "caption": s.caption} for s in stills])
     meta = {
         "format_version": FORMAT_VERSION,
         "arguments": {
@@ -197,26 +237,36 @@ def generate_synthetic_corpus(
             "val_size": val_size,
             "test_size": test_size,
             "compositional_size": compositional_size,
+            "open_vocab_size": open_vocab_size,
+            "num_stills": num_stills,
             "size": size,
             "num_frames": num_frames,
             "fps": fps,
             "captions_per_video": captions_per_video,
         },
         "held_out_combinations": [list(c) for c in held_out],
-        "clips": [
-            {
-                "video_id": c.video_id,
-                "split": c.split,
-                "background": c.background,
-                "group": c.group,
-                "objects": [asdict(o) for o in c.objects],
-            }
-            for c in clips
-        ],
+        "clips": [_clip_record(c) for c in clips],
     }
     # Written last: its presence marks a complete corpus.
     _write_json(os.path.join(out, META_JSON), meta)
     return out
+
+
+def _clip_record(clip: Clip) -> dict:
+    record = {
+        "video_id": clip.video_id,
+        "split": clip.split,
+        "background": clip.background,
+        "group": clip.group,
+        "objects": [asdict(o) for o in clip.objects],
+    }
+    if clip.query is not None:
+        record["query"] = {"objects": [list(o) for o in clip.query.objects], "background": clip.query.background}
+        record["query_type"] = clip.query_type
+        record["positives"] = list(clip.positives)
+    else:
+        record["foils"] = list(clip.foils)
+    return record
 
 
 def _write_json(path: str, obj) -> None:
@@ -243,7 +293,8 @@ def ensure_synthetic_corpus(data_dir: str | os.PathLike, **arguments) -> str:
         if meta.get("format_version") != FORMAT_VERSION:
             raise ValueError(
                 f"{data_dir} holds a synthetic corpus of format {meta.get('format_version')}; this version writes "
-                f"format {FORMAT_VERSION} (a val split, minimal-pair groups): delete the folder to regenerate it."
+                f"format {FORMAT_VERSION} (partial captions with content-aware answers, no same-content clips, an "
+                "open_vocab split, pretraining stills): delete the folder to regenerate it."
             )
         existing = meta.get("arguments", {})
         different = {k: (existing.get(k), v) for k, v in arguments.items() if existing.get(k) != v}
@@ -277,6 +328,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val-size", type=int, default=None, help="val clips (default 10%% of --num-videos)")
     parser.add_argument("--test-size", type=int, default=None, help="test clips (default 10%%)")
     parser.add_argument("--compositional-size", type=int, default=None, help="compositional clips (default 10%%)")
+    parser.add_argument("--open-vocab-size", type=int, default=None, help="open_vocab clips (default 10%%)")
+    parser.add_argument("--num-stills", type=int, default=None, help="pretraining stills (default 3 per clip)")
     parser.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
     parser.add_argument("--num-frames", type=int, default=48, help="frames per clip")
     parser.add_argument("--fps", type=int, default=4)
@@ -292,13 +345,15 @@ def main(argv: list[str] | None = None) -> None:
         val_size=args.val_size,
         test_size=args.test_size,
         compositional_size=args.compositional_size,
+        open_vocab_size=args.open_vocab_size,
+        num_stills=args.num_stills,
         size=args.size,
         num_frames=args.num_frames,
         fps=args.fps,
         captions_per_video=args.captions_per_video,
         num_proc=args.num_proc,
     )
-    print(f"Wrote {args.num_videos} clips to {args.out}")
+    print(f"Wrote {args.num_videos} clips and their stills to {args.out}")
 
 
 if __name__ == "__main__":
@@ -306,22 +361,35 @@ if __name__ == "__main__":
 
 
 __all__ = [
+    "ALL_COLOURS",
     "BACKGROUND_PHRASES",
     "BACKGROUNDS",
     "COLOURS",
+    "ERROR_KINDS",
+    "EVAL_SPLITS",
     "MOTION_PHRASES",
     "MOTIONS",
+    "ORACLE_VIEWS",
+    "PRETRAIN_COLOURS",
+    "PRETRAIN_SHAPES",
+    "QUERY_TYPES",
     "SHAPES",
     "Clip",
+    "Query",
     "SceneObject",
+    "Still",
     "all_combinations",
-    "clip_difference",
-    "load_clips",
-    "split_sizes",
+    "encode_video",
     "ensure_synthetic_corpus",
     "generate_synthetic_corpus",
     "held_out_combinations",
+    "load_clip_records",
+    "load_clips",
+    "oracle_r1",
     "plan_corpus",
-    "encode_video",
+    "plan_stills",
+    "query_error",
     "render_clip",
+    "render_still",
+    "split_sizes",
 ]

@@ -1,10 +1,11 @@
 """The pixels and bytes of a synthetic clip: `render_clip` draws the planned objects (`synthetic_scenes.Clip`) on
-their background frame by frame, and `encode_video` writes them as H.264 whose bytes depend only on the frames."""
+their background frame by frame, `render_still` draws a pretraining still, and `encode_video` writes frames as H.264
+whose bytes depend only on the frames."""
 
 import numpy as np
 
 from ..video_io import encode_frames
-from .synthetic_scenes import COLOURS, Clip
+from .synthetic_scenes import ALL_COLOURS, TRAVEL, Clip, Still
 
 
 def _background(kind: str, size: int) -> np.ndarray:
@@ -37,29 +38,45 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarra
     if shape == "cross":
         arm = 0.35 * r
         return ((np.abs(u) <= r) & (np.abs(v) <= arm)) | ((np.abs(v) <= r) & (np.abs(u) <= arm))
+    if shape == "hexagon":
+        return (np.abs(v) <= 0.87 * r) & (0.5 * np.abs(v) + 0.87 * np.abs(u) <= 0.87 * r)
+    if shape == "semicircle":  # the upper half of a disc, its flat side down
+        return (u**2 + (v - 0.35 * r) ** 2 <= r**2) & (v <= 0.35 * r)
+    if shape == "star":  # five points: the radius swings between 0.45 r and r with the angle
+        angle = np.arctan2(u, -v)
+        edge = r * (0.45 + 0.55 * np.abs(np.cos(2.5 * angle)) ** 2)
+        return u**2 + v**2 <= edge**2
     # triangle pointing up (v grows downwards in image coordinates)
     return (v <= 0.5 * r) & (v >= -r + 1.7 * np.abs(u))
 
 
+def _draw(frame: np.ndarray, shape: str, colour: str, x: float, y: float, r: float, angle: float, grid) -> None:
+    yy, xx = grid
+    dx, dy = xx - x, yy - y
+    cos, sin = np.cos(angle), np.sin(angle)
+    frame[_shape_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy, r)] = ALL_COLOURS[colour]
+
+
 def render_clip(clip: Clip, size: int, num_frames: int) -> np.ndarray:
-    """`(num_frames, size, size, 3)` uint8 frames of a clip."""
+    """`(num_frames, size, size, 3)` uint8 frames of a clip. Each object's (x, y) is its place half-way through;
+    a moving object crosses `TRAVEL` of the frame, a growing one goes from half to one and a half its radius."""
     background = _background(clip.background, size)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
     frames = np.repeat(background[None], num_frames, axis=0)
-    base = size / 8
-    travel = 0.5 if len(clip.objects) == 1 else 0.3  # fraction of the frame crossed by a moving object
+    travel = TRAVEL * size
     for frame_index in range(num_frames):
         t = frame_index / max(num_frames - 1, 1)
         for obj in clip.objects:
+            base = obj.radius * size
             x, y, r, angle = obj.x * size, obj.y * size, base, 0.0
             if obj.motion == "left":
-                x += (0.5 - t) * travel * size
+                x += (0.5 - t) * travel
             elif obj.motion == "right":
-                x += (t - 0.5) * travel * size
+                x += (t - 0.5) * travel
             elif obj.motion == "up":
-                y += (0.5 - t) * travel * size
+                y += (0.5 - t) * travel
             elif obj.motion == "down":
-                y += (t - 0.5) * travel * size
+                y += (t - 0.5) * travel
             elif obj.motion == "grow":
                 r = base * (0.5 + t)
             elif obj.motion == "shrink":
@@ -70,11 +87,17 @@ def render_clip(clip: Clip, size: int, num_frames: int) -> np.ndarray:
             # frames show both states.
             if obj.motion == "blink" and (frame_index // 3) % 2 == 1:
                 continue
-            dx, dy = xx - x, yy - y
-            cos, sin = np.cos(angle), np.sin(angle)
-            mask = _shape_mask(obj.shape, cos * dx + sin * dy, -sin * dx + cos * dy, r)
-            frames[frame_index][mask] = COLOURS[obj.colour]
+            _draw(frames[frame_index], obj.shape, obj.colour, x, y, r, angle, grid)
     return frames
+
+
+def render_still(still: Still, size: int) -> np.ndarray:
+    """`(size, size, 3)` uint8: a pretraining still."""
+    frame = _background(still.background, size)
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    for obj in still.objects:
+        _draw(frame, obj.shape, obj.colour, obj.x * size, obj.y * size, obj.radius * size, 0.0, grid)
+    return frame
 
 
 def encode_video(path: str, frames: np.ndarray, fps: int) -> None:
