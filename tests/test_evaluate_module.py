@@ -18,7 +18,6 @@ from s2ca_hf.retrieval import retrieval_metrics
 
 
 MODULE = Path(__file__).resolve().parents[1] / "metrics" / "text_video_retrieval"
-CASES = ({}, {"ties": "clip4clip"}, {"video_to_text": "ce"}, {"post_processing": "dsl"}, {"ks": [1, 3]})
 
 
 def similarities():
@@ -26,6 +25,19 @@ def similarities():
     sim = rng.normal(size=(12, 5)).round(1)  # rounded: ties, so that the two tie rules differ
     references = np.r_[np.arange(5), rng.integers(0, 5, 7)]  # multi-caption: 12 texts, 5 videos
     return sim, references
+
+
+# Content positives: every text also fits the next video.
+POSITIVES = [sorted({int(video), (int(video) + 1) % 5}) for video in similarities()[1]]
+CASES = (
+    {},
+    {"ties": "clip4clip"},
+    {"video_to_text": "ce"},
+    {"post_processing": "dsl"},
+    {"ks": [1, 3]},
+    {"positives": POSITIVES},
+    {"positives": POSITIVES, "video_to_text": "ce", "ties": "clip4clip"},
+)
 
 
 def test_evaluate_load_gives_the_functions_numbers(monkeypatch):
@@ -40,6 +52,26 @@ def test_evaluate_load_gives_the_functions_numbers(monkeypatch):
     for row, reference in zip(sim, references):
         metric.add(predictions=row.tolist(), references=int(reference))
     assert metric.compute() == retrieval_metrics(sim, references)
+    # Positives are a keyword of compute, for all the rows added.
+    metric.add_batch(predictions=sim.tolist(), references=references.tolist())
+    streamed = metric.compute(positives=POSITIVES)
+    assert streamed == retrieval_metrics(sim, references, positives=POSITIVES)
+    assert streamed["protocol"]["positives"] == "content"
+    assert streamed["text_to_video"] != retrieval_metrics(sim, references)["text_to_video"]
+
+
+def test_the_documented_positives_example(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    metric = evaluate.load(str(MODULE))
+    predictions, references = [[0.9, 0.1], [0.8, 0.2]], [0, 1]
+    assert metric.compute(predictions=predictions, references=references)["text_to_video"]["R@1"] == 50.0
+    with_positives = metric.compute(predictions=predictions, references=references, positives=[[0], [0, 1]])
+    assert with_positives["text_to_video"]["R@1"] == 100.0
+    mask = metric.compute(predictions=predictions, references=references, positives=[[True, False], [True, True]])
+    assert mask == with_positives
+    script = (MODULE / "text_video_retrieval.py").read_text()
+    readme = (MODULE / "README.md").read_text()
+    assert "positives=[[0], [0, 1]]" in script and "positives=[[0], [0, 1]]" in readme
 
 
 def test_the_module_runs_the_packages_own_metric_file():

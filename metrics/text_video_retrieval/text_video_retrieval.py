@@ -19,7 +19,9 @@ _DESCRIPTION = """
 Text-to-video and video-to-text retrieval metrics as CLIP4Clip reports them: R@1, R@5, R@10, R@50 in percent,
 median (MdR) and mean (MnR) rank, 1-based, and the rank standard deviation. One prediction is one text's row of
 similarities against every video; its reference is the column of that text's video. Several texts may share a
-video (MSVD-style multi-caption evaluation).
+video (MSVD-style multi-caption evaluation). Optionally a text may have several correct videos (`positives`), when
+its caption fits other clips than its own: a query is then ranked by its best correct video, and correct videos do
+not compete with each other.
 """
 
 _KWARGS_DESCRIPTION = """
@@ -32,11 +34,21 @@ Args:
     post_processing (`str`, optional): None, "dsl" or "qb_norm" (then `query_bank` is needed): always report
         post-processed numbers apart from plain ones.
     ks (`list` of `int`, optional): the K of R@K, default [1, 5, 10, 50].
+    positives (`list` of `list` of `int`, optional): per prediction row, in order, the columns of every video that
+        is a correct answer to that text, its own (`references`) included; or a boolean [num_texts, num_videos]
+        mask. A query's rank is then the number of wrong videos (or texts) scoring above its best correct one,
+        ties with wrong ones averaged. A keyword of `compute` (not an input of `add`/`add_batch`): give it for all
+        rows at once. Default: the reference is the only correct video.
 Returns:
     `{"text_to_video": {...}, "video_to_text": {...}, "protocol": {...}}`.
 Examples:
     >>> metric = evaluate.load("metrics/text_video_retrieval")
     >>> metric.compute(predictions=[[0.9, 0.1], [0.2, 0.8]], references=[0, 1])["text_to_video"]["R@1"]
+    100.0
+    >>> # Text 1 also describes video 0, which it scores highest: a hit once video 0 is one of its positives.
+    >>> metric.compute(
+    ...     predictions=[[0.9, 0.1], [0.8, 0.2]], references=[0, 1], positives=[[0], [0, 1]]
+    ... )["text_to_video"]["R@1"]
     100.0
 """
 
@@ -59,6 +71,8 @@ class TextVideoRetrieval(evaluate.Metric):
             description=_DESCRIPTION,
             citation=_CITATION,
             inputs_description=_KWARGS_DESCRIPTION,
+            # `positives` is a keyword of `compute`, not a feature: `evaluate` requires every feature in every call,
+            # so a third feature would break `compute(predictions=..., references=...)`.
             features=datasets.Features(
                 {"predictions": datasets.Sequence(datasets.Value("float64")), "references": datasets.Value("int64")}
             ),
@@ -74,6 +88,7 @@ class TextVideoRetrieval(evaluate.Metric):
         post_processing=None,
         query_bank=None,
         ks=(1, 5, 10, 50),
+        positives=None,
     ):
         sim = np.asarray(predictions, dtype=np.float64)
         return retrieval_metrics(
@@ -84,4 +99,5 @@ class TextVideoRetrieval(evaluate.Metric):
             post_processing=post_processing,
             query_bank=query_bank,
             ks=tuple(ks),
+            positives=positives,
         )

@@ -2,6 +2,10 @@
 
 Every text and every unique video is encoded once into the vectors phi and psi (`S2CAModel.get_text_features` /
 `get_video_features`), whose dot product is the model's score; the metrics then read `phi @ psi.T` block by block.
+
+A split whose rows carry `positive_video_ids` (every video of the split that the row's caption fits, its own
+included) is evaluated with several correct videos per text, the content-aware ground truth of `retrieval_metrics`'s
+`positives`; the real corpora have no such column and keep their single-positive protocols.
 """
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -10,6 +14,9 @@ import torch
 from tqdm.auto import tqdm
 
 from .metrics import retrieval_metrics
+
+
+POSITIVES_COLUMN = "positive_video_ids"
 
 
 def _device_of(model) -> torch.device:
@@ -61,11 +68,58 @@ def processor_video_batches(processor, videos: Sequence, batch_size: int = 16) -
         yield processor(videos=list(videos[start : start + batch_size]), return_tensors="pt")
 
 
-def evaluate_embeddings(text_embeds: torch.Tensor, video_embeds: torch.Tensor, text_to_video, **metric_kwargs) -> dict:
-    """Retrieval metrics of `text_embeds @ video_embeds.T` (never materialised whole; see `retrieval_metrics`)."""
+def evaluate_embeddings(
+    text_embeds: torch.Tensor, video_embeds: torch.Tensor, text_to_video, positives=None, **metric_kwargs
+) -> dict:
+    """Retrieval metrics of `text_embeds @ video_embeds.T` (never materialised whole; see `retrieval_metrics`).
+    `positives`: each text's correct video columns, its own included (`None`: its own video only)."""
     return retrieval_metrics(
-        text_to_video=text_to_video, text_embeds=text_embeds, video_embeds=video_embeds, **metric_kwargs
+        text_to_video=text_to_video,
+        text_embeds=text_embeds,
+        video_embeds=video_embeds,
+        positives=positives,
+        **metric_kwargs,
     )
+
+
+def _checked_positive_ids(dataset, videos) -> list[set[str]]:
+    """Each row's `positive_video_ids`, checked before anything is encoded: a row must list its own video, and every
+    id must be a video of the split (evaluated, or missing from disk under `load_corpus(..., allow_missing=True)`).
+    Anything else means the column was built for other data."""
+    from s2ca_hf.data import corpus_info
+
+    video_ids = list(videos["video_id"])
+    if len(set(video_ids)) != len(video_ids):
+        raise ValueError(f"`{POSITIVES_COLUMN}` names videos by id, but this split has several videos per id.")
+    known_ids = set(video_ids) | set(corpus_info(dataset).get("missing_videos", []))
+    checked = []
+    for row, (ids, own_id) in enumerate(zip(dataset[POSITIVES_COLUMN], dataset["video_id"])):
+        ids = set(ids or ())
+        if own_id not in ids:
+            raise ValueError(
+                f"Row {row}'s `{POSITIVES_COLUMN}` {sorted(ids)} does not list its own video {own_id!r}: a caption "
+                "always fits its own clip."
+            )
+        unknown = sorted(ids - known_ids)
+        if unknown:
+            raise ValueError(f"Row {row}'s `{POSITIVES_COLUMN}` lists {unknown}, which are no videos of this split.")
+        checked.append(ids)
+    return checked
+
+
+def _positive_columns(
+    positive_ids: list[set[str]], video_ids: Sequence[str], text_rows: Sequence[int], kept_videos: Sequence[int]
+) -> tuple[list[list[int]], int]:
+    """The correct video columns of each evaluated text (`text_rows`), the columns being the encoded videos
+    (`kept_videos`, their `video_index` in column order), and how many listed positives were left out.
+
+    A positive whose video was not encoded (undecodable and skipped, or missing from disk) is left out: it is no
+    candidate, so it can be neither found nor missed.
+    """
+    column_of_id = {video_ids[video_index]: column for column, video_index in enumerate(kept_videos)}
+    positives = [sorted(column_of_id[i] for i in positive_ids[row] if i in column_of_id) for row in text_rows]
+    listed = sum(len(positive_ids[row]) for row in text_rows)
+    return positives, listed - sum(len(columns) for columns in positives)
 
 
 def evaluate_corpus(
@@ -81,6 +135,7 @@ def evaluate_corpus(
     progress: bool = True,
     post_processing: Sequence[str] = (),
     query_bank_texts: Sequence[str] | None = None,
+    multi_positive: bool | None = None,
     **metric_kwargs,
 ) -> dict:
     """Encodes every text and every unique video of a corpus split once and computes the retrieval metrics.
@@ -91,14 +146,28 @@ def evaluate_corpus(
     `post_processing` lists extra evaluations to report separately (`"dsl"`, `"qb_norm"`; QB-Norm needs
     `query_bank_texts`, training captions).
 
+    `multi_positive`: whether a text's correct videos are those of the split's `positive_video_ids` column (the
+    videos its caption fits, its own included) rather than its own video alone. `None` uses the column when the
+    split has it, `False` ignores it, `True` requires it. The result's `protocol` says which (`"positives"`), and
+    with the column how many listed positives were left out with their unevaluated videos (`"positives_left_out"`).
+
     Returns `{"metrics": {...}, "post_processing": {name: {...}}, "counts": {"texts", "videos",
-    "skipped_videos", "skipped_texts"}, "protocol": {...}}`.
+    "skipped_videos", "skipped_texts"}, "protocol": {...}, "embeddings": {"text", "video", "text_to_video",
+    "positives"}}`.
     """
     from torch.utils.data import DataLoader
 
     from s2ca_hf.data import VideoTextCollator, corpus_videos
 
+    if multi_positive is None:
+        multi_positive = POSITIVES_COLUMN in dataset.column_names
+    elif multi_positive and POSITIVES_COLUMN not in dataset.column_names:
+        raise ValueError(
+            f"`multi_positive=True` needs a `{POSITIVES_COLUMN}` column (each text's correct video ids); the split "
+            f"has only {dataset.column_names}."
+        )
     videos = corpus_videos(dataset)
+    positive_ids = _checked_positive_ids(dataset, videos) if multi_positive else None
     collator = VideoTextCollator(processor, frame_cache=frame_cache, on_error=on_error, return_video_index=True)
     loader = DataLoader(videos, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
     kept_videos: list[int] = []
@@ -116,9 +185,14 @@ def evaluate_corpus(
     text_rows = [row for row, video_index in enumerate(all_video_index) if video_index in position]
     texts = [all_texts[row] for row in text_rows]
     text_to_video = [position[all_video_index[row]] for row in text_rows]
+    positives, positives_left_out = None, 0
+    if positive_ids is not None:
+        positives, positives_left_out = _positive_columns(
+            positive_ids, list(videos["video_id"]), text_rows, kept_videos
+        )
     text_embeds = encode_texts(model, processor, texts, batch_size=text_batch_size, progress=progress)
 
-    result = evaluate_embeddings(text_embeds, video_embeds, text_to_video, **metric_kwargs)
+    result = evaluate_embeddings(text_embeds, video_embeds, text_to_video, positives, **metric_kwargs)
     extra = {}
     for method in post_processing:
         kwargs = dict(metric_kwargs, post_processing=method)
@@ -128,20 +202,34 @@ def evaluate_corpus(
             kwargs["query_bank_text_embeds"] = encode_texts(
                 model, processor, list(query_bank_texts), batch_size=text_batch_size, progress=progress
             )
-        post = evaluate_embeddings(text_embeds, video_embeds, text_to_video, **kwargs)
+        post = evaluate_embeddings(text_embeds, video_embeds, text_to_video, positives, **kwargs)
         extra[method] = {"text_to_video": post["text_to_video"], "video_to_text": post["video_to_text"]}
     return {
         "metrics": {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]},
         "post_processing": extra,
-        "protocol": result["protocol"],
+        "protocol": {
+            **result["protocol"],
+            **({"positives_left_out": positives_left_out} if multi_positive else {}),
+        },
         "counts": {
             "texts": len(text_rows),
             "videos": len(kept_videos),
             "skipped_videos": len(videos) - len(kept_videos),
             "skipped_texts": len(dataset) - len(text_rows),
         },
-        "embeddings": {"text": text_embeds, "video": video_embeds, "text_to_video": text_to_video},
+        "embeddings": {
+            "text": text_embeds,
+            "video": video_embeds,
+            "text_to_video": text_to_video,
+            "positives": positives,
+        },
     }
 
 
-__all__ = ["encode_texts", "encode_videos", "evaluate_corpus", "evaluate_embeddings", "processor_video_batches"]
+__all__ = [
+    "encode_texts",
+    "encode_videos",
+    "evaluate_corpus",
+    "evaluate_embeddings",
+    "processor_video_batches",
+]

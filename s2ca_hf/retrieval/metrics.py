@@ -9,8 +9,14 @@ ranks. Two things are done differently by default, and each has a switch that re
   QB-Norm do. `ties="clip4clip"` reproduces CLIP4Clip exactly (with a stable sort where it used an unstable one).
 * NaN similarities raise an error instead of silently dropping the query.
 
+The ground truth is by default each text's source video, the protocol of the real corpora. With `positives`, a text
+may instead have several correct videos (a caption that names only part of a scene fits every clip showing that
+part): a query is then ranked by its best-scoring correct answer, and the other correct answers are taken out of the
+ranking, so that two equally correct videos never compete (see `retrieval_metrics` for the exact definitions).
+
 Everything is computed block by block: a similarity matrix, or text and video features whose product is never
-materialised, is read `chunk_size` rows or columns at a time, and the numbers equal the full computation.
+materialised, is read `chunk_size` rows or columns at a time, and the numbers equal the full computation. Content
+positives are kept as sorted (text, video) pairs, and a mask is built only for the block being read.
 """
 
 import math
@@ -113,6 +119,95 @@ def _apply_qb_norm(scores: _Scores, query_bank: "_Scores", beta: float, k: int) 
 
 
 # ---------------------------------------------------------------------------------------------------------------------
+# Content positives: several correct videos per text
+# ---------------------------------------------------------------------------------------------------------------------
+
+
+class _Positives:
+    """The correct (text, video) pairs, sorted and without duplicates, read back as block masks.
+
+    A dense `[num_texts, num_videos]` mask would be as large as the score matrix that the blocks exist to avoid, so
+    the pairs are stored instead (sorted by text, and indexed by video) and each block gets a mask of its own shape.
+    """
+
+    def __init__(self, texts: torch.Tensor, videos: torch.Tensor, num_texts: int, num_videos: int):
+        pairs = torch.unique(texts * num_videos + videos)  # sorted by text, then video; duplicates merged
+        self.texts, self.videos = pairs // num_videos, pairs % num_videos
+        self.num_texts, self.num_videos = num_texts, num_videos
+        self.text_starts = torch.searchsorted(self.texts, torch.arange(num_texts + 1))
+        self.by_video = torch.argsort(self.videos, stable=True)
+        self.video_starts = torch.searchsorted(self.videos[self.by_video], torch.arange(num_videos + 1))
+
+    def texts_per_video(self) -> torch.Tensor:
+        return self.video_starts.diff()
+
+    def row_mask(self, rows: slice) -> torch.Tensor:
+        """`[rows, num_videos]`: which videos are correct for each text of the block."""
+        first, last = self.text_starts[rows.start], self.text_starts[rows.stop]
+        mask = torch.zeros(rows.stop - rows.start, self.num_videos, dtype=torch.bool)
+        mask[self.texts[first:last] - rows.start, self.videos[first:last]] = True
+        return mask
+
+    def column_mask(self, cols: slice) -> torch.Tensor:
+        """`[num_texts, cols]`: which texts are correct for each video of the block."""
+        pairs = self.by_video[self.video_starts[cols.start] : self.video_starts[cols.stop]]
+        mask = torch.zeros(self.num_texts, cols.stop - cols.start, dtype=torch.bool)
+        mask[self.texts[pairs], self.videos[pairs] - cols.start] = True
+        return mask
+
+
+def _content_positives(positives, text_to_video: torch.Tensor, num_videos: int) -> _Positives:
+    """Validates `positives` (column lists, or a boolean matrix) and checks that every text's own video is in them."""
+    num_texts = text_to_video.numel()
+    if isinstance(positives, torch.Tensor):
+        positives = positives.detach().cpu().numpy()
+    if isinstance(positives, np.ndarray) and positives.dtype != bool:
+        positives = list(positives)  # a rectangular integer array: one row of columns per text
+    if not isinstance(positives, np.ndarray):
+        rows = [np.asarray(sorted(row) if isinstance(row, (set, frozenset)) else row) for row in positives]
+        if len(rows) != num_texts:
+            raise ValueError(f"`positives` has {len(rows)} entries for {num_texts} texts.")
+        # A row of booleans would otherwise read as the columns 0 and 1: booleans make the whole input a matrix.
+        if any(row.dtype == bool for row in rows):
+            if not all(row.dtype == bool and row.shape == (num_videos,) for row in rows):
+                raise ValueError(
+                    f"`positives` mixes boolean rows with something else: as a mask, every row must hold "
+                    f"{num_videos} booleans (one per video)."
+                )
+            positives = np.stack(rows) if rows else np.zeros((0, num_videos), dtype=bool)
+    if isinstance(positives, np.ndarray):
+        if positives.shape != (num_texts, num_videos):
+            raise ValueError(
+                f"A boolean `positives` mask must be [num_texts, num_videos] = [{num_texts}, {num_videos}], "
+                f"got shape {positives.shape}."
+            )
+        texts, videos = (torch.from_numpy(index.astype(np.int64)) for index in np.nonzero(positives))
+    else:
+        texts_list, videos_list = [], []
+        for text, row in enumerate(rows):
+            row = row.reshape(-1)
+            if row.size and row.dtype.kind not in "iu":
+                raise ValueError(f"`positives` of text {text} must hold integer video columns, got {row.tolist()}.")
+            if row.size and (row.min() < 0 or row.max() >= num_videos):
+                bad = int(row[(row < 0) | (row >= num_videos)][0])
+                raise ValueError(f"`positives` of text {text} holds column {bad}, outside [0, {num_videos}).")
+            texts_list.append(np.full(row.size, text, dtype=np.int64))
+            videos_list.append(row.astype(np.int64))
+        texts = torch.from_numpy(np.concatenate(texts_list)) if rows else torch.zeros(0, dtype=torch.long)
+        videos = torch.from_numpy(np.concatenate(videos_list)) if rows else torch.zeros(0, dtype=torch.long)
+    result = _Positives(texts, videos, num_texts, num_videos)
+    own = torch.arange(num_texts) * num_videos + text_to_video
+    missing = ~torch.isin(own, result.texts * num_videos + result.videos)
+    if missing.any():
+        text = int(torch.nonzero(missing)[0])
+        raise ValueError(
+            f"`positives` of text {text} does not hold its own video (column {int(text_to_video[text])}): a text's "
+            "source clip is always one of its correct answers."
+        )
+    return result
+
+
+# ---------------------------------------------------------------------------------------------------------------------
 # Ranks
 # ---------------------------------------------------------------------------------------------------------------------
 
@@ -141,6 +236,33 @@ def _stable_order_ranks(rows: torch.Tensor, gt_columns: torch.Tensor) -> torch.T
     return (greater + earlier_ties).double()
 
 
+def _best_positive_ranks(
+    rows: torch.Tensor, positive: torch.Tensor, ties: str, stable_order: bool = False
+) -> list[torch.Tensor] | torch.Tensor:
+    """0-based rank of each row's best-scoring positive among the row's non-positive columns.
+
+    The other positives are out of the ranking: `greater` counts the non-positives scoring strictly higher than the
+    best positive, `tied` the non-positives scoring the same. `average`: greater + tied / 2, the mean position of the
+    best positive and the non-positives tied with it. `clip4clip`: each of those tied positions as a separate entry,
+    as `_gt_ranks` counts them; with `stable_order`, the position under a stable descending sort instead, where the
+    non-positives tied with the best positive count only when their column comes before the first positive of that
+    score (`_stable_order_ranks`). With the own column as the only positive, these equal `_gt_ranks` and
+    `_stable_order_ranks`.
+    """
+    best = rows.masked_fill(~positive, -math.inf).amax(dim=1, keepdim=True)
+    wrong = ~positive
+    greater = ((rows > best) & wrong).sum(dim=1)
+    tied_wrong = (rows == best) & wrong
+    if stable_order:
+        columns = torch.arange(rows.shape[1]).unsqueeze(0)
+        first_best = torch.where(positive & (rows == best), columns, rows.shape[1]).amin(dim=1, keepdim=True)
+        return (greater + (tied_wrong & (columns < first_best)).sum(dim=1)).double()
+    tied = tied_wrong.sum(dim=1)
+    if ties == "average":
+        return greater.double() + tied.double() / 2
+    return [torch.arange(g, g + t + 1, dtype=torch.float64) for g, t in zip(greater.tolist(), tied.tolist())]
+
+
 def _summary(ranks_0based: torch.Tensor, ks: Sequence[int], median: str = "average") -> dict:
     ranks = ranks_0based.double() + 1
     if ranks.numel() == 0:
@@ -163,6 +285,63 @@ def _group_max(block: torch.Tensor, text_to_video: torch.Tensor, num_groups: int
     return out.scatter_reduce(0, index, block, reduce="amax", include_self=True)
 
 
+def _positive_groups(
+    block: torch.Tensor, positive: torch.Tensor, text_to_video: torch.Tensor, num_groups: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """[T, c] scores and positives -> [c, num_groups] scores and positives of the caption groups.
+
+    A group holding a positive caption is a positive and scores as its best positive caption: it is one correct
+    answer, and its other captions do not compete with it. Every other group scores as its best caption.
+    """
+    has_positive = _group_max(positive.double(), text_to_video, num_groups) > 0
+    positive_scores = _group_max(block.masked_fill(~positive, -math.inf), text_to_video, num_groups)
+    scores = torch.where(has_positive, positive_scores, _group_max(block, text_to_video, num_groups))
+    return scores.t(), has_positive.t()
+
+
+def _as_list(ranks) -> list[torch.Tensor]:
+    return ranks if isinstance(ranks, list) else [ranks]
+
+
+def _source_video_v2t_ranks(
+    block: torch.Tensor, cols: slice, text_to_video: torch.Tensor, has_text: torch.Tensor, grouped: bool, ties: str
+) -> list[torch.Tensor]:
+    """Video->text ranks of a `[T, c]` block of video columns, each video's own captions being the correct ones."""
+    num_videos = has_text.numel()
+    queries = torch.arange(num_videos)[cols]
+    block, queries = block[:, has_text[cols]], queries[has_text[cols]]
+    if grouped:
+        group_scores = _group_max(block, text_to_video, num_videos).t()  # [c queries, V groups]
+        return _as_list(_gt_ranks(group_scores, queries, ties))
+    best_correct = _group_max(block, text_to_video, num_videos).t().gather(1, queries.unsqueeze(1))
+    captions = block.t()  # [c queries, T captions]
+    greater = (captions > best_correct).sum(dim=1).double()
+    # Collaborative experts ranks each correct caption among all captions: a tied own caption shares the positions.
+    equal = (captions == best_correct).sum(dim=1)
+    if ties == "average":
+        return [greater + (equal.double() - 1) / 2]
+    pairs = zip(greater.long().tolist(), equal.tolist())
+    return [torch.arange(g, g + e, dtype=torch.float64) for g, e in pairs]
+
+
+def _content_v2t_ranks(
+    block: torch.Tensor,
+    positive: torch.Tensor,
+    text_to_video: torch.Tensor,
+    num_videos: int,
+    grouped: bool,
+    ties: str,
+) -> list[torch.Tensor]:
+    """Video->text ranks of a `[T, c]` block of video columns, `positive` `[T, c]` marking each video's correct
+    texts; a video that no text lists is not a query."""
+    is_query = positive.any(dim=0)
+    block, positive = block[:, is_query], positive[:, is_query]
+    if grouped:
+        group_scores, group_positive = _positive_groups(block, positive, text_to_video, num_videos)
+        return _as_list(_best_positive_ranks(group_scores, group_positive, ties))
+    return _as_list(_best_positive_ranks(block.t(), positive.t(), ties))
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # The public function
 # ---------------------------------------------------------------------------------------------------------------------
@@ -183,6 +362,7 @@ def retrieval_metrics(
     qb_norm_k: int = 1,
     ks: Sequence[int] = KS,
     chunk_size: int = 1024,
+    positives=None,
 ) -> dict:
     """Text->video and video->text retrieval metrics.
 
@@ -202,11 +382,34 @@ def retrieval_metrics(
             captions, or `query_bank_text_embeds`). Both use the whole test set: report them apart from plain numbers.
         ks: the K of R@K.
         chunk_size: rows or columns of scores held in memory at once.
+        positives (*optional*): the correct videos of each text, when a caption fits more clips than its own: per
+            text a list or set of video columns, or a boolean `[num_texts, num_videos]` mask (numpy, torch, or
+            nested lists of `bool`; a 2-D integer array is read as column lists, one row per text). Each text's own
+            video (`text_to_video`) must be among its positives. `None`: the own video is the only correct answer.
+            With positives, a query is ranked by its best-scoring positive among the non-positives only:
+
+            * text->video: rank = the non-positive videos scoring strictly higher than the text's best positive
+              video, plus, under `ties="average"`, half the non-positives tied with it (the mean position of the
+              best positive and the non-positives it ties). A correct video above every wrong one is a hit
+              wherever the other correct videos are. `ties="clip4clip"` counts each of those tied positions as an
+              entry, and with several captions per video places the best positive by a stable sort (a tied
+              non-positive counts if its column comes before the first positive of that score), as without
+              positives.
+            * video->text: a video's positive texts are those listing it; videos that no text lists are not
+              queries. `video_to_text="clip4clip"`: a caption group holding a positive caption is correct and
+              scores as its best positive caption, every other group as its best caption; `"ce"`: the best
+              positive caption among the non-positive captions. Ties as above.
+
+            With each text's own video as its only positive, the numbers equal those without `positives`, with one
+            exception: under `video_to_text="ce"`, collaborative experts lets a video's own captions tied at its best
+            score share the tied positions, while positives never compete with each other.
 
     Returns:
         `{"text_to_video": {"R@1", "R@5", "R@10", "R@50", "MdR", "MnR", "std_rank"}, "video_to_text": {...},
         "protocol": {...}}`; R@K in percent, ranks 1-based, MdR the median with the two middle values averaged
-        (CLIP4Clip's multi-caption text->video takes the lower one: so does `ties="clip4clip"` there).
+        (CLIP4Clip's multi-caption text->video takes the lower one: so does `ties="clip4clip"` there). The protocol's
+        `"positives"` is `"source video"`, or `"content"` with `"mean_positives_per_text"` and
+        `"num_videos_without_positive_text"`.
     """
     if ties not in TIES:
         raise ValueError(f"`ties` must be one of {TIES}, got {ties!r}.")
@@ -235,6 +438,7 @@ def retrieval_metrics(
     if not has_text.any():
         raise ValueError("No video has a caption.")
     single = bool((captions_per_video[has_text] == 1).all())
+    content = None if positives is None else _content_positives(positives, text_to_video, num_videos)
 
     if post_processing == "dsl":
         _apply_dsl(scores)
@@ -252,32 +456,37 @@ def retrieval_metrics(
     t2v_ranks = []
     for rows, block in scores.row_blocks():
         gt = text_to_video[rows]
-        if ties == "clip4clip" and not single:
+        if content is not None:
+            ranks = _best_positive_ranks(
+                block, content.row_mask(rows), ties, stable_order=ties == "clip4clip" and not single
+            )
+            t2v_ranks.extend(_as_list(ranks))
+        elif ties == "clip4clip" and not single:
             t2v_ranks.append(_stable_order_ranks(block, gt))
         else:
             t2v_ranks.extend(_as_list(_gt_ranks(block, gt, ties)))
     t2v = _summary(torch.cat(t2v_ranks), ks, median="lower" if ties == "clip4clip" and not single else "average")
 
-    # Video -> text.
+    # Video -> text: every video with a correct text is a query over the texts (or their groups).
+    grouped = video_to_text == "clip4clip" or single
     v2t_ranks = []
     for cols, block in scores.col_blocks():
-        queries = torch.arange(num_videos)[cols]
-        block, queries = block[:, has_text[cols]], queries[has_text[cols]]
-        if video_to_text == "clip4clip" or single:
-            group_scores = _group_max(block, text_to_video, num_videos).t()  # [c queries, V groups]
-            v2t_ranks.extend(_as_list(_gt_ranks(group_scores, queries, ties)))
+        if content is None:
+            v2t_ranks.extend(_source_video_v2t_ranks(block, cols, text_to_video, has_text, grouped, ties))
         else:
-            best_correct = _group_max(block, text_to_video, num_videos).t().gather(1, queries.unsqueeze(1))
-            captions = block.t()  # [c queries, T captions]
-            greater = (captions > best_correct).sum(dim=1).double()
-            equal = (captions == best_correct).sum(dim=1)
-            if ties == "average":
-                v2t_ranks.append(greater + (equal.double() - 1) / 2)
-            else:
-                pairs = zip(greater.long().tolist(), equal.tolist())
-                v2t_ranks.extend(torch.arange(g, g + e, dtype=torch.float64) for g, e in pairs)
+            v2t_ranks.extend(
+                _content_v2t_ranks(block, content.column_mask(cols), text_to_video, num_videos, grouped, ties)
+            )
     v2t = _summary(torch.cat(v2t_ranks), ks)
 
+    if content is None:
+        ground_truth = {"positives": "source video"}
+    else:
+        ground_truth = {
+            "positives": "content",
+            "mean_positives_per_text": content.texts.numel() / num_texts,
+            "num_videos_without_positive_text": int((content.texts_per_video() == 0).sum()),
+        }
     return {
         "text_to_video": t2v,
         "video_to_text": v2t,
@@ -288,15 +497,12 @@ def retrieval_metrics(
             "num_videos_without_text": int((~has_text).sum()),
             "ties": ties,
             "video_to_text": "caption groups scored by their best caption (CLIP4Clip)"
-            if video_to_text == "clip4clip" or single
+            if grouped
             else "best correct caption among all captions (CE/VSE)",
             "post_processing": post_processing,
+            **ground_truth,
         },
     }
-
-
-def _as_list(ranks) -> list[torch.Tensor]:
-    return ranks if isinstance(ranks, list) else [ranks]
 
 
 __all__ = ["retrieval_metrics"]
