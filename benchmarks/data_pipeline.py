@@ -61,7 +61,7 @@ def pin_to_one_core() -> None:
 
 
 def bench_decode(rows: list[dict], processor, repeats: int = 1) -> dict:
-    from s2ca_hf.data import read_frames
+    from s2ca_hf.video_io import read_frames
 
     start = time.perf_counter()
     decode_time = 0.0

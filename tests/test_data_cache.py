@@ -10,7 +10,6 @@ from torch.utils.data import DataLoader
 
 from s2ca_hf.data import (
     FrameCache,
-    VideoDecodeError,
     VideoTextCollator,
     build_frame_cache,
     corpus_videos,
@@ -18,6 +17,7 @@ from s2ca_hf.data import (
     load_corpus,
 )
 from s2ca_hf.tiny import tiny_processor
+from s2ca_hf.video_io import VideoDecodeError
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ import pytest
 import torch
 from helpers import frame_numbers, write_numbered_video
 
-from s2ca_hf.data import FramePolicy, VideoDecodeError, VideoNotFoundError, read_frames
+from s2ca_hf.frame_policy import FramePolicy
 from s2ca_hf.tiny import tiny_processor
+from s2ca_hf.video_io import VideoDecodeError, VideoNotFoundError, read_frames
 
 
 def test_short_clip_keeps_every_second_and_pads(tmp_path):

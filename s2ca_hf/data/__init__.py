@@ -1,8 +1,7 @@
-"""Corpora, video decoding, the frame cache and the built-in synthetic corpus (needs the `train` extra: `datasets`,
-PyAV). The model files never import this package; it is not pushed to the Hub."""
+"""Corpora, the frame cache and the built-in synthetic corpus (needs the `train` extra: `datasets`, PyAV). Video
+decoding is `s2ca_hf.video_io` and the frame policy `s2ca_hf.frame_policy`. The model files never import this package;
+it is not pushed to the Hub."""
 
-from ..frame_policy import FramePolicy
-from ..video_io import VideoDecodeError, VideoFrames, VideoNotFoundError, read_frames
 from .cache import FrameCache, build_frame_cache, default_cache_dir
 from .collator import VideoTextCollator
 from .corpora import (
@@ -22,11 +21,7 @@ __all__ = [
     "CORPORA",
     "CorpusFormatError",
     "FrameCache",
-    "FramePolicy",
     "MissingVideosError",
-    "VideoDecodeError",
-    "VideoFrames",
-    "VideoNotFoundError",
     "VideoTextCollator",
     "build_frame_cache",
     "corpus_info",
@@ -36,6 +31,5 @@ __all__ = [
     "generate_synthetic_corpus",
     "load_corpus",
     "msvd_youtube_id",
-    "read_frames",
     "reindex_videos",
 ]
