@@ -1,7 +1,7 @@
 """The built-in concept-video corpus: clips of coloured shapes in motion, captioned the way people caption videos.
 
     python -m s2ca_hf.data.synthetic --out data/synthetic [--num-videos 2500] [--val-size 200] [--test-size 500]
-        [--compositional-size 500] [--open-vocab-size 300] [--num-stills 3000] [--seed 0] [--size 64]
+        [--compositional-size 500] [--open-vocab-size 300] [--num-stills 2500] [--seed 0] [--size 64]
         [--num-frames 48]
 
 Each clip shows one to four objects anywhere in the frame, each with a colour, a shape and a motion (left, right, up,
@@ -164,7 +164,7 @@ def generate_synthetic_corpus(
         val_size, test_size, compositional_size, open_vocab_size: clips of each evaluation split (default: 10% of
             `num_videos` each). The default run uses 2500 clips with 200 / 500 / 500 / 300, so that training keeps
             1000.
-        num_stills: captioned still images for pretraining the small CLIP (default: 3 per clip, at least 100).
+        num_stills: captioned still images for pretraining the small CLIP (default: one per clip, at least 100).
         size: frame width and height in pixels (even, for H.264's 4:2:0 chroma).
         num_frames, fps: clip length; the default 48 frames at 4 fps last 12 s, so that CLIP4Clip's one frame per
             second fills `max_frames=12`.
@@ -179,7 +179,7 @@ def generate_synthetic_corpus(
     clips, held_out = plan_corpus(
         num_videos, seed, captions_per_video, val_size, test_size, compositional_size, open_vocab_size
     )
-    stills = plan_stills(max(100, 3 * num_videos) if num_stills is None else num_stills, seed)
+    stills = plan_stills(max(100, num_videos) if num_stills is None else num_stills, seed)
     os.makedirs(os.path.join(out, "videos"), exist_ok=True)
     os.makedirs(os.path.join(out, "stills"), exist_ok=True)
 
@@ -329,7 +329,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-size", type=int, default=None, help="test clips (default 10%%)")
     parser.add_argument("--compositional-size", type=int, default=None, help="compositional clips (default 10%%)")
     parser.add_argument("--open-vocab-size", type=int, default=None, help="open_vocab clips (default 10%%)")
-    parser.add_argument("--num-stills", type=int, default=None, help="pretraining stills (default 3 per clip)")
+    parser.add_argument("--num-stills", type=int, default=None, help="pretraining stills (default 1 per clip)")
     parser.add_argument("--size", type=int, default=64, help="frame width and height in pixels")
     parser.add_argument("--num-frames", type=int, default=48, help="frames per clip")
     parser.add_argument("--fps", type=int, default=4)
