@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2ca_hf.data import ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus, read_frames
+from s2ca_hf.data import ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus
+from s2ca_hf.video_io import read_frames
 from s2ca_hf.data.synthetic import (
     ALL_COLOURS,
     BACKGROUND_PHRASES,
