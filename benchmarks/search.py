@@ -36,11 +36,19 @@ import numpy as np
 import search_two_stage  # benchmarks/search_two_stage.py, next to this script
 import torch
 
-from s2ca_hf.retrieval.index import build_faiss_index, build_index, environment, exact_search, faiss_search
+from s2ca_hf.retrieval.build import build_index, software_versions
+from s2ca_hf.retrieval.search import build_faiss_index, exact_search, faiss_search
 from s2ca_hf.video_io import encode_frames
 
 
 DEFAULT_DIMENSION = 8704  # 512 x (1 + 16): ViT-B/32 projection, K = 16 usage-weighted concepts (= the old 1 + 2 x 8)
+
+
+def environment() -> dict:
+    """Machine and software versions, for the report."""
+    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
+    info.update(software_versions())
+    return info
 
 
 def cpu_model() -> str:

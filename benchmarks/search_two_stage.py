@@ -35,7 +35,8 @@ import torch
 
 from s2ca_hf.retrieval import two_stage
 from s2ca_hf.retrieval.cli import index_main
-from s2ca_hf.retrieval.index import VideoIndex, exact_search
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.search import exact_search
 from s2ca_hf.retrieval.store import write_vector_index
 
 

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from s2ca_hf import S2CAModel
+from s2ca_hf.retrieval.build import load_model_and_processor
 from s2ca_hf.retrieval.cli import index_main
-from s2ca_hf.retrieval.index import VideoIndex, load_model_and_processor, read_manifest
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.tiny import tiny_config, tiny_processor
 from s2ca_hf.video_io import encode_frames
 

@@ -22,14 +22,11 @@ from index_helpers import (
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.retrieval import build as build_module
+from s2ca_hf.retrieval.build import build_index, load_model_and_processor
 from s2ca_hf.retrieval.cli import index_main, search_main
-from s2ca_hf.retrieval.index import (
-    ModelMismatchError,
-    VideoIndex,
-    build_index,
-    load_model_and_processor,
-    read_manifest,
-)
+from s2ca_hf.retrieval.errors import ModelMismatchError
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.tiny import tiny_config
 
 
@@ -151,7 +148,7 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
     )
 
     # Interrupted after its first shard: the completed shard stays, nothing is committed.
-    real_write = build_module._write_shard
+    real_write = build_module.write_shard
     calls = []
 
     def write_then_die(*args, **kwargs):
@@ -161,10 +158,10 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
         return real_write(*args, **kwargs)
 
     resumed = tmp_path / "resumed"
-    monkeypatch.setattr(build_module, "_write_shard", write_then_die)
+    monkeypatch.setattr(build_module, "write_shard", write_then_die)
     with pytest.raises(KeyboardInterrupt):
         build_index(model, processor, str(folder), resumed, **common)
-    monkeypatch.setattr(build_module, "_write_shard", real_write)
+    monkeypatch.setattr(build_module, "write_shard", real_write)
     assert len(os.listdir(resumed / "shards")) == 1 and not (resumed / "manifest.json").exists()
     decoded.clear()
     build_index(model, processor, str(folder), resumed, **common)
@@ -208,7 +205,7 @@ from s2ca_hf.retrieval import build as build_module
 from s2ca_hf.retrieval.cli import index_main
 
 log, argv = sys.argv[1], sys.argv[2:]
-real_write = build_module._write_shard
+real_write = build_module.write_shard
 
 def logged_write(*args, **kwargs):
     name = real_write(*args, **kwargs)
@@ -216,7 +213,7 @@ def logged_write(*args, **kwargs):
         handle.write(str(PartialState().process_index) + " " + name + "\\n")
     return name
 
-build_module._write_shard = logged_write
+build_module.write_shard = logged_write
 debug_launcher(index_main, args=(argv,), num_processes=2)
 """
 

@@ -18,18 +18,12 @@ from index_helpers import TEXTS
 from s2ca_hf import S2CAProcessor
 from s2ca_hf.retrieval import build as build_module
 from s2ca_hf.retrieval import store as store_module
+from s2ca_hf.retrieval.build import load_model_and_processor
 from s2ca_hf.retrieval.cli import index_main, search_main
-from s2ca_hf.retrieval.index import (
-    EmptyCollectionError,
-    ModelMismatchError,
-    VideoIndex,
-    VideoIndexError,
-    build_faiss_index,
-    exact_search,
-    faiss_search,
-    load_model_and_processor,
-    read_manifest,
-)
+from s2ca_hf.retrieval.errors import EmptyCollectionError, ModelMismatchError, VideoIndexError
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.search import build_faiss_index, exact_search, faiss_search
+from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.tiny import tiny_processor
 from s2ca_hf.utils import file_sha256
 
@@ -112,7 +106,7 @@ def test_symlink_loops_are_walked_once(tmp_path):
     import time
 
     from s2ca_hf.data.annotation_files import VideoFiles
-    from s2ca_hf.retrieval.index import folder_videos
+    from s2ca_hf.retrieval.sources import folder_videos
     from s2ca_hf.video_io import write_video
 
     root = tmp_path / "videos"
@@ -299,18 +293,18 @@ def test_a_video_in_two_shards_is_never_committed(built, tmp_path):
     out, _ = built
     copy = tmp_path / "duplicated"
     shutil.copytree(out, copy)
-    (original,) = store_module._scan_shards(str(copy / "shards"))
+    (original,) = store_module.scan_shards(str(copy / "shards"))
     # a shard folder changed by hand: a copy of a shard under another name claims the same videos
     twin = "shard-" + "f" * 20 + ".safetensors"
     shutil.copy(copy / "shards" / original, copy / "shards" / twin)
-    headers = store_module._scan_shards(str(copy / "shards"))
+    headers = store_module.scan_shards(str(copy / "shards"))
     manifest = read_manifest(copy)
     settings = {key: manifest[key] for key in ("model", "encoding_dtype", "frame_policy", "source")}
     video_id = headers[original]["rows"][0]["id"]
     with pytest.raises(
         VideoIndexError, match=f"{video_id!r} is in two shards.*({original}.*{twin}|{twin}.*{original})"
     ):
-        store_module._commit(str(copy), headers, settings, {})
+        store_module.commit_index(str(copy), headers, settings, {})
     assert read_manifest(copy) == manifest  # nothing was committed
 
 

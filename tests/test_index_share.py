@@ -15,7 +15,9 @@ from test_hub_server import olah_cli  # noqa: F401  (a fixture)
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.retrieval import share
-from s2ca_hf.retrieval.index import ModelMismatchError, VideoIndex, VideoIndexError, read_manifest
+from s2ca_hf.retrieval.errors import ModelMismatchError, VideoIndexError
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.tiny import tiny_config, tiny_processor
 
 

@@ -10,19 +10,13 @@ import torch
 
 from s2ca_hf.frame_policy import FramePolicy
 from s2ca_hf.retrieval import sources
+from s2ca_hf.retrieval.build import decode_for_index, load_model_and_processor
 from s2ca_hf.retrieval.cli import index_main, search_main
+from s2ca_hf.retrieval.errors import VideoIndexError
 from s2ca_hf.retrieval.evaluation import encode_videos
-from s2ca_hf.retrieval.index import (
-    VideoIndex,
-    VideoIndexError,
-    VideoItem,
-    check_windows,
-    decode_for_index,
-    load_model_and_processor,
-    read_manifest,
-    window_items,
-    window_spans,
-)
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.sources import VideoItem, check_windows, window_items, window_spans
+from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.video_io import encode_frames
 
 

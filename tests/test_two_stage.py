@@ -12,8 +12,10 @@ from index_helpers import add_videos
 
 from s2ca_hf.retrieval import two_stage
 from s2ca_hf.retrieval.cli import index_main, search_main
-from s2ca_hf.retrieval.index import VideoIndex, VideoIndexError, exact_search, read_manifest
-from s2ca_hf.retrieval.store import write_vector_index
+from s2ca_hf.retrieval.errors import VideoIndexError
+from s2ca_hf.retrieval.index import VideoIndex
+from s2ca_hf.retrieval.search import exact_search
+from s2ca_hf.retrieval.store import read_manifest, write_vector_index
 
 
 pytest.importorskip("faiss")

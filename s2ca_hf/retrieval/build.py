@@ -25,14 +25,14 @@ from .store import (
     MANIFEST_FILE,
     SHARDS_DIR,
     IndexLock,
-    _clear_index,
-    _commit,
-    _load_shard_vectors,
-    _scan_shards,
-    _settings_differences,
-    _write_shard,
+    clear_index,
+    commit_index,
+    load_shard_vectors,
     read_manifest,
     remove_stale_temporary_files,
+    scan_shards,
+    settings_differences,
+    write_shard,
 )
 
 
@@ -54,11 +54,11 @@ def load_model_and_processor(name_or_path: str, revision: str | None = None, dty
         ) from error
     fingerprint = model_fingerprint(model, name_or_path, revision)
     if dtype is not None:
-        model = model.to(_DTYPES[dtype])
+        model = model.to(ENCODING_DTYPES[dtype])
     return model, processor, fingerprint
 
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+ENCODING_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -176,16 +176,16 @@ def _prune_shards(shard_dir: str, headers: dict[str, dict], current: dict[str, d
         dropped += len(header["rows"]) - len(kept_rows) + len(header["skipped"]) - len(kept_skipped)
         old_path = os.path.join(shard_dir, name)
         if kept_rows or kept_skipped:
-            vectors = _load_shard_vectors(old_path)[kept_rows]
+            vectors = load_shard_vectors(old_path)[kept_rows]
             rows = [header["rows"][i] for i in kept_rows]
-            new_name = _write_shard(shard_dir, vectors, rows, kept_skipped, header["settings"])
+            new_name = write_shard(shard_dir, vectors, rows, kept_skipped, header["settings"])
             new_headers[new_name] = {**header, "rows": rows, "skipped": kept_skipped, "shape": tuple(vectors.shape)}
         if not (kept_rows or kept_skipped) or new_name != name:
             os.remove(old_path)
     return new_headers, dropped
 
 
-def _software_versions() -> dict[str, str]:
+def software_versions() -> dict[str, str]:
     import transformers
 
     from s2ca_hf import __version__
@@ -276,7 +276,7 @@ def build_index(
         # so all raise alike), because an error on the main process alone would leave the others at a barrier.
         if overwrite:
             if is_main and os.path.isdir(out):
-                _clear_index(out)
+                clear_index(out)
             barrier()
         if is_main:
             os.makedirs(shard_dir, exist_ok=True)
@@ -292,7 +292,7 @@ def build_index(
         for item in items:
             size, mtime = _file_state(item.path)
             current[item.id] = {"size_bytes": size, "mtime_ns": mtime}
-        headers = _scan_shards(shard_dir)
+        headers = scan_shards(shard_dir)
         barrier()
         if is_main:
             headers, dropped = _prune_shards(shard_dir, headers, current)
@@ -301,7 +301,7 @@ def build_index(
                     "%d indexed videos were removed or changed since the last run; they are re-encoded.", dropped
                 )
         barrier()
-        headers = _scan_shards(shard_dir)
+        headers = scan_shards(shard_dir)
         done = {row["id"] for header in headers.values() for row in header["rows"]}
         done |= {entry["id"] for header in headers.values() for entry in header["skipped"]}
         pending = [item for item in items if item.id not in done]
@@ -327,13 +327,13 @@ def build_index(
 
         manifest = None
         if is_main:
-            headers = _scan_shards(shard_dir)
+            headers = scan_shards(shard_dir)
             extra = {
                 "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "software": _software_versions(),
+                "software": software_versions(),
                 "text": text_settings(processor),
             }
-            manifest = _commit(out, headers, settings, extra)
+            manifest = commit_index(out, headers, settings, extra)
             if manifest["count"] == 0:
                 logger.warning(
                     "No video of %s could be decoded: the index is empty (see `skipped` in the manifest).", out
@@ -359,7 +359,7 @@ def _known_files(shard_dir: str) -> tuple[dict[str, float], set[str]]:
     def unchanged(entry: dict) -> bool:
         return _file_state(entry["path"]) == (entry.get("size_bytes"), entry.get("mtime_ns"))
 
-    for header in _scan_shards(shard_dir).values():
+    for header in scan_shards(shard_dir).values():
         for row in header["rows"]:
             if row.get("duration") is not None and unchanged(row):
                 durations[row["path"]] = row["duration"]
@@ -385,7 +385,7 @@ def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:
     if os.path.exists(manifest_path):
         manifest = read_manifest(out)
         previous.append(("the manifest", {key: manifest.get(key) for key in settings}))
-    for name, header in _scan_shards(shard_dir).items():
+    for name, header in scan_shards(shard_dir).items():
         previous.append((f"shard {name}", header["settings"]))
         break  # every shard of a valid index has the same settings; the first one stands for the rest
     for where, old in previous:
@@ -395,7 +395,7 @@ def _check_resumable(out: str, shard_dir: str, settings: dict) -> None:
                 f"{_describe_windows(settings['windows'])} (according to {where}): its items would not be the same "
                 "moments. Build with the same --window/--stride, use another --out, or --overwrite to rebuild it."
             )
-        differences = _settings_differences(_comparable(old), _comparable(settings))
+        differences = settings_differences(_comparable(old), _comparable(settings))
         if differences:
             raise VideoIndexError(
                 f"{out} already holds an index built with other settings ({', '.join(differences)} differ, "
@@ -461,7 +461,7 @@ def _encode_chunks(model, processor, chunks, current, shard_dir, settings, batch
             if batch[-1]["index"] + 1 == chunk_ends[chunk_index]:
                 dimension = settings["model"]["dimension"]
                 stacked = torch.cat(vectors) if vectors else torch.empty(0, dimension)
-                _write_shard(shard_dir, stacked, rows, skipped, settings)
+                write_shard(shard_dir, stacked, rows, skipped, settings)
                 vectors, rows, skipped = [], [], []
                 chunk_index += 1
 

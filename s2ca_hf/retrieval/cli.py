@@ -22,13 +22,9 @@ import sys
 
 import torch
 
-from .index import (
-    VideoIndex,
-    build_index,
-    check_windows,
-    load_model_and_processor,
-    resolve_videos,
-)
+from .build import build_index, load_model_and_processor
+from .index import VideoIndex
+from .sources import check_windows, resolve_videos
 from .two_stage import DEFAULT_CANDIDATES, PROJECTIONS, build_first_stage, describe, first_stage_settings
 
 

@@ -1,14 +1,15 @@
 """`VideoIndex`: an index folder opened for search by text, by example video, or the reverse.
 
-S2CA's score factorises (METHOD.md §5): `score(text, video) = phi(text) . psi(video)` with fixed per-item vectors.
-So every video's psi is computed once and stored (`build.py`, in the format of `store.py`), and a query costs one
-text encoding plus one matrix product (`search.py`).
+S2CA's score factorises (docs/method.md §5): `score(text, video) = phi(text) . psi(video)` with fixed per-item
+vectors. So every video's psi is computed once and stored (`build.py`, in the format of `store.py`), and a query
+costs one text encoding plus one matrix product (`search.py`).
 
 The package's retrieval code is split by job: `sources.py` (which videos), `fingerprints.py` (which model, frame
 policy and text side made the vectors), `store.py` (manifest, table, shards), `build.py` (decoding and
 `build_index`), `search.py` (exact top-k and FAISS), `two_stage.py` (a compressed first stage and exact re-scoring
 from memory-mapped shards, for large indexes), `share.py` (an index as a `datasets` dataset and a Hub dataset
-repository, behind `VideoIndex.to_dataset` and friends) and this file. Every public name is importable from here too.
+repository, behind `VideoIndex.to_dataset` and friends) and this file. Each name is imported from the module that
+defines it; this one defines `VideoIndex` and `SearchHit`.
 
 This module is not part of the Hub model code: the model files never import it.
 """
@@ -17,29 +18,18 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import platform
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
 
-from .build import _DTYPES, _software_versions, build_index, decode_for_index, load_model_and_processor
-from .errors import EmptyCollectionError, ModelMismatchError, VideoIndexError
+from . import share
+from .build import ENCODING_DTYPES, decode_for_index, load_model_and_processor
+from .errors import ModelMismatchError, VideoIndexError
 from .evaluation import encode_texts, encode_videos
-from .fingerprints import check_model, check_text_side, config_hash, frame_policy, model_fingerprint, weights_hash
+from .fingerprints import check_model, check_text_side, frame_policy, model_fingerprint
 from .search import build_faiss_index, exact_search, faiss_search
-from .sources import (
-    VIDEO_EXTENSIONS,
-    VideoItem,
-    check_windows,
-    corpus_videos,
-    folder_videos,
-    resolve_videos,
-    video_duration,
-    window_items,
-    window_spans,
-)
-from .store import SHARDS_DIR, TABLE_FILE, _load_shard_vectors, read_manifest
+from .store import SHARDS_DIR, TABLE_FILE, load_shard_vectors, read_manifest
 from .two_stage import FirstStage, MappedShards, build_first_stage, two_stage_search
 
 
@@ -132,7 +122,7 @@ class VideoIndex:
     def iter_shards(self) -> Iterator[torch.Tensor]:
         """The stored float16 vectors, shard by shard, in row order."""
         for shard in self.manifest["shards"]:
-            vectors = _load_shard_vectors(os.path.join(self.path, shard["file"]), shard.get("sha256"))
+            vectors = load_shard_vectors(os.path.join(self.path, shard["file"]), shard.get("sha256"))
             if vectors.shape != (shard["count"], self.dimension):
                 raise VideoIndexError(f"{self.path}: shard {shard['file']} does not hold the rows the manifest lists.")
             yield vectors
@@ -161,7 +151,7 @@ class VideoIndex:
             return self.vectors[row].float().cpu()
         shard = self.table.column("shard")[row].as_py()
         checksums = {os.path.basename(s["file"]): s.get("sha256") for s in self.manifest["shards"]}
-        return _load_shard_vectors(os.path.join(self.path, SHARDS_DIR, shard), checksums.get(shard))[
+        return load_shard_vectors(os.path.join(self.path, SHARDS_DIR, shard), checksums.get(shard))[
             self.table.column("shard_row")[row].as_py()
         ].float()
 
@@ -170,32 +160,24 @@ class VideoIndex:
     def to_dataset(self):
         """The index as a `datasets.Dataset`: one row per video (the table's columns and `psi`, float16), the
         manifest and checksums as JSON in `info.description`. `from_dataset` turns it back into an index folder."""
-        from .share import to_dataset
-
-        return to_dataset(self)
+        return share.to_dataset(self)
 
     @classmethod
     def from_dataset(cls, dataset, out: str | os.PathLike, model=None, overwrite: bool = False) -> VideoIndex:
         """Writes a dataset from `to_dataset` as an index folder at `out` and opens it. `model` (a model, its name
         or folder, or its fingerprint): refused unless it made the vectors (see `share.from_dataset`)."""
-        from .share import from_dataset
-
-        return from_dataset(dataset, out, model=model, overwrite=overwrite)
+        return cls.load(share.dataset_to_folder(dataset, out, model=model, overwrite=overwrite))
 
     def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, **upload_kwargs):
         """Uploads the index as a dataset repository (`data/*.parquet`, `s2ca_index.json`, a card) in one commit."""
-        from .share import push_to_hub
-
-        return push_to_hub(self, repo_id, private=private, token=token, **upload_kwargs)
+        return share.push_to_hub(self, repo_id, private=private, token=token, **upload_kwargs)
 
     @classmethod
     def from_hub(
         cls, repo_id: str, out: str | os.PathLike, revision: str | None = None, model=None, **kwargs
     ) -> VideoIndex:
         """Downloads a dataset repository `push_to_hub` wrote and writes it as an index folder at `out`."""
-        from .share import from_hub
-
-        return from_hub(repo_id, out, revision=revision, model=model, **kwargs)
+        return cls.load(share.hub_to_folder(repo_id, out, revision=revision, model=model, **kwargs))
 
     # -- the model -------------------------------------------------------------------------------------------
 
@@ -223,7 +205,7 @@ class VideoIndex:
                 f"{error} (the model the index names; pass --model to use a copy elsewhere)"
             ) from error
         self.set_model(model, processor, fingerprint)
-        self._model = model.to(self.device, _DTYPES.get(self.manifest.get("encoding_dtype"), torch.float32))
+        self._model = model.to(self.device, ENCODING_DTYPES.get(self.manifest.get("encoding_dtype"), torch.float32))
         return self._model, self._processor
 
     def _require_model(self):
@@ -389,38 +371,4 @@ class _ShardStream:
         return self.index.iter_shards()
 
 
-def environment() -> dict[str, Any]:
-    """Machine and software versions, for benchmark reports."""
-    info = {"python": platform.python_version(), "platform": platform.platform(), "cpu_count": os.cpu_count()}
-    info.update(_software_versions())
-    return info
-
-
-__all__ = [
-    "EmptyCollectionError",
-    "ModelMismatchError",
-    "SearchHit",
-    "VIDEO_EXTENSIONS",
-    "VideoIndex",
-    "VideoIndexError",
-    "VideoItem",
-    "build_faiss_index",
-    "build_index",
-    "check_model",
-    "check_windows",
-    "config_hash",
-    "corpus_videos",
-    "decode_for_index",
-    "exact_search",
-    "faiss_search",
-    "folder_videos",
-    "frame_policy",
-    "load_model_and_processor",
-    "model_fingerprint",
-    "read_manifest",
-    "resolve_videos",
-    "video_duration",
-    "weights_hash",
-    "window_items",
-    "window_spans",
-]
+__all__ = ["SearchHit", "VideoIndex"]

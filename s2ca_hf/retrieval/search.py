@@ -33,7 +33,7 @@ def _merge_topk(
     return top, indices.gather(1, position)
 
 
-def _sort_hits(scores: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def sort_hits(scores: torch.Tensor, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     # Best score first; equal scores by row number, so that the order does not depend on how rows were chunked.
     order = torch.argsort(indices, dim=1, stable=True)
     scores, indices = scores.gather(1, order), indices.gather(1, order)
@@ -125,7 +125,7 @@ def exact_search(
             scores, indices = _merge_topk(None, scores, indices, k)
         all_scores.append(scores[:, :k])
         all_indices.append(indices[:, :k])
-    scores, indices = _sort_hits(torch.cat(all_scores), torch.cat(all_indices))
+    scores, indices = sort_hits(torch.cat(all_scores), torch.cat(all_indices))
     return scores.cpu(), indices.cpu()
 
 
@@ -151,7 +151,7 @@ def _rescore(batch, indices, vectors_tensor, chunk_iter, device) -> torch.Tensor
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _import_faiss():
+def import_faiss():
     try:
         import faiss
     except ImportError as error:
@@ -176,7 +176,7 @@ def build_faiss_index(
     check_metric(metric)
     if "l2norm" in factory.lower():
         raise ValueError(f"The FAISS factory {factory!r} normalises the vectors: {COSINE_REFUSED}")
-    faiss = _import_faiss()
+    faiss = import_faiss()
     try:
         index = faiss.index_factory(dimension, factory, faiss.METRIC_INNER_PRODUCT)
     except RuntimeError as error:
@@ -226,7 +226,7 @@ def _train_and_flush(index, pending: list) -> None:
 
 def faiss_search(index, queries: torch.Tensor, k: int = 10, nprobe: int | None = None):
     """`(Q, k)` float32 scores and int64 rows from a FAISS index (ties ordered by row number, as in exact search)."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     if nprobe is not None:
         try:
             faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
@@ -239,7 +239,7 @@ def faiss_search(index, queries: torch.Tensor, k: int = 10, nprobe: int | None =
     # FAISS pads with -1 when an approximate index finds fewer than k; keep only real rows.
     if (indices < 0).any():
         scores = scores.masked_fill(indices < 0, -math.inf)
-    return _sort_hits(scores, indices)
+    return sort_hits(scores, indices)
 
 
 __all__ = ["build_faiss_index", "exact_search", "faiss_search"]

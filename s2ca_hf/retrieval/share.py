@@ -8,10 +8,11 @@ text side), each shard's row count and skipped videos, and sha256 checksums of t
 it is `dataset.info.description`; on the Hub it is the file `s2ca_index.json` next to `data/*.parquet`, one parquet
 file per shard.
 
-`from_dataset` writes a normal index folder (the same shards, so the same `content_id` and row order), which
-`VideoIndex.load` opens and searches as any other. It refuses a dataset whose columns are missing or changed
-(checksums), and, when given the model that will search it, one made with another model (`check_model`, which names
-both). Paths are those of the machine that built the index: search returns them as they were recorded.
+`dataset_to_folder` writes a normal index folder (the same shards, so the same `content_id` and row order), which
+`VideoIndex.load` opens and searches as any other (`VideoIndex.from_dataset` and `VideoIndex.from_hub` do both). It
+refuses a dataset whose columns are missing or changed (checksums), and, when given the model that will search it,
+one made with another model (`check_model`, which names both). Paths are those of the machine that built the index:
+search returns them as they were recorded.
 
 This module is not part of the Hub model code: the model files never import it.
 """
@@ -31,16 +32,17 @@ import torch
 from .errors import VideoIndexError
 from .fingerprints import check_model, model_fingerprint
 from .store import (
-    _TABLE_COLUMNS,
     INDEX_FORMAT,
     MANIFEST_FILE,
     SHARDS_DIR,
+    TABLE_COLUMNS,
     IndexLock,
-    _commit,
-    _load_shard_vectors,
-    _read_shard_header,
-    _write_shard,
+    clear_index,
+    commit_index,
+    load_shard_vectors,
     read_manifest,
+    read_shard_header,
+    write_shard,
 )
 
 
@@ -50,8 +52,8 @@ SHARE_FILE = "s2ca_index.json"  # the share metadata, in a Hub repository
 DATA_DIR = "data"
 PSI_COLUMN = "psi"
 # The columns of the dataset: the table's, less the row's position in its shard (the shard's order gives it).
-ROW_COLUMNS = tuple(name for name, _ in _TABLE_COLUMNS if name != "shard_row")
-# What the manifest holds that `_commit` recomputes from the shards (or that describes the folder, not the index).
+ROW_COLUMNS = tuple(name for name, _ in TABLE_COLUMNS if name != "shard_row")
+# What the manifest holds that `commit_index` recomputes from the shards (or that describes the folder, not the index).
 _COMMITTED_KEYS = ("format", "format_version", "content_id", "count", "dimension", "dtype", "shards", "skipped")
 _SETTINGS_KEYS = ("model", "encoding_dtype", "frame_policy", "source")
 
@@ -72,23 +74,21 @@ def _shard_parts(index) -> Iterator[tuple[dict, list[dict], torch.Tensor, dict]]
     offset = 0
     for shard in index.manifest["shards"]:
         path = os.path.join(index.path, shard["file"])
-        vectors = _load_shard_vectors(path, shard.get("sha256"))
+        vectors = load_shard_vectors(path, shard.get("sha256"))
         rows = table_rows[offset : offset + shard["count"]]
         if vectors.shape != (shard["count"], index.dimension) or any(
             row["shard"] != os.path.basename(shard["file"]) for row in rows
         ):
             raise VideoIndexError(f"{index.path}: shard {shard['file']} does not hold the rows the manifest lists.")
         offset += shard["count"]
-        yield shard, rows, vectors.to(torch.float16), _read_shard_header(path)
+        yield shard, rows, vectors.to(torch.float16), read_shard_header(path)
 
 
 def _arrow_table(rows: list[dict], vectors: torch.Tensor, dimension: int):
     import pyarrow as pa
 
-    from .store import _TABLE_COLUMNS as columns
-
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
-    kinds = dict(columns)
+    kinds = dict(TABLE_COLUMNS)
     arrays = {name: pa.array([row.get(name) for row in rows], type=types[kinds[name]]) for name in ROW_COLUMNS}
     flat = pa.array(vectors.contiguous().view(torch.uint8).numpy().view("float16").reshape(-1), type=pa.float16())
     arrays[PSI_COLUMN] = pa.FixedSizeListArray.from_arrays(flat, dimension)
@@ -240,7 +240,7 @@ def load_hub_folder(folder: str | os.PathLike):
     return dataset
 
 
-def from_hub(
+def hub_to_folder(
     repo_id: str,
     out: str | os.PathLike,
     revision: str | None = None,
@@ -250,13 +250,14 @@ def from_hub(
     cache_dir: str | None = None,
     endpoint: str | None = None,
 ):
-    """Downloads the dataset repository `repo_id` and writes it as an index folder at `out` (`from_dataset`)."""
+    """Downloads the dataset repository `repo_id`, writes it as an index folder at `out` (`dataset_to_folder`) and
+    returns the folder's path."""
     from huggingface_hub import snapshot_download
 
     folder = snapshot_download(
         repo_id, repo_type="dataset", revision=revision, token=token, cache_dir=cache_dir, endpoint=endpoint
     )
-    return from_dataset(load_hub_folder(folder), out, model=model, overwrite=overwrite, source=repo_id)
+    return dataset_to_folder(load_hub_folder(folder), out, model=model, overwrite=overwrite, source=repo_id)
 
 
 def _share_metadata(dataset, source: str) -> dict[str, Any]:
@@ -289,16 +290,16 @@ def _fingerprint_of(model) -> dict[str, Any]:
     return model_fingerprint(model)
 
 
-def from_dataset(dataset, out: str | os.PathLike, model=None, overwrite: bool = False, source: str | None = None):
-    """Writes a dataset from `to_dataset` (or `from_hub`) as an index folder at `out` and returns it loaded
-    (`VideoIndex`).
+def dataset_to_folder(
+    dataset, out: str | os.PathLike, model=None, overwrite: bool = False, source: str | None = None
+) -> str:
+    """Writes a dataset from `to_dataset` (or `load_hub_folder`) as an index folder at `out` and returns the folder's
+    path (`VideoIndex.load` opens it).
 
     `model` (a model, its name or folder, or its `model_fingerprint`): the model that will search the index; one
     other than the model the vectors were made with is refused (`ModelMismatchError`, naming both). Without it the
     check happens when the index loads its model to search, as for any index. `out` must be new or empty unless
     `overwrite` (which replaces an index there)."""
-    from .index import VideoIndex
-
     source = source or "the dataset"
     metadata = _share_metadata(dataset, source)
     manifest = metadata["manifest"]
@@ -357,9 +358,7 @@ def from_dataset(dataset, out: str | os.PathLike, model=None, overwrite: bool = 
     with IndexLock(out):
         shard_dir = os.path.join(out, SHARDS_DIR)
         if overwrite and os.path.isdir(shard_dir):
-            from .store import _clear_index
-
-            _clear_index(out)
+            clear_index(out)
         staging = tempfile.mkdtemp(prefix=".s2ca-share-", dir=out)
         try:
             settings = {key: manifest[key] for key in _SETTINGS_KEYS}
@@ -369,10 +368,10 @@ def from_dataset(dataset, out: str | os.PathLike, model=None, overwrite: bool = 
                 shard_rows = [{k: v for k, v in row.items() if k != "shard"} for row in rows[part]]
                 if any(row["shard"] != shard["name"] for row in rows[part]):
                     raise VideoIndexError(f"{source}: the rows of shard {shard['name']} are not in the shard's order.")
-                name = _write_shard(staging, vectors[part], shard_rows, shard["skipped"], settings)
+                name = write_shard(staging, vectors[part], shard_rows, shard["skipped"], settings)
                 if name != shard["name"]:
                     raise VideoIndexError(f"{source}: shard {shard['name']} does not hold the videos its name says.")
-                headers[name] = _read_shard_header(os.path.join(staging, name))
+                headers[name] = read_shard_header(os.path.join(staging, name))
                 offset += shard["count"]
             os.makedirs(shard_dir, exist_ok=True)
             for name in headers:
@@ -381,17 +380,17 @@ def from_dataset(dataset, out: str | os.PathLike, model=None, overwrite: bool = 
             shutil.rmtree(staging, ignore_errors=True)
         extra = {key: value for key, value in manifest.items() if key not in (*_COMMITTED_KEYS, *_SETTINGS_KEYS)}
         extra["shared_from"] = {"source": source, "content_id": manifest["content_id"]}
-        committed = _commit(out, headers, settings, extra)
+        committed = commit_index(out, headers, settings, extra)
     if committed["content_id"] != manifest["content_id"]:  # the same shards give the same content, row order and ids
         raise VideoIndexError(f"{source}: the index written at {out} is not the exported one (shards differ).")
-    return VideoIndex.load(out)
+    return out
 
 
 __all__ = [
     "SHARE_FILE",
     "SHARE_FORMAT",
-    "from_dataset",
-    "from_hub",
+    "dataset_to_folder",
+    "hub_to_folder",
     "load_hub_folder",
     "push_to_hub",
     "save_hub_folder",

@@ -173,7 +173,7 @@ def _shard_name(rows: Sequence[dict], skipped: Sequence[dict]) -> str:
     return f"shard-{sha256_json(keys)[:20]}.safetensors"
 
 
-def _write_shard(folder: str, vectors: torch.Tensor, rows: list[dict], skipped: list[dict], settings: dict) -> str:
+def write_shard(folder: str, vectors: torch.Tensor, rows: list[dict], skipped: list[dict], settings: dict) -> str:
     """Writes one shard atomically and returns its file name. `vectors` are stored as float16."""
     if vectors.shape[0] != len(rows):
         raise RuntimeError(f"{vectors.shape[0]} vectors for {len(rows)} rows")
@@ -195,7 +195,7 @@ def _write_shard(folder: str, vectors: torch.Tensor, rows: list[dict], skipped: 
     return name
 
 
-def _read_shard_header(path: str) -> dict[str, Any]:
+def read_shard_header(path: str) -> dict[str, Any]:
     with safe_open(path, framework="pt") as handle:
         metadata = handle.metadata() or {}
         shape = handle.get_slice("vectors").get_shape()
@@ -209,7 +209,7 @@ def _read_shard_header(path: str) -> dict[str, Any]:
     }
 
 
-def _load_shard_vectors(path: str, sha256: str | None = None) -> torch.Tensor:
+def load_shard_vectors(path: str, sha256: str | None = None) -> torch.Tensor:
     """A shard's vectors, checked: its bytes against the manifest's checksum (when it has one), then readable and
     finite. Every failure names the file: a flipped byte must never turn into a wrong ranking."""
     try:
@@ -231,16 +231,16 @@ def _load_shard_vectors(path: str, sha256: str | None = None) -> torch.Tensor:
     return vectors
 
 
-def _settings_differences(old: dict, new: dict) -> list[str]:
+def settings_differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
-def _scan_shards(shard_dir: str) -> dict[str, dict]:
+def scan_shards(shard_dir: str) -> dict[str, dict]:
     headers = {}
     for name in sorted(os.listdir(shard_dir)):
         if name.endswith(".safetensors"):
             try:
-                headers[name] = _read_shard_header(os.path.join(shard_dir, name))
+                headers[name] = read_shard_header(os.path.join(shard_dir, name))
             except VideoIndexError:
                 raise
             except Exception as error:  # a shard is written atomically: an unreadable one was damaged afterwards
@@ -260,14 +260,14 @@ def _scan_shards(shard_dir: str) -> dict[str, dict]:
 # fps come from the container (None where it does not say); `sampled_frames` is how many frames were encoded;
 # `start`/`end` the time window of a corpus clip or of a moment (`--window`); size and modification time are how a
 # changed file is detected.
-_TABLE_COLUMNS = (
+TABLE_COLUMNS = (
     ("id", "string"), ("path", "string"), ("duration", "float64"), ("num_frames", "int64"), ("fps", "float64"),
     ("width", "int64"), ("height", "int64"), ("sampled_frames", "int64"), ("start", "float64"), ("end", "float64"),
     ("size_bytes", "int64"), ("mtime_ns", "int64"), ("shard", "string"), ("shard_row", "int64"),
 )  # fmt: skip
 
 
-def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> dict[str, Any]:
+def commit_index(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> dict[str, Any]:
     """Writes the table and the manifest from the shards (table first; both atomically), with each shard's sha256,
     after checking those the previous manifest recorded. Returns the manifest."""
     previous = {}
@@ -282,7 +282,7 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
 
     names = sorted(headers)
     content_id = sha256_json(names)[:32]
-    columns: dict[str, list] = {name: [] for name, _ in _TABLE_COLUMNS}
+    columns: dict[str, list] = {name: [] for name, _ in TABLE_COLUMNS}
     shards, skipped = [], []
     owner: dict[str, str] = {}
     for name in names:
@@ -307,9 +307,7 @@ def _commit(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> 
         shards.append({"file": f"{SHARDS_DIR}/{name}", "count": len(header["rows"]), "sha256": checksum})
         skipped.extend(header["skipped"])
     types = {"string": pa.string(), "int64": pa.int64(), "float64": pa.float64()}
-    schema = pa.schema(
-        [(name, types[kind]) for name, kind in _TABLE_COLUMNS], metadata={"s2ca_content_id": content_id}
-    )
+    schema = pa.schema([(name, types[kind]) for name, kind in TABLE_COLUMNS], metadata={"s2ca_content_id": content_id})
     table = pa.table(columns, schema=schema)
     table_tmp = os.path.join(out, f"{TABLE_FILE}.{os.getpid()}.tmp")
     pq.write_table(table, table_tmp)
@@ -352,8 +350,8 @@ def write_vector_index(out: str, chunks, settings: dict, extra: dict | None = No
     shard_dir = os.path.join(out, SHARDS_DIR)
     os.makedirs(shard_dir, exist_ok=True)
     for rows, vectors in chunks:
-        _write_shard(shard_dir, vectors, list(rows), [], settings)
-    return _commit(out, _scan_shards(shard_dir), settings, extra or {})
+        write_shard(shard_dir, vectors, list(rows), [], settings)
+    return commit_index(out, scan_shards(shard_dir), settings, extra or {})
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
@@ -374,7 +372,7 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
-def _clear_index(out: str) -> None:
+def clear_index(out: str) -> None:
     if not os.path.exists(os.path.join(out, MANIFEST_FILE)) and not os.path.isdir(os.path.join(out, SHARDS_DIR)):
         return
     shard_dir = os.path.join(out, SHARDS_DIR)

@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ..utils import file_sha256
 from .errors import VideoIndexError
-from .search import _import_faiss, _sort_hits
+from .search import import_faiss, sort_hits
 
 
 FIRST_STAGE_DIR = "first_stage"
@@ -213,7 +213,7 @@ class FirstStage:
 
     def __init__(self, faiss_index, projection: torch.Tensor, settings: dict):
         self._owner = faiss_index  # the wrapper that owns the C++ index (a downcast view does not)
-        self.faiss_index = _import_faiss().downcast_index(faiss_index)
+        self.faiss_index = import_faiss().downcast_index(faiss_index)
         self.projection = projection
         self.settings = settings
         if hasattr(self.faiss_index, "k_factor"):  # IndexRefine
@@ -237,7 +237,7 @@ class FirstStage:
                 f"The first stage in {folder} was built for other contents of this index ({settings.get('count')} "
                 f"rows then, {manifest['count']} now): {_rebuild(path)}"
             )
-        faiss = _import_faiss()
+        faiss = import_faiss()
         try:
             faiss_index = faiss.read_index(os.path.join(folder, FAISS_FILE))
             projection = load_file(os.path.join(folder, PROJECTION_FILE))["projection"]
@@ -249,7 +249,7 @@ class FirstStage:
 
     def candidates(self, queries: torch.Tensor, count: int, nprobe: int | None = None) -> np.ndarray:
         """`(Q, count)` int64 candidate rows (-1 where the first stage found fewer)."""
-        faiss = _import_faiss()
+        faiss = import_faiss()
         if nprobe is not None or "nprobe" in self.settings:
             probes = nprobe if nprobe is not None else self.settings["nprobe"]
             try:
@@ -296,7 +296,7 @@ def build_first_stage(
 ) -> FirstStage:
     """Builds the first stage of the index at `path` from its shards and writes it into `path/first_stage`
     (replacing any earlier one). `dims`: the projection size (default: the model's D, `projection_dim`)."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}.")
     shards, sample, matrix = projected_sample(path, manifest, projection, dims, train_size, verify)
@@ -336,7 +336,7 @@ def build_first_stage(
         # Queries are texts and the lists are centred on videos: a share of the lists, not a fixed count, keeps
         # recall as the collection grows (a trial at 200k rows, 1,024 lists: nprobe 16 / 64 / 256 took recall@10
         # from 0.62 to 0.94 and 0.99; the committed figures are in results/search.md).
-        lists = _import_faiss().extract_index_ivf(faiss_index).nlist
+        lists = import_faiss().extract_index_ivf(faiss_index).nlist
         settings["nprobe"] = nprobe if nprobe is not None else max(1, lists // NPROBE_SHARE)
     if "refine" in factory.lower():
         settings["refine_k_factor"] = REFINE_K_FACTOR
@@ -373,7 +373,7 @@ def _instance_dim(manifest: dict) -> int:
 
 
 def _is_ivf(faiss_index) -> bool:
-    faiss = _import_faiss()
+    faiss = import_faiss()
     try:
         faiss.extract_index_ivf(faiss_index)
         return True
@@ -383,7 +383,7 @@ def _is_ivf(faiss_index) -> bool:
 
 def _bytes_per_video(faiss_index) -> float:
     """What the first stage holds in memory per video: its codes plus, for IVF, the 8-byte row id of each entry."""
-    faiss = _import_faiss()
+    faiss = import_faiss()
     index = faiss.downcast_index(faiss_index)
     refine = 0
     if hasattr(index, "refine_index"):  # IndexRefine: the coarse codes plus the refinement's codes
@@ -415,7 +415,7 @@ def two_stage_search(
     rows = first_stage.candidates(queries, candidates, nprobe)  # (Q, C), -1 where fewer were found
     scores = shards.score(queries, rows)
     top, where = scores.topk(min(k, scores.shape[1]), dim=1)
-    return _sort_hits(top, torch.from_numpy(rows).gather(1, where))
+    return sort_hits(top, torch.from_numpy(rows).gather(1, where))
 
 
 def describe(settings: dict[str, Any]) -> str:
