@@ -1,6 +1,6 @@
 """Figures beside the accuracy and diagnosis tables, drawn from their results files (never from a live run).
 
-    python benchmarks/figures.py                      # every accuracy / diagnosis JSON in benchmarks/results
+    python benchmarks/figures.py                      # accuracy.json and every diagnosis round's JSON
     python benchmarks/figures.py benchmarks/results/accuracy.json
 
 For `<name>.json` it writes `<name>_recall.png` (text->video R@K against K, one line per method, one panel per
@@ -17,7 +17,7 @@ import statistics
 import sys
 
 
-SPLITS = ("val", "test", "compositional")
+SPLITS = ("val", "test", "compositional", "open_vocab")  # those a results file holds are drawn
 RECALL_KS = (1, 5, 10, 50)
 
 
@@ -158,7 +158,7 @@ def write_figures(report: dict, name: str, out: str) -> list[str]:
 
 
 def figure_sources(results_dir: str) -> list[str]:
-    patterns = ("accuracy.json", "s2ca_diagnosis_round*.json")
+    patterns = ("accuracy.json", os.path.join("diagnosis", "s2ca_diagnosis_round*.json"))
     return sorted(p for pattern in patterns for p in glob.glob(os.path.join(results_dir, pattern)))
 
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     parser.add_argument(
-        "files", nargs="*", help=f"results JSON files (default: the accuracy and diagnosis ones in {default})"
+        "files", nargs="*", help=f"results JSON files (default: the accuracy and diagnosis ones under {default})"
     )
     args = parser.parse_args(argv)
     for path in args.files or figure_sources(default):

@@ -1,73 +1,186 @@
-"""Writes the README's "Results" section and its default-run table from the committed results files, so that no
-figure there is typed by hand.
+"""Writes every figure the README quotes from the committed results files, so that none is typed by hand.
 
-python benchmarks/render_readme.py          # rewrite README.md between the results markers
-python benchmarks/render_readme.py --check  # exit 1 if README.md is not what the results files give
+The README shows three rendered blocks, each between its markers, and nothing else from `benchmarks/results/`:
+
+* the default run (section "Training"): `default_run.json`;
+* the search summary (section "Search your own videos"): `search.json`;
+* the results in brief: the headline table of `accuracy.json` and its R@K figure, with a link to the full report.
+
+The full reports stay in `benchmarks/results/` (headline benchmarks at the top, the diagnosis rounds in `diagnosis/`)
+and are read there or through docs/benchmarks.md and docs/research-log.md. Command lines are shown with
+repository-relative paths, whatever folders the benchmark machine used.
+
+    python benchmarks/render_readme.py          # rewrite README.md between the markers
+    python benchmarks/render_readme.py --check  # exit 1 if README.md is not what the results files give
 """
 
 import argparse
-import glob
 import json
 import os
-import re
+import shlex
 import sys
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(REPO, "benchmarks", "results")
 START, END = "<!-- results:start (benchmarks/render_readme.py) -->", "<!-- results:end -->"
 RUN_START, RUN_END = "<!-- default-run:start (benchmarks/render_readme.py) -->", "<!-- default-run:end -->"
-DEFAULT_RUN = "default_run.md"  # shown in the Training section, not under Results
 SEARCH_START, SEARCH_END = "<!-- search-summary:start (benchmarks/render_readme.py) -->", "<!-- search-summary:end -->"
-SEARCH = "search.json"  # summarised in "Search your own videos"
-ORDER = (
-    "accuracy.md",
-    "s2ca_diagnosis_round*.md",
-    "gpu_throughput-*.md",
-    "data_pipeline.md",
-    "search.md",
-    "search_two_stage.md",  # a two-stage measurement run alone (search_two_stage.py), e.g. one collection size
-)
+ACCURACY = "accuracy.json"  # the results in brief: its headline table
+ACCURACY_REPORT = "accuracy.md"  # linked: the full report
+ACCURACY_FIGURE = "accuracy_recall.png"  # the one figure shown
+DEFAULT_RUN = "default_run.json"  # in "Training"
+SEARCH = "search.json"  # in "Search your own videos"
+RENDERED = (ACCURACY, ACCURACY_FIGURE, DEFAULT_RUN, SEARCH)
+
+# The built-in corpus a results file was measured on. A file records it as `corpus_format`; the files written
+# before that key existed were all measured on format 2 (format 1's are under history/ and are not rendered).
+UNRECORDED_CORPUS_FORMAT = 2
+CORPUS_FORMATS = {
+    1: "200-clip splits, no val split",
+    2: "one or two objects at fixed places, every caption naming the whole scene",
+}
+# Flags whose value is the results folder: shown as the script's default.
+RESULTS_FLAGS = ("--out", "--output_dir")
+# A path's first component from which it reads as repository-relative (`/work/bench/runs/x` -> `runs/x`).
+REPOSITORY_FOLDERS = ("data", "runs", "benchmarks", "training")
 
 
-def natural_key(path: str) -> list:
-    """round2 before round10: the numbers in a name compare as numbers."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", os.path.basename(path))]
+def current_corpus_format() -> int:
+    from s2ca_hf.data.synthetic import FORMAT_VERSION
+
+    return FORMAT_VERSION
 
 
-def results_files(results_dir: str) -> list[str]:
-    files = []
-    for pattern in ORDER:
-        found = [p for p in glob.glob(os.path.join(results_dir, pattern)) if not p.endswith("-tiny-check.md")]
-        files += sorted(found, key=natural_key)
-    return files
+def repository_path(path: str, flag: str | None = None) -> str:
+    """An absolute path of the benchmark machine as the repository-relative path it stands for."""
+    if not os.path.isabs(path):
+        return path
+    if flag in RESULTS_FLAGS:
+        return "benchmarks/results"
+    if path == REPO or path.startswith(REPO + os.sep):
+        return os.path.relpath(path, REPO)
+    parts = path.strip("/").split("/")
+    for i, part in enumerate(parts):
+        if part in REPOSITORY_FOLDERS:
+            return "/".join(parts[i:])
+    return parts[-1]
 
 
-def section(results_dir: str) -> str:
-    parts = [START, ""]
-    files = results_files(results_dir)
-    if not files:
-        parts.append("No benchmark has been run yet.")
-    for path in files:
-        name = os.path.relpath(path, REPO)
-        text = open(path, encoding="utf-8").read().strip()
-        # Each results file's own headings go one level down, under "## Results".
-        text = "\n".join("##" + line if line.startswith("#") else line for line in text.splitlines())
-        parts += [text, "", f"(from `{name}`)", ""]
-        figures = [
-            f"[{label}]({os.path.relpath(figure, REPO)})"
-            for label, suffix in (("R@K curves", "_recall.png"), ("concept usage", "_concepts.png"))
-            if os.path.isfile(figure := path[: -len(".md")] + suffix)
-        ]
-        if figures:
-            parts += ["Figures: " + ", ".join(figures) + " (`benchmarks/figures.py`).", ""]
-    parts.append(END)
-    return "\n".join(parts)
+def repository_command(command: str) -> str:
+    """The command line with every absolute path made repository-relative (`repository_path`)."""
+    tokens = shlex.split(command)
+    shown = []
+    for i, token in enumerate(tokens):
+        flag = tokens[i - 1] if i else None
+        if token.startswith("--") and "=" in token:
+            name, value = token.split("=", 1)
+            token = f"{name}={repository_path(value, name)}"
+        else:
+            token = repository_path(token, flag)
+        shown.append(shlex.quote(token))
+    return " ".join(shown)
+
+
+def corpus_note(report: dict, script: str) -> str:
+    """Which built-in corpus the figures were measured on, and whether a re-run is due."""
+    measured, current = report.get("corpus_format", UNRECORDED_CORPUS_FORMAT), current_corpus_format()
+    if measured >= current:
+        return f"Measured on the built-in corpus of format {measured}."
+    about = CORPUS_FORMATS.get(measured)
+    return (
+        f"**Measured on the previous built-in corpus (format {measured}"
+        + (f": {about}" if about else "")
+        + f").** The corpus is now format {current}, and these figures will be replaced by a re-run of `{script}`."
+    )
+
+
+def provenance(report: dict) -> str:
+    versions = " · ".join(f"{name} {version}" for name, version in report.get("versions", {}).items())
+    parts = [report["date"][:10], report["machine"], versions]
+    if "seeds" in report:
+        parts.append("seeds " + ", ".join(str(seed) for seed in report["seeds"]))
+    parts.append(f"`{repository_command(report['command'])}`")
+    return " · ".join(part for part in parts if part)
+
+
+def mean_std(row: dict, key: str = "R@1", direction: str = "text_to_video") -> str:
+    return f"{row[direction][key]:.1f} ± {row[direction + '_std'][key]:.1f}"
+
+
+def accuracy_section(results_dir: str) -> str:
+    """The results in brief: text->video R@1 of every method on every split, the R@K figure, the full report."""
+    path = os.path.join(results_dir, ACCURACY)
+    if not os.path.isfile(path):
+        return "\n".join([START, "", "No accuracy benchmark has been run yet.", "", END])
+    report = json.load(open(path, encoding="utf-8"))
+    methods, splits, cells = [], [], {}
+    for row in report["rows"]:
+        methods += [row["method"]] if row["method"] not in methods else []
+        splits += [row["split"]] if row["split"] not in splits else []
+        cells[row["method"], row["split"]] = mean_std(row)
+    lines = [
+        START,
+        "",
+        corpus_note(report, "benchmarks/accuracy.py"),
+        "",
+        provenance(report),
+        "",
+        "Text→video R@1 (mean ± std over the seeds) of each run's checkpoint with the best val R@1, as the training "
+        "run evaluated it; val is the only split any choice is made on.",
+        "",
+        "| method | " + " | ".join(splits) + " |",
+        "|---|" + "---|" * len(splits),
+    ]
+    for method in methods:
+        lines.append(f"| {method} | " + " | ".join(cells.get((method, split), "–") for split in splits) + " |")
+    figure = os.path.join(results_dir, ACCURACY_FIGURE)
+    if os.path.isfile(figure):
+        lines += ["", f"![text→video R@K of every method on every split]({os.path.relpath(figure, REPO)})"]
+    lines += [
+        "",
+        f"(from `{os.path.relpath(path, REPO)}`; the full report, with video→text, R@5, MnR, the errors by kind and "
+        f"the concept diagnostics, is `{os.path.relpath(os.path.join(results_dir, ACCURACY_REPORT), REPO)}`)",
+        "",
+        END,
+    ]
+    return "\n".join(lines)
 
 
 def default_run_section(results_dir: str) -> str:
+    """What the first command gives: its time and the selected model's metrics."""
     path = os.path.join(results_dir, DEFAULT_RUN)
-    lines = open(path, encoding="utf-8").read().strip().splitlines()[1:]  # without its title
-    return "\n".join([RUN_START, *lines, "", f"(from `{os.path.relpath(path, REPO)}`)", RUN_END])
+    report = json.load(open(path, encoding="utf-8"))
+    seconds = report["seconds"]
+    lines = [
+        RUN_START,
+        "",
+        corpus_note(report, "benchmarks/default_run.py"),
+        "",
+        f"`accelerate launch training/train.py` in an empty folder, one process: **{seconds:.0f} s in all** "
+        f"({seconds / 60:.1f} min: corpus, small-CLIP pretraining, frame caches, {report['steps']} training steps, "
+        f"{report['evaluations']} evaluations). The model selected on val (step {report['best_step']}) scored:",
+        "",
+        "| split (clips) | T2V R@1 | T2V R@5 | T2V MnR | V2T R@1 | V2T R@5 | V2T MnR |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for split, metrics in report["metrics"].items():
+        clips = report.get("clips", {}).get(split)
+        cells = [
+            f"{metrics[direction][key]:.1f}"
+            for direction in ("text_to_video", "video_to_text")
+            for key in ("R@1", "R@5", "MnR")
+        ]
+        lines.append(f"| {split}{f' ({clips})' if clips else ''} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        f"{provenance(report)}; load average (1 min) at the start and the end: {report['load_average']}. One seed, "
+        "one run: it shows what the first command gives, not how methods compare.",
+        "",
+        f"(from `{os.path.relpath(path, REPO)}`)",
+        RUN_END,
+    ]
+    return "\n".join(lines)
 
 
 def first_pass(row: dict) -> str:
@@ -78,7 +191,7 @@ def first_pass(row: dict) -> str:
 
 def headline_rows(rows: list[dict], recall: float = 0.95) -> list[dict]:
     """One row per generated collection: the setting with the most queries/s in batches of 64 among those with
-    recall@10 >= `recall` (issue 15's target), or the one with the best recall if none reaches it."""
+    recall@10 >= `recall` (the two-stage search's target), or the one with the best recall if none reaches it."""
     by_collection: dict[str, list[dict]] = {}
     for row in rows:
         by_collection.setdefault(row["collection"], []).append(row)
@@ -138,8 +251,8 @@ def replace_between(text: str, start: str, end: str, content: str) -> str:
 
 
 def render(readme: str, results_dir: str) -> str:
-    readme = replace_between(readme, START, END, section(results_dir))
-    if os.path.isfile(os.path.join(results_dir, DEFAULT_RUN)):
+    readme = replace_between(readme, START, END, accuracy_section(results_dir))
+    if os.path.isfile(os.path.join(results_dir, DEFAULT_RUN)) and RUN_START in readme:
         readme = replace_between(readme, RUN_START, RUN_END, default_run_section(results_dir))
     if os.path.isfile(os.path.join(results_dir, SEARCH)) and SEARCH_START in readme:
         readme = replace_between(readme, SEARCH_START, SEARCH_END, search_summary(results_dir))
@@ -150,13 +263,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
-    parser.add_argument("--results", default=os.path.join(REPO, "benchmarks", "results"))
+    parser.add_argument("--results", default=RESULTS)
     args = parser.parse_args(argv)
     readme = open(args.readme, encoding="utf-8").read()
     rendered = render(readme, args.results)
     if args.check:
         if rendered != readme:
-            print("README.md's Results section is stale: run python benchmarks/render_readme.py", file=sys.stderr)
+            print("README.md's rendered figures are stale: run python benchmarks/render_readme.py", file=sys.stderr)
             return 1
         return 0
     with open(args.readme, "w", encoding="utf-8") as f:

@@ -3,15 +3,15 @@
     python benchmarks/s2ca_diagnosis.py                              # round 1's variants, 3 seeds, the recipe's length
     python benchmarks/s2ca_diagnosis.py --seeds 0 --max_steps 150    # a quick look (about 10 minutes on 2 cores)
 
-Each variant is "S2CA without ATR" (the concept branch alone, and the cheapest to train) with one METHOD.md switch
+Each variant is "S2CA without ATR" (the concept branch alone, and the cheapest to train) with one config switch
 changed, trained by `training/train.py` exactly as `benchmarks/accuracy.py` trains its rows (same pretrained small
 CLIP, data, steps and seeds). For every run the script records the retrieval metrics on both splits and the
 diagnostics of `accuracy.allocation_statistics` on the test split: empty-concept rate, how many concepts a true
 pair shares against any other pair, the concept cosine over shared concepts, and text->video R@1 from the instance
 score alone, the concept score alone and their sum (the model's score).
 
-Writes `benchmarks/results/<name>.json` and `.md` (`--name`, default `s2ca_diagnosis`; one file per round) after
-every variant.
+Writes `benchmarks/results/diagnosis/<name>.json` and `.md` (`--name`, default `s2ca_diagnosis`; one file per round)
+after every variant. What each round found is in docs/research-log.md.
 """
 
 import argparse
@@ -22,12 +22,12 @@ import statistics
 import accuracy  # benchmarks/accuracy.py, next to this script: the same training runs, statistics and reports
 
 
-# Every variant is written against the defaults that held when rounds 1-17 ran (before issue 12 chose new ones):
+# Every variant is written against the defaults that held when rounds 1-17 ran (before they chose new ones):
 # they come first on every command line, so that a variant still means what its rows in the results files measured.
 ROUND_DEFAULTS = ["--allocation", "gumbel", "--concept_weighting", "usage", "--num_concepts", "8"]
 ROUND_DEFAULTS += ["--retrieval_loss", "separate", "--concept_gradient_scale", "1", "--clip_lr_scale", "0.1"]
 # Round 1 ran before `concept_weighting="usage"` became the default: its variants name the old weighting, so that
-# they still mean what their rows in `results/s2ca_diagnosis_round1.json` measured.
+# they still mean what their rows in `results/diagnosis/s2ca_diagnosis_round1.json` measured.
 UNIFORM = ["--concept_weighting", "uniform"]
 USAGE = ["--concept_weighting", "usage"]
 SOFT = ["--allocation", "soft", *UNIFORM]
@@ -46,7 +46,7 @@ ATR_ON = [
 ]  # after NO_ATR, so that the last flag wins
 RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
 VARIANTS = {
-    # name: train.py overrides on top of "S2CA without ATR". Round 1 (issue 12): the old default, each new mechanism
+    # name: train.py overrides on top of "S2CA without ATR". Round 1: the old default, each new mechanism
     # alone, the lead (soft allocation + per-concept contrastive loss) and its combinations, and the no-concept
     # baseline trained in the same run for comparison.
     "seqTransf (no concepts, reference)": ["--use_concepts", "false"],
@@ -245,10 +245,10 @@ VARIANTS = {
         *DETACHED_RESIDUAL,
         *USAGE,
     ],
-    # Not run since issue 12 (round 3 covers them on the soft base); kept runnable:
+    # Not run since round 1 (round 3 covers them on the soft base); kept runnable:
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
-    # The first diagnosis (before issue 12, uniform weights), kept runnable:
+    # The first diagnosis (on the first corpus, uniform weights), kept runnable:
     "tau annealed 1 -> 0.1": [*UNIFORM, "--gumbel_tau_min", "0.1"],
     "frames as video tokens": [*UNIFORM, "--video_tokens", "frames"],
     "K = 4": [*UNIFORM, "--num_concepts", "4"],
@@ -259,56 +259,109 @@ VARIANTS = {
     "no Gumbel noise (hard argmax, straight-through)": [*UNIFORM, "--gumbel_noise_scale", "0"],
     "no weight decay": [*UNIFORM, "--weight_decay", "0"],
 }
-ROUND_1 = list(VARIANTS)[:10]
-ROUND_2 = list(VARIANTS)[10:13]
-ROUND_3 = list(VARIANTS)[13:19]
-ROUND_4 = list(VARIANTS)[19:23]
-# Round 5: the reference, today's default and the three best S2CA variants on val (rounds 1, 3, 4), on 3 seeds
-# (seed 0 reused from those rounds with --reuse).
-ROUND_5 = [
-    "seqTransf (no concepts, reference)",
-    "usage weights (hard Gumbel)",
-    "soft allocation",
-    "soft + K = 16",
-    "soft + separate+combined loss",
-]
-ROUND_6 = list(VARIANTS)[23:26]
-ROUND_7 = list(VARIANTS)[26:29]
-ROUND_8 = list(VARIANTS)[29:32]
-ROUND_9 = list(VARIANTS)[32:34]
-ROUND_10 = list(VARIANTS)[34:38]
-# Round 11: seeds 1 and 2 of round 10's two best and of the references (seed 1 of those from round7_seeds, seed 0
-# from rounds 7 and 10, with --reuse).
-ROUND_11 = [
-    "seqTransf, towers lr x 0.3",
-    "soft + K = 16, towers lr x 0.3",
-    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss",
-    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
-]
-ROUND_12 = list(VARIANTS)[38:39]
-ROUND_13 = list(VARIANTS)[39:43]
-ROUND_14 = list(VARIANTS)[43:44]
-ROUND_15 = list(VARIANTS)[44:48]
-ROUND_16 = list(VARIANTS)[48:52]
-ROUND_17 = list(VARIANTS)[52:53]
+# Each round's variants, by name: adding a variant to VARIANTS changes no round.
 ROUNDS = {
-    1: ROUND_1,
-    2: ROUND_2,
-    3: ROUND_3,
-    4: ROUND_4,
-    5: ROUND_5,
-    6: ROUND_6,
-    7: ROUND_7,
-    8: ROUND_8,
-    9: ROUND_9,
-    10: ROUND_10,
-    11: ROUND_11,
-    12: ROUND_12,
-    13: ROUND_13,
-    14: ROUND_14,
-    15: ROUND_15,
-    16: ROUND_16,
-    17: ROUND_17,
+    1: [
+        "seqTransf (no concepts, reference)",
+        "default: hard Gumbel, tau 1, K 8, patches",
+        "soft allocation",
+        "per-concept contrastive loss (hard Gumbel)",
+        "usage weights (hard Gumbel)",
+        "relaxed Gumbel, tau 1 -> 0.1 from half-way",
+        "lead: soft + per-concept contrastive",
+        "lead + usage weights",
+        "relaxed late + per-concept contrastive",
+        "relaxed late + per-concept contrastive + usage",
+    ],
+    2: [
+        "usage + temporal patches",
+        "usage + Gumbel noise x 0.25",
+        "usage + per-concept contrastive",
+    ],
+    3: [
+        "soft + temporal patches",
+        "soft + frames as video tokens",
+        "soft + K = 4",
+        "soft + K = 16",
+        "soft + combined loss NCE(s_inst + s_con)",
+        "usage, no Gumbel noise (hard argmax, straight-through)",
+    ],
+    4: [
+        "soft + routing agreement",
+        "usage + routing agreement",
+        "soft + separate+combined loss",
+        "usage + separate+combined loss",
+    ],
+    # Round 5: the reference, the default of the time and the three best S2CA variants on val (rounds 1, 3, 4), on
+    # 3 seeds (seed 0 reused from those rounds with --reuse).
+    5: [
+        "seqTransf (no concepts, reference)",
+        "usage weights (hard Gumbel)",
+        "soft allocation",
+        "soft + K = 16",
+        "soft + separate+combined loss",
+    ],
+    6: [
+        "soft + concept tracks",
+        "soft + K = 16 + concept tracks",
+        "usage + concept tracks",
+    ],
+    7: [
+        "seqTransf, towers lr x 0.3",
+        "soft + K = 16, towers lr x 0.3",
+        "relaxed late, K = 16",
+    ],
+    8: [
+        "seqTransf, towers lr x 1",
+        "soft + K = 16, towers lr x 1",
+        "usage, towers lr x 0.3",
+    ],
+    9: [
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0.1",
+    ],
+    10: [
+        "soft + K = 16, towers lr x 0.3, residual loss",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, 2 adapter layers",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
+    ],
+    # Round 11: seeds 1 and 2 of round 10's two best and of the references (seed 1 of those from round7_seeds, seed 0
+    # from rounds 7 and 10, with --reuse).
+    11: [
+        "seqTransf, towers lr x 0.3",
+        "soft + K = 16, towers lr x 0.3",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
+    ],
+    12: [
+        "relaxed late + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
+    ],
+    13: [
+        "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 4 adapter layers",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, per-concept loss",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, temporal patches",
+    ],
+    14: [
+        "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, "
+        "usage",
+    ],
+    15: [
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR (all three terms)",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Align only",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Transform only",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Reconstruct only",
+    ],
+    16: [
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Align only x 0.1",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Transform only x 0.1",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Reconstruct only x 0.1",
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR Align only x 0.01",
+    ],
+    17: [
+        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, usage weights",
+    ],
 }
 
 
@@ -350,7 +403,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work_dir", default="runs/s2ca_diagnosis")
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
     parser.add_argument("--name", default="s2ca_diagnosis", help="results file name (one per round)")
-    parser.add_argument("--out", default=accuracy.RESULTS)
+    parser.add_argument("--out", default=os.path.join(accuracy.RESULTS, "diagnosis"))
     parser.add_argument(
         "--reuse",
         nargs="+",
