@@ -185,10 +185,41 @@ class S2CAOutput(_NestedModelOutput):
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def contrastive_loss(logits_per_text: torch.Tensor) -> torch.Tensor:
-    """Symmetric InfoNCE over a square logit matrix whose diagonal holds the positives (CLIP4Clip's loss)."""
-    labels = torch.arange(logits_per_text.shape[0], device=logits_per_text.device)
-    return 0.5 * (F.cross_entropy(logits_per_text, labels) + F.cross_entropy(logits_per_text.t(), labels))
+def contrastive_loss(
+    logits_per_text: torch.Tensor,
+    same_video: torch.Tensor | None = None,
+    foil_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE over the logits of B texts and F foils against B videos, `(B + F, B)` (CLIP4Clip's loss
+    when F = 0): text i describes video i, so the diagonal holds the positives.
+
+    `same_video` `(B, B)` bool, optional, is True where rows i and j of the batch show the same video (MSR-VTT puts
+    several captions of a video in one batch). Such a text is neither a positive nor a negative of the other row's
+    video: the off-diagonal True entries are removed (-inf) from both softmaxes, so that a model is never pushed to
+    rank a correct caption below another one. Without repeats nothing is removed and the loss is the plain one.
+
+    The F rows after the B-th are foils: false captions (a direction reversed, two colours swapped), each an extra
+    negative text for every video, its own included, in the video-to-text softmax only (a foil is not a query).
+    `foil_mask` `(F,)` (1 for a real foil) is required with them; a masked foil takes no part.
+    """
+    num_videos = logits_per_text.shape[1]
+    num_foils = logits_per_text.shape[0] - num_videos
+    if num_foils != (0 if foil_mask is None else foil_mask.numel()):
+        shape = None if foil_mask is None else tuple(foil_mask.shape)
+        raise ValueError(
+            f"contrastive_loss takes the logits of B texts then F foils against B videos and a foil_mask of F "
+            f"entries; got logits {tuple(logits_per_text.shape)} and foil_mask {shape}."
+        )
+    removed = torch.zeros_like(logits_per_text, dtype=torch.bool)
+    if same_video is not None:
+        repeats = same_video.bool() & ~torch.eye(num_videos, dtype=torch.bool, device=same_video.device)
+        removed[:num_videos] = repeats
+    if num_foils:
+        removed[num_videos:] = ~foil_mask.bool()[:, None]
+    logits_per_text = logits_per_text.masked_fill(removed, float("-inf"))
+    labels = torch.arange(num_videos, device=logits_per_text.device)
+    text_to_video = F.cross_entropy(logits_per_text[:num_videos], labels)
+    return 0.5 * (text_to_video + F.cross_entropy(logits_per_text.t(), labels))
 
 
 def masked_mean(features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -975,11 +1006,21 @@ class S2CAModel(S2CAPreTrainedModel):
         instance_similarity: torch.Tensor,
         concept_similarity: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
+        same_video: torch.Tensor | None = None,
+        foil_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """L_ret over a square similarity matrix (local here; the training script passes gathered matrices and its
-        own `scale`, `exp(logit_scale)` with the gradient scaling its distribution needs)."""
+        """L_ret over the similarities `(B + F, B)` of B texts and F foils against B videos (`contrastive_loss`, whose
+        `same_video` and `foil_mask` it passes on to every term; without them, F = 0 and the matrices are square).
+
+        Local here; the training script passes gathered matrices and its own `scale`, `exp(logit_scale)` with the
+        gradient scaling its distribution needs. Every `retrieval_loss` kind treats foils alike, since each of its
+        terms scores the foils as it scores the texts."""
         scale = self.logit_scale_value() if scale is None else scale
-        instance = contrastive_loss(scale * instance_similarity)
+
+        def contrastive(similarity: torch.Tensor) -> torch.Tensor:
+            return contrastive_loss(scale * similarity, same_video, foil_mask)
+
+        instance = contrastive(instance_similarity)
         if concept_similarity is None:
             return instance
         weight = self.config.concept_score_weight
@@ -987,12 +1028,12 @@ class S2CAModel(S2CAPreTrainedModel):
         if kind == "residual":
             # The concept score learns on top of a fixed instance score: what moves it is the pairs the instance
             # score still confuses, not the evidence it already has.
-            residual = contrastive_loss(scale * (instance_similarity.detach() + weight * concept_similarity))
+            residual = contrastive(instance_similarity.detach() + weight * concept_similarity)
             return instance + self.config.concept_loss_weight * residual
-        combined = contrastive_loss(scale * (instance_similarity + weight * concept_similarity))
+        combined = contrastive(instance_similarity + weight * concept_similarity)
         if kind == "combined":
             return combined
-        separate = instance + self.config.concept_loss_weight * contrastive_loss(scale * concept_similarity)
+        separate = instance + self.config.concept_loss_weight * contrastive(concept_similarity)
         # "separate+combined": also train the sum that evaluation ranks by, not only its two parts.
         return separate + combined if kind == "separate+combined" else separate
 

@@ -1,17 +1,21 @@
-"""The global-batch loss: one process equals the model's own loss; two processes equal one over the same batch."""
+"""The global-batch loss: one process equals the model's own loss; two processes equal one over the same batch; two
+captions of one video in a batch are not each other's negatives, in every contrastive term."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import losses
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import make_inputs
 from helpers import free_port
 from losses import S2CALoss
 
 from s2ca_hf import S2CAModel
+from s2ca_hf.modeling_s2ca import contrastive_loss, per_concept_contrastive_loss
 from s2ca_hf.tiny import tiny_config
 
 
@@ -62,3 +66,138 @@ def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, allocat
     # float32 sums in another order on two processes: 1.05e-5 measured for soft+concepts on an AMD EPYC machine (and
     # under 1e-5 on an Intel Xeon); a missing gradient scaling or gather would differ by the gradients' own size.
     assert report["max_grad_diff"] < 5e-5, report
+
+
+# --- captions of one video ---------------------------------------------------------------------------------------
+
+
+def reference_contrastive_loss(logits, videos, foil_mask=()) -> torch.Tensor:
+    """The symmetric InfoNCE written out entry by entry: text i against the videos j whose video differs from its
+    own, or j = i; video j against those texts and the real foils (rows B, B + 1, ... of `logits`)."""
+    batch = logits.shape[1]
+    text_to_video, video_to_text = [], []
+    for i in range(batch):
+        kept = [logits[i, j] for j in range(batch) if j == i or videos[j] != videos[i]]
+        text_to_video.append(torch.logsumexp(torch.stack(kept), 0) - logits[i, i])
+    for j in range(batch):
+        kept = [logits[i, j] for i in range(batch) if i == j or videos[i] != videos[j]]
+        kept += [logits[batch + f, j] for f, real in enumerate(foil_mask) if real]
+        video_to_text.append(torch.logsumexp(torch.stack(kept), 0) - logits[j, j])
+    return 0.5 * (torch.stack(text_to_video).mean() + torch.stack(video_to_text).mean())
+
+
+def same_video(videos) -> torch.Tensor:
+    videos = torch.as_tensor(videos)
+    return videos[:, None] == videos[None, :]
+
+
+def test_two_captions_of_one_video_are_neither_positive_nor_negative_for_each_other():
+    logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0)) * 3
+    videos = [0, 1, 0, 2, 3]  # rows 0 and 2: two captions of video 0
+    masked = contrastive_loss(logits, same_video(videos))
+    assert torch.allclose(masked, reference_contrastive_loss(logits, videos), atol=1e-6)
+    assert not torch.allclose(masked, contrastive_loss(logits), atol=1e-3)
+    assert torch.allclose(contrastive_loss(logits), reference_contrastive_loss(logits, range(5)), atol=1e-6)
+    # No gradient reaches the removed entries: they are not in either softmax.
+    logits.requires_grad_(True)
+    contrastive_loss(logits, same_video(videos)).backward()
+    assert logits.grad[0, 2] == 0 and logits.grad[2, 0] == 0 and logits.grad[0, 1] != 0
+
+
+def test_without_repeated_videos_the_loss_is_exactly_todays():
+    logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(contrastive_loss(logits, same_video([3, 1, 2, 0])), contrastive_loss(logits))
+
+
+KINDS = ["residual", "combined", "separate", "separate+combined"]
+
+
+def expected_retrieval_loss(model, instance, concept, scale, videos, foil_mask=()) -> torch.Tensor:
+    """`retrieval_loss` of every kind, its terms computed with `reference_contrastive_loss`."""
+    config = model.config
+
+    def reference(similarity):
+        return reference_contrastive_loss(scale * similarity, videos, foil_mask)
+
+    if concept is None:
+        return reference(instance)
+    combined = reference(instance + config.concept_score_weight * concept)
+    separate = reference(instance) + config.concept_loss_weight * reference(concept)
+    return {
+        "residual": reference(instance) + config.concept_loss_weight * combined,
+        "combined": combined,
+        "separate": separate,
+        "separate+combined": separate + combined,
+    }[config.retrieval_loss]
+
+
+@pytest.mark.parametrize("kind", [*KINDS, "no concepts"])
+def test_every_retrieval_loss_kind_leaves_captions_of_one_video_out(kind):
+    model = build_model(use_concepts=False) if kind == "no concepts" else build_model(retrieval_loss=kind)
+    generator = torch.Generator().manual_seed(2)
+    instance = torch.randn(4, 4, generator=generator) * 0.3
+    concept = None if kind == "no concepts" else torch.randn(4, 4, generator=generator) * 0.3
+    scale = torch.tensor(20.0)
+    videos = [7, 7, 8, 9]
+    loss = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video(videos))
+    assert torch.allclose(loss, expected_retrieval_loss(model, instance, concept, scale, videos), atol=1e-5)
+    assert not torch.allclose(loss, model.retrieval_loss(instance, concept, scale=scale), atol=1e-3)
+    distinct = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video([1, 2, 3, 4]))
+    assert torch.equal(distinct, model.retrieval_loss(instance, concept, scale=scale))
+
+
+def repeated_video_inputs(videos) -> dict:
+    """A batch whose rows show `videos` (row i a caption of video videos[i]): rows of one video get its frames."""
+    inputs = make_inputs(batch=len(videos))
+    first = {video: videos.index(video) for video in videos}
+    rows = torch.tensor([first[video] for video in videos])
+    inputs["pixel_values_videos"] = inputs["pixel_values_videos"][rows]
+    inputs["frame_mask"] = inputs["frame_mask"][rows]
+    return inputs
+
+
+@pytest.mark.parametrize("overrides", [{}, {"concept_contrastive_weight": 0.5}])
+def test_the_global_loss_leaves_captions_of_one_video_out_of_every_contrastive_term(overrides):
+    model = build_model(**overrides)
+    videos = [4, 5, 4, 6]
+    outputs = model(**repeated_video_inputs(videos))
+    result = S2CALoss()(model, outputs, video_index=torch.tensor(videos))
+    instance, concept = outputs.instance_similarity, outputs.concept_similarity
+    expected = expected_retrieval_loss(model, instance, concept, model.logit_scale_value(), videos)
+    assert torch.allclose(result.retrieval, expected, atol=1e-5)
+    plain = S2CALoss()(model, outputs)
+    assert not torch.allclose(result.retrieval, plain.retrieval, atol=1e-3)
+    if overrides:
+        assert not torch.allclose(result.per_concept, plain.per_concept, atol=1e-4)
+    # Distinct videos: the numbers of a loss that knows nothing of videos, exactly.
+    distinct = S2CALoss()(model, outputs, video_index=torch.tensor([0, 1, 2, 3]))
+    assert torch.equal(distinct.value, plain.value)
+
+
+def test_the_per_concept_loss_leaves_captions_of_one_video_out():
+    generator = torch.Generator().manual_seed(3)
+    text = F.normalize(torch.randn(4, 3, 8, generator=generator), dim=-1)
+    video = F.normalize(torch.randn(4, 3, 8, generator=generator), dim=-1)
+    text_present = torch.tensor([[1, 1, 0], [1, 0, 1], [1, 1, 1], [0, 1, 1]]).float()
+    video_present = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 1], [1, 1, 1]]).float()
+    scale = torch.tensor(10.0)
+    model_loss = per_concept_contrastive_loss(text, text_present, video, video_present, scale)
+    ours = losses.per_concept_loss(text, text_present, video, video_present, scale, same_video([0, 1, 2, 3]))
+    assert torch.equal(ours, model_loss)
+    videos = [0, 1, 0, 2]
+    # Written out: for each concept k and pair i that both use k, text i against the videos that use k and do not
+    # show video i's clip (or are video i), and video i against the texts of the same kind.
+    terms = []
+    for k in range(3):
+        for i in range(4):
+            if not (text_present[i, k] and video_present[i, k]):
+                continue
+            others = [j for j in range(4) if j == i or videos[j] != videos[i]]
+            logits = scale * torch.einsum("d,jd->j", text[i, k], video[:, k])
+            t2v = torch.logsumexp(logits[[j for j in others if video_present[j, k]]], 0) - logits[i]
+            logits = scale * torch.einsum("d,jd->j", video[i, k], text[:, k])
+            v2t = torch.logsumexp(logits[[j for j in others if text_present[j, k]]], 0) - logits[i]
+            terms.append(0.5 * (t2v + v2t))
+    masked = losses.per_concept_loss(text, text_present, video, video_present, scale, same_video(videos))
+    assert torch.allclose(masked, torch.stack(terms).mean(), atol=1e-5)
+    assert not torch.allclose(masked, model_loss, atol=1e-3)

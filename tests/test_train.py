@@ -98,23 +98,50 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
 # --- distributed -------------------------------------------------------------------------------------------------
 
 
+GROUPED_LAUNCHER = """
+import sys
+
+sys.path[:0] = [{repo!r}, {training!r}, {tests!r}]
+import train
+from test_train import with_groups_and_foils
+
+train.load_corpus = with_groups_and_foils(train.load_corpus)
+train.main(sys.argv[1:])
+"""
+
+
 @pytest.mark.slow
-def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, tmp_path):
+@pytest.mark.parametrize("batches", ["shuffled", "grouped, with foils"])
+def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, tmp_path, batches):
     # Soft allocation (no Gumbel noise) and Reconstruct masking every token (no random mask): the only randomness
     # left is the data order, which is the same global batch in both runs.
-    common = tiny_args(tiny, None, "--max_steps", "3", "--eval_strategy", "no", "--allocation", "soft",
+    common = tiny_args(tiny, None, "--eval_strategy", "no", "--allocation", "soft",
                        "--reconstruct_mask_ratio", "1.0")  # fmt: skip
+    script, steps, per_device = TRAIN, 3, 2
+    if batches == "shuffled":
+        common += ["--group_batches", "false", "--use_foils", "false"]
+    else:
+        # Made-up groups and foils, through a launcher that patches load_corpus in each process; 6 steps of 8 rows
+        # cross an epoch, whose new plan the processes must follow too.
+        script, steps, per_device = tmp_path / "grouped_train.py", 6, 4
+        paths = {"repo": str(REPO), "training": str(REPO / "training"), "tests": str(REPO / "tests")}
+        script.write_text(GROUPED_LAUNCHER.format(**paths))
+    common += ["--max_steps", str(steps)]
     one, two = tmp_path / "one", tmp_path / "two"
-    run([sys.executable, str(TRAIN), *common, "--output_dir", str(one), "--per_device_train_batch_size", "4"])
+    run([sys.executable, str(script), *common, "--output_dir", str(one), "--per_device_train_batch_size",
+         str(2 * per_device)])  # fmt: skip
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
     launch += ["--main_process_port", str(free_port())]
-    completed = run([*launch, str(TRAIN), *common, "--output_dir", str(two), "--per_device_train_batch_size", "2"])
-    assert "2 process(es) x 2" in completed.stdout + completed.stderr
+    completed = run([*launch, str(script), *common, "--output_dir", str(two), "--per_device_train_batch_size",
+                     str(per_device)])  # fmt: skip
+    output = completed.stdout + completed.stderr
+    assert f"2 process(es) x {per_device}" in output
+    assert ("batches of whole minimal-pair groups, foils on" in output) == (batches != "shuffled")
 
     losses_one = [record["loss"] for record in history(one)]
     losses_two = [record["loss"] for record in history(two)]
-    assert len(losses_one) == 3 and max(abs(a - b) for a, b in zip(losses_one, losses_two)) < 1e-5
+    assert len(losses_one) == steps and max(abs(a - b) for a, b in zip(losses_one, losses_two)) < 1e-5
     a, b = load_file(one / "final" / "model.safetensors"), load_file(two / "final" / "model.safetensors")
     changed = load_file(Path(tiny["clip"]) / "model.safetensors")["visual_projection.weight"]
     assert not torch.equal(a["visual_projection.weight"], changed)  # the optimizer did step
@@ -126,19 +153,20 @@ def test_two_processes_train_exactly_like_one_over_the_same_global_batch(tiny, t
 
 @pytest.mark.slow
 def test_resume_after_sigkill_continues_exactly(tiny, tmp_path):
-    # 40 pairs / batch 4 = 10 batches, 5 steps of 2 accumulated batches per epoch: 8 steps cross an epoch boundary.
-    # The killed run dies right after logging step 5 (checkpoint-3 is the latest complete one, step 4-5 are lost).
+    # Steps of 2 accumulated batches of 4: 4 or 5 per epoch (the tiny corpus has 32 to 40 pairs), so that 8 steps
+    # cross an epoch boundary. The killed run dies right after logging step 7: checkpoint-6, in the middle of the
+    # second epoch, is the latest complete one, and the resumed run skips the batches of that epoch it trained on.
     common = tiny_args(tiny, None, "--per_device_train_batch_size", "4", "--gradient_accumulation_steps", "2",
                        "--max_steps", "8", "--save_steps", "3", "--eval_strategy", "no")  # fmt: skip
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     run([sys.executable, str(KILL_WORKER), *common, "--output_dir", str(straight)])
     run(
-        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--kill_after_step", "5"],
+        [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--kill_after_step", "7"],
         expect=-signal.SIGKILL,
     )
-    assert [r["step"] for r in history(killed)] == [1, 2, 3, 4, 5]
+    assert [r["step"] for r in history(killed)] == [1, 2, 3, 4, 5, 6, 7]
     assert not (killed / "final").exists()
-    assert run_folder.latest_checkpoint(str(killed)).endswith("checkpoint-3")
+    assert run_folder.latest_checkpoint(str(killed)).endswith("checkpoint-6")
 
     completed = run(
         [sys.executable, str(KILL_WORKER), *common, "--output_dir", str(killed), "--resume_from_checkpoint", "latest"]
@@ -190,14 +218,17 @@ def atr_setup(tiny, **switches):
     return distill.S2CATrainingModule(student, heads).train(), teacher, atr_loss
 
 
-def tiny_batch(tiny, size: int = 6) -> dict:
+def tiny_batch(tiny, size: int = 6, foils: bool = False) -> dict:
+    """`size` rows of different clips, collated for training; with `foils`, one made-up foil for every row but the
+    second (a masked slot)."""
     from s2ca_hf import S2CAProcessor
     from s2ca_hf.data import VideoTextCollator, load_corpus
 
     processor = S2CAProcessor.from_clip(tiny["clip"], max_frames=4, size={"shortest_edge": 16},
                                         crop_size={"height": 16, "width": 16})  # fmt: skip
     rows = load_corpus("synthetic", tiny["corpus"], "train", num_videos=NUM_VIDEOS).select(range(0, 2 * size, 2))
-    return VideoTextCollator(processor, return_video_index=True)(list(rows))
+    rows = [{**row, "foils": [] if i == 1 else [f"not {row['text']}"]} for i, row in enumerate(rows)]
+    return VideoTextCollator(processor, return_video_index=True, return_foils=foils)(rows)
 
 
 @pytest.mark.parametrize("term", ["align", "transform", "reconstruct"])
@@ -250,6 +281,79 @@ def test_atr_adds_its_terms_to_the_s2ca_loss(tiny):
     atr = atr_loss(module.student, module(**batch), teacher(**batch, video_index=video_index))
     assert set(atr.terms) == {"align", "transform", "reconstruct"}
     assert torch.allclose(value, plain + atr.value, atol=1e-5) and value > plain + 0.1
+
+
+def test_foils_go_to_the_s2ca_loss_alone_never_to_the_atr_terms(tiny):
+    module, teacher, atr_loss = atr_setup(tiny)
+    batch = tiny_batch(tiny, foils=True)
+    video_index = batch.pop("video_index")
+    foils = {key: batch[key] for key in losses.FOIL_KEYS}
+    assert foils["foil_mask"].tolist() == [1, 0, 1, 1, 1, 1]
+    captions_and_videos = {key: value for key, value in batch.items() if key not in losses.FOIL_KEYS}
+    torch.manual_seed(0)
+    total, value = train.training_loss(module, batch, video_index, losses.S2CALoss(), teacher, atr_loss)
+    assert not set(losses.FOIL_KEYS) & set(batch)  # taken out before the forward and the teacher
+    torch.manual_seed(0)
+    result = module(**captions_and_videos)
+    s2ca = losses.S2CALoss()(module.student, result.outputs, video_index, **foils)
+    atr = atr_loss(module.student, result, teacher(**captions_and_videos, video_index=video_index))
+    assert torch.allclose(value, s2ca.value + atr.value, atol=1e-5)
+    plain = losses.S2CALoss()(module.student, result.outputs, video_index)
+    assert not torch.allclose(s2ca.value, plain.value, atol=1e-4)
+
+
+def with_groups_and_foils(load_corpus):
+    """`load_corpus` whose training split carries made-up `group` and `foils` columns (whatever the generator
+    writes): clips in threes, every fourth clip in none; one foil for two rows in three."""
+
+    def load(corpus, data_dir, split, **kwargs):
+        dataset = load_corpus(corpus, data_dir, split, **kwargs)
+        if split != "train":
+            return dataset
+        dataset = dataset.remove_columns([name for name in ("group", "foils") if name in dataset.column_names])
+        groups = [-1 if index % 4 == 3 else index // 3 for index in dataset["video_index"]]
+        foils = [[f"not {text}"] if i % 3 else [] for i, text in enumerate(dataset["text"])]
+        return dataset.add_column("group", groups).add_column("foils", foils)
+
+    return load
+
+
+@pytest.mark.slow
+def test_groups_and_foils_train_end_to_end_and_resume_exactly(tiny, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train, "load_corpus", with_groups_and_foils(train.load_corpus))
+    # Batches of 8: a few per epoch, so that 10 steps cross epochs (the sampler's plan changes with each).
+    common = tiny_args(tiny, None, "--per_device_train_batch_size", "8", "--max_steps", "10", "--save_steps", "3",
+                       "--eval_strategy", "no")  # fmt: skip
+    straight, crashed = tmp_path / "straight", tmp_path / "crashed"
+    train.main([*common, "--output_dir", str(straight)])
+    assert "batches of whole minimal-pair groups, foils on" in capsys.readouterr().out
+
+    class Crash(Exception):
+        pass
+
+    log_step = train.log_step
+
+    def log_then_crash(accelerator, path, record, report):
+        log_step(accelerator, path, record, report)
+        if record["step"] == 7:
+            raise Crash
+
+    monkeypatch.setattr(train, "log_step", log_then_crash)
+    with pytest.raises(Crash):
+        train.main([*common, "--output_dir", str(crashed)])
+    monkeypatch.setattr(train, "log_step", log_step)
+    resumed_at = int(run_folder.latest_checkpoint(str(crashed)).rsplit("-", 1)[1])
+    assert resumed_at < 7  # steps to replay, from the middle of an epoch
+    train.main([*common, "--output_dir", str(crashed), "--resume_from_checkpoint", "latest"])
+    assert history(crashed) == history(straight)  # the same batches, foils and losses, step by step
+    a, b = load_file(straight / "final" / "model.safetensors"), load_file(crashed / "final" / "model.safetensors")
+    assert all(torch.equal(a[key], b[key]) for key in a)
+
+    # Switched off, the same run trains on other batches, without foils.
+    plain = tmp_path / "plain"
+    train.main([*common, "--output_dir", str(plain), "--group_batches", "false", "--use_foils", "false"])
+    assert "batches shuffled, foils off" in capsys.readouterr().out
+    assert history(plain)[0]["loss"] != history(straight)[0]["loss"]
 
 
 # --- optimisation ------------------------------------------------------------------------------------------------

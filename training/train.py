@@ -10,6 +10,9 @@ splits and saves the model to `runs/synthetic/final`. On a real corpus:
 Arguments are three dataclasses (model, data, training) filled from the YAML recipe, then from `--key value`
 overrides (`train_arguments.py`); names follow `transformers.TrainingArguments` where it has one. The loss is the
 S2CA loss over the global batch (`losses.py`) plus the ATR distillation from a frozen CLIP teacher (`distill.py`).
+A corpus whose training rows carry minimal-pair groups (`group`) or false captions (`foils`) gets batches that hold
+each group together (`s2ca_hf.data.GroupBatchSampler`) and its foils as extra negative texts (recipe fields
+`group_batches`, `use_foils`).
 Checkpoints are written with `accelerator.save_state` under `<output_dir>/checkpoints/checkpoint-<step>`
 (`run_folder.py`: staged, then renamed, so a crash never leaves a half-written one) and
 `--resume_from_checkpoint latest|PATH` continues exactly where one was written.
@@ -25,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
-from losses import S2CALoss
+from losses import FOIL_KEYS, S2CALoss
 from results import metrics_table
 from run_folder import (
     checkpoint_to_resume,
@@ -41,7 +44,7 @@ from train_arguments import DataArguments, ModelArguments, TrainingArguments, pa
 from transformers import CLIPConfig, get_scheduler
 
 from s2ca_hf import S2CAModel, S2CAProcessor
-from s2ca_hf.data import VideoTextCollator, build_frame_cache, load_corpus
+from s2ca_hf.data import GroupBatchSampler, VideoTextCollator, build_frame_cache, load_corpus
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
 
 
@@ -125,10 +128,14 @@ def training_loss(
     teacher: Teacher | None = None,
     atr_loss: ATRLoss | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR."""
+    """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR.
+
+    The batch's foils (`FOIL_KEYS`) go to the S2CA loss alone, which encodes them with the student's text tower: the
+    student's forward, its ATR heads and the teacher see the captions and videos only."""
+    foils = {key: batch.pop(key) for key in FOIL_KEYS if key in batch}
     result = module(**batch)
     student = getattr(module, "module", module).student  # through DDP's wrapper
-    loss = s2ca_loss(student, result.outputs)
+    loss = s2ca_loss(student, result.outputs, video_index, **foils)
     if teacher is None:
         return loss.loss, loss.value
     atr = atr_loss(student, result, teacher(**batch, video_index=video_index))
@@ -137,12 +144,12 @@ def training_loss(
 
 def synthetic_split_sizes(data_args: DataArguments, log) -> dict:
     """The evaluation split sizes to generate the synthetic corpus with. They only apply when the corpus is made: an
-    existing corpus keeps its own, and a difference is logged (the recipe's 200 / 500 / 500 suit its 2000 clips)."""
+    existing corpus keeps its own, and a difference is logged (the recipe's sizes suit its number of clips)."""
     from s2ca_hf.data.synthetic import META_JSON
 
     sizes = {
         f"{split}_size": getattr(data_args, f"synthetic_{split}_size")
-        for split in ("val", "test", "compositional")
+        for split in ("val", "test", "compositional", "open_vocab")
         if getattr(data_args, f"synthetic_{split}_size") is not None
     }
     meta_path = os.path.join(data_args.data_dir, META_JSON)
@@ -254,17 +261,28 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 5. Data loader, optimizer (parameter groups), schedule; `prepare` shards the data and wraps the module.
     collator = VideoTextCollator(
-        processor, frame_cache=train_cache, on_error=data_args.on_error, return_video_index=True, seed=args.seed
+        processor,
+        frame_cache=train_cache,
+        on_error=data_args.on_error,
+        return_video_index=True,
+        seed=args.seed,
+        return_foils=data_args.use_foils,
     )
-    train_loader = DataLoader(
-        train_set,
-        batch_size=args.per_device_train_batch_size,
-        shuffle=True,
-        drop_last=True,  # every process must gather the same number of features
-        collate_fn=collator,
-        num_workers=args.dataloader_num_workers,
-        generator=torch.Generator().manual_seed(args.seed),
-    )
+    group_sampler = None
+    if data_args.group_batches and "group" in train_set.column_names:
+        # Global batches of whole groups, which accelerate cuts into the processes' slices; full ones only.
+        group_sampler = GroupBatchSampler(
+            train_set["group"], train_set["video_index"], args.per_device_train_batch_size, world, seed=args.seed
+        )
+        batching = {"batch_sampler": group_sampler}
+    else:
+        batching = {
+            "batch_size": args.per_device_train_batch_size,
+            "shuffle": True,
+            "drop_last": True,  # every process must gather the same number of features
+            "generator": torch.Generator().manual_seed(args.seed),
+        }
+    train_loader = DataLoader(train_set, collate_fn=collator, num_workers=args.dataloader_num_workers, **batching)
     optimizer = torch.optim.AdamW(
         parameter_groups(module, args),
         lr=args.learning_rate,
@@ -319,7 +337,9 @@ def main(argv: list[str] | None = None) -> dict:
         f"{len(train_set)} training pairs, {world} process(es) x {args.per_device_train_batch_size} x "
         f"{args.gradient_accumulation_steps} accumulation = global batch "
         f"{world * args.per_device_train_batch_size * args.gradient_accumulation_steps}; {total_steps} steps, "
-        f"mixed precision {mixed_precision}, ATR {atr_loss.weights if teacher else 'off'}."
+        f"mixed precision {mixed_precision}, ATR {atr_loss.weights if teacher else 'off'}, batches "
+        f"{'of whole minimal-pair groups' if group_sampler else 'shuffled'}, foils "
+        f"{'on' if data_args.use_foils and 'foils' in train_set.column_names else 'off'}."
     )
 
     # 7. The loop: accumulate -> forward -> global loss (+ ATR) -> backward -> clip -> step; log, evaluate, save.
@@ -355,6 +375,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     for epoch in range(state["epoch"], num_epochs):
         train_loader.set_epoch(epoch)
+        collator.set_epoch(epoch)  # the foil draws
+        if group_sampler is not None:  # accelerate's per-process wrapper does not pass set_epoch on to it
+            group_sampler.set_epoch(epoch)
         skip = state["epoch_batches"] if epoch == state["epoch"] else 0
         loader = accelerator.skip_first_batches(train_loader, skip) if skip else train_loader
         state["epoch"], state["epoch_batches"] = epoch, skip

@@ -70,10 +70,19 @@ class DataArguments:
     synthetic_compositional_size: int | None = field(
         default=None, metadata={"help": "(default: a tenth of the clips)"}
     )
+    synthetic_open_vocab_size: int | None = field(default=None, metadata={"help": "(default: a tenth of the clips)"})
     frame_cache: bool = True
     frame_cache_dir: str | None = None
     preprocessing_num_workers: int | None = None
     on_error: Literal["raise", "skip"] = "raise"
+    group_batches: bool = field(
+        default=True,
+        metadata={"help": "keep each minimal-pair group (the corpus's `group` column, if any) in one global batch"},
+    )
+    use_foils: bool = field(
+        default=True,
+        metadata={"help": "one false caption per row (the corpus's `foils` column, if any) as a negative text"},
+    )
 
     def __post_init__(self):
         check(2 <= self.max_words <= 77, "max_words", self.max_words, "in [2, 77] (CLIP's context)")

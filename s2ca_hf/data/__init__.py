@@ -14,6 +14,7 @@ from .corpora import (
     msvd_youtube_id,
     reindex_videos,
 )
+from .sampler import GroupBatchSampler
 from .synthetic import ensure_synthetic_corpus, generate_synthetic_corpus
 
 
@@ -21,6 +22,7 @@ __all__ = [
     "CORPORA",
     "CorpusFormatError",
     "FrameCache",
+    "GroupBatchSampler",
     "MissingVideosError",
     "VideoTextCollator",
     "build_frame_cache",

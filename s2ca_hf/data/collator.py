@@ -23,13 +23,20 @@ class VideoTextCollator:
     they are decoded from the files with the processor's policy and each row's window. A row with a `captions`
     list (MSR-VTT training without sentence expansion) gets a random one of them, as CLIP4Clip draws one per epoch.
 
+    With `return_foils`, rows with a `foils` list (false captions of the row's video: a direction reversed, two colours
+    swapped) also give `foil_input_ids`, `foil_attention_mask` and `foil_mask`: one foil per row, drawn anew each
+    epoch (`set_epoch`), and an empty text with `foil_mask` 0 for a row without any. The training loss scores them as
+    extra negative texts. The draw is a function of (seed, epoch, row) rather than the next number of a stream, so
+    that a resumed run, and every data-loader worker, draws what an uninterrupted run in the main process draws.
+
     Args:
         processor: an `S2CAProcessor`.
         frame_cache: a `FrameCache` built for this processor, or `None` to decode.
         on_error: `"raise"`, or `"skip"` to leave out rows whose video cannot be decoded (each logged; counted in
             `num_skipped`). A batch left with no row is an empty dict.
-        return_video_index: also return the rows' `video_index` (evaluation needs it).
-        seed: the caption draws' random seed.
+        return_video_index: also return the rows' `video_index` (evaluation and the training loss need it).
+        seed: the caption and foil draws' random seed.
+        return_foils: also return one foil per row when the rows have a `foils` column (training).
     """
 
     def __init__(
@@ -39,6 +46,7 @@ class VideoTextCollator:
         on_error: str = "raise",
         return_video_index: bool = False,
         seed: int | None = None,
+        return_foils: bool = False,
     ):
         check_on_error(on_error)
         self.processor = processor
@@ -47,7 +55,14 @@ class VideoTextCollator:
         self.return_video_index = return_video_index
         self.policy = _video_processor(processor).frame_policy
         self.num_skipped = 0
+        self.seed = seed
+        self.return_foils = return_foils
+        self.epoch = 0
         self._rng = random.Random(seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        """The epoch whose foils to draw (the training loop calls it before each epoch, as the sampler's)."""
+        self.epoch = epoch
 
     def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         if self.frame_cache is not None:
@@ -76,6 +91,12 @@ class VideoTextCollator:
             texts = [self._text(row) for row in kept]
             encoded = self.processor(text=texts, return_tensors="pt")
             batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **batch}
+            if self.return_foils and "foils" in kept[0]:
+                foils = [self._foil(row, text) for row, text in zip(kept, texts)]
+                encoded = self.processor(text=["" if foil is None else foil for foil in foils], return_tensors="pt")
+                batch["foil_input_ids"] = encoded["input_ids"]
+                batch["foil_attention_mask"] = encoded["attention_mask"]
+                batch["foil_mask"] = torch.tensor([int(foil is not None) for foil in foils])
         if self.return_video_index:
             batch["video_index"] = torch.tensor([row["video_index"] for row in kept])
         return batch
@@ -83,6 +104,14 @@ class VideoTextCollator:
     def _text(self, row: dict) -> str:
         captions = row.get("captions")
         return self._rng.choice(captions) if captions else row["text"]
+
+    def _foil(self, row: dict, text: str) -> str | None:
+        """One of the row's foils, or `None` without any; the same for the same (seed, epoch, video, caption)."""
+        if not row["foils"]:
+            return None
+        # A string seed is hashed with SHA-512: the same draw in every process, whatever PYTHONHASHSEED.
+        draw = random.Random(f"{self.seed}/{self.epoch}/{row['video_id']}/{text}")
+        return draw.choice(row["foils"])
 
     def _cached(self, row: dict) -> bool:
         if self.frame_cache is not None and row["video_id"] in self.frame_cache.failed:
