@@ -13,7 +13,7 @@ frames, uniform).
 Both are measured in this process pinned to one core with one torch thread, so they are per-core rates. The cache
 build uses every core (`datasets.map(num_proc=...)`) and its wall time is reported too. The cache files were just
 written, so they are read from the page cache: the numbers are for a cache that fits in RAM (or a fast disk).
-Results go to `benchmarks/results/data_pipeline.{json,md}` (see BENCHMARKS.md §4 for the target).
+Results go to `benchmarks/results/data_pipeline.{json,md}` (see docs/benchmarks.md §4 for the target).
 """
 
 import argparse
@@ -35,7 +35,7 @@ from s2ca_hf.video_io import encode_frames
 
 
 RESULTS = Path(__file__).parent / "results"
-TARGET_CACHE_VIDEOS_PER_S_PER_CORE = 150  # BENCHMARKS.md §4
+TARGET_CACHE_VIDEOS_PER_S_PER_CORE = 150  # docs/benchmarks.md §4
 
 
 def write_long_clip(path: str, seed: int, seconds: int = 10, fps: int = 30, width: int = 320, height: int = 240):

@@ -8,7 +8,8 @@ Random weights and inputs (throughput does not depend on them). Each variant run
 `+atr` adds train.py's Align-Transform-Reconstruct distillation (frozen random CLIP teacher, ATR heads); the other
 S2CA variants are the step without ATR ("S2CA without ATR").
 The reference is the same package with `use_concepts=False, temporal_module="mean"`: CLIP4Clip-meanP. Every ratio is
-measured against the reference of the same batch size in the same run (BENCHMARKS.md: ratios, not absolute times).
+measured against the reference of the same batch size in the same run (docs/benchmarks.md §3: ratios, not absolute
+times).
 Effective TFLOP/s counts the FLOPs of one step with `torch.utils.flop_counter` and divides by the measured time.
 
 Writes `benchmarks/results/gpu_throughput-<device name>.json` and `.md` (machine, versions, date, exact command).
@@ -45,7 +46,7 @@ def load_training_module(name: str):
 
 def model_config(tiny: bool, **overrides) -> S2CAConfig:
     if not tiny:
-        return S2CAConfig(**overrides)  # the defaults are ViT-B/32 + S2CA (METHOD.md)
+        return S2CAConfig(**overrides)  # the defaults are ViT-B/32 + S2CA (docs/method.md)
     from s2ca_hf.tiny import tiny_config
 
     return tiny_config(**overrides)

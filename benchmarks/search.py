@@ -12,7 +12,7 @@ What is measured (random float16 vectors; the values do not change the cost of a
   conversion and arithmetic of the streaming path but not the disk reads.
 * CPU FAISS (`SQfp16`, the default backend: float16 storage, exact inner products) where its N x E float16 copy
   fits in `--memory-gib`; otherwise at a reduced dimension, said so in the row.
-* The same sizes at E = 512 (instance vectors only), held in memory, to compare with the anchors of BENCHMARKS.md.
+* The same sizes at E = 512 (instance vectors only), held in memory: the cost of a CLIP4Clip-sized index.
 * GPU exact search (float16 in GPU memory, float32 re-scoring of the candidates) when CUDA is available.
 * Indexer throughput: `build_index` over generated clips with the tiny model (decode + encode + write), and the
   video and text encoders of the default-size S2CA model (`S2CAConfig()`: ViT-B/32 sizes, random weights) on tensors.
@@ -405,7 +405,9 @@ def main(argv: list[str] | None = None) -> dict:
     if torch.cuda.is_available():
         search_rows += gpu_rows(args.sizes, args.dim, args.k, args, log)
     else:
-        notes.append("No GPU was available for this run: the GPU search target (BENCHMARKS.md §3) is not measured.")
+        notes.append(
+            "No GPU was available for this run: the GPU search target (docs/benchmarks.md §3) is not measured."
+        )
     encoding = [] if args.quick or not args.exact_rows else indexer_rows(args, log) + encoder_rows(args, log)
     two_stage = search_two_stage.run(args)
     notes += [

@@ -15,7 +15,8 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert (config.vision_config.hidden_size, config.vision_config.num_hidden_layers) == (768, 12)
     assert (config.text_config.hidden_size, config.text_config.num_hidden_layers) == (512, 12)
     assert config.text_config.projection_dim == config.vision_config.projection_dim == 512
-    # METHOD.md defaults, except where issue 12's measurements (val of the built-in corpus) changed them.
+    # The first reconstruction's defaults, except where the measurements (val of the built-in corpus) changed them
+    # (docs/method.md §10).
     assert config.num_frames == 12
     assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
     assert config.use_concepts and config.num_concepts == 16
@@ -27,7 +28,7 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)
     assert config.logit_scale_max == pytest.approx(math.log(100))
     assert config.concept_contrastive_weight == 0.0
-    # Usage weights: phi and psi have D (1 + K) = 8,704 dimensions; the uniform weights of METHOD.md §5 need
+    # Usage weights: phi and psi have D (1 + K) = 8,704 dimensions; the uniform weights (docs/method.md §5) need
     # D (1 + 2K) = 16,896.
     assert config.concept_weighting == "usage"
     assert config.embedding_dim == 8704

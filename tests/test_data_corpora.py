@@ -1,4 +1,4 @@
-"""The corpus loaders against the fixtures' expected.json (DATASETS.md §2-5, §10), and their errors."""
+"""The corpus loaders against the fixtures' expected.json (the protocols of docs/datasets.md), and their errors."""
 
 import json
 import os

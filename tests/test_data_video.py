@@ -1,4 +1,5 @@
-"""read_frames: the frames the policy selects, identified by content (DATASETS.md §6), and one error for bad files."""
+"""read_frames: the frames the policy selects, identified by content (docs/datasets.md), and one error for bad
+files."""
 
 import numpy as np
 import pytest

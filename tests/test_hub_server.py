@@ -31,7 +31,7 @@ from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline
 from s2ca_hf.video_io import write_video
 
 
-OLAH_VERSION = "0.5.4"  # the version whose offline mode ECOSYSTEM.md §1 describes
+OLAH_VERSION = "0.5.4"  # the version whose offline mode this test was written against
 INSTALL_TIMEOUT_S = 600
 START_TIMEOUT_S = 60
 REPO_ID = "org/s2ca-msrvtt"

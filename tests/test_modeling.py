@@ -4,7 +4,7 @@ import os
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import METHOD_MD, make_inputs
+from conftest import FIRST_RECONSTRUCTION, make_inputs
 from transformers import AutoModel, CLIPConfig, CLIPModel
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
@@ -28,7 +28,7 @@ def seeded_model(config, seed: int = 0) -> S2CAModel:
     return S2CAModel(config).eval()
 
 
-# --- independent reference computations, written from METHOD.md rather than from the model code ----------------------
+# --- independent reference computations, written from docs/method.md rather than from the model code -----------------
 
 
 def reference_concept_score(out: S2CAOutput) -> torch.Tensor:
@@ -271,7 +271,7 @@ def test_concept_features_recomputed_from_weights(model, inputs):
 
 def test_empty_concept_contributes_zero():
     # Texts of one word have two concept tokens (the word and end-of-text): at least K - 2 concepts stay empty.
-    model = seeded_model(tiny_config(**METHOD_MD))
+    model = seeded_model(tiny_config(**FIRST_RECONSTRUCTION))
     inputs = make_inputs(batch=2, seq_len=3)
     with torch.no_grad():
         out = model(**inputs)
@@ -308,7 +308,7 @@ def test_training_allocation_is_stochastic_yet_one_hot(model, inputs):
 
 def test_straight_through_gradient_reaches_prototypes_and_projections(inputs):
     # Only the retrieval loss: the query/key projections are reached through the allocation alone.
-    model = seeded_model(tiny_config(diversity_loss_weight=0.0, balance_loss_weight=0.0, **METHOD_MD))
+    model = seeded_model(tiny_config(diversity_loss_weight=0.0, balance_loss_weight=0.0, **FIRST_RECONSTRUCTION))
     model.train()
     model(**inputs, return_loss=True).loss.backward()
     allocator = model.concepts.allocators[0]

@@ -30,7 +30,7 @@ def kept_indices(frames: np.ndarray, out_brightness: torch.Tensor, mask: torch.T
     return [int(np.abs(values - b).argmin()) for b, m in zip(out_brightness.tolist(), mask.tolist()) if m]
 
 
-# --- the frame policy of DATASETS.md §6 ------------------------------------------------------------------------------
+# --- the frame policy (docs/datasets.md, "Frames, text and the frame cache") -----------------------------------------
 
 
 def test_defaults_are_clip_preprocessing_and_clip4clip_policy():
