@@ -95,6 +95,23 @@ def test_smoke_run_saves_a_model_that_automodel_loads_with_its_metrics(tiny, tmp
     assert all(torch.isfinite(torch.tensor(record["loss"])) for record in history(output))
 
 
+@pytest.mark.slow
+def test_early_stopping_ends_the_run_after_patience_evaluations_without_a_better_val(tiny, tmp_path):
+    output = tmp_path / "early"
+    arguments = ["--per_device_train_batch_size", "4", "--max_steps", "40", "--eval_strategy", "steps"]
+    arguments += ["--eval_steps", "1", "--early_stopping_patience", "2", "--align", "false", "--transform", "false"]
+    summary = train.main(tiny_args(tiny, output, *arguments, "--reconstruct", "false"))
+    steps = [e["step"] for e in summary["evaluations"]]
+    assert summary["stopped_early"] == summary["global_step"] == steps[-1] < 40
+    # it stopped exactly when the last 2 evaluations were no better than the best one before them
+    assert steps[-2:] == [summary["best_step"] + 1, summary["best_step"] + 2]
+    values = [e["metrics"]["val"]["text_to_video"]["R@1"] for e in summary["evaluations"]]
+    best = values[steps.index(summary["best_step"])]
+    assert best == max(values) and all(v <= best for v in values[-2:])
+    with pytest.raises(ValueError, match="early_stopping_patience"):
+        train_arguments.parse_arguments(["--early_stopping_patience", "2", "--eval_strategy", "no"])
+
+
 # --- distributed -------------------------------------------------------------------------------------------------
 
 
@@ -386,9 +403,10 @@ def test_every_recipe_parses_with_the_method_budgets(name):
     model_args, data_args, args, recipe = train_arguments.parse_arguments(["--config", str(config)])
     assert recipe == name and args.output_dir == os.path.join("runs", name)
     if name == "synthetic":
-        assert model_args.clip is None and data_args.eval_splits == ["val", "test", "compositional"]
+        assert model_args.clip is None and data_args.eval_splits == ["val", "test", "compositional", "open_vocab"]
+        assert data_args.max_frames == 4 and data_args.synthetic_num_videos == 2500
         assert data_args.selection_split == "val" and model_args.model_config["num_concepts"] == 16
-        assert args.clip_lr_scale == 0.3  # chosen on val (issue 12, diagnosis rounds 7, 8 and 11)
+        assert args.clip_lr_scale == 0.3  # chosen on val (diagnosis rounds 7, 8 and 11)
         # ATR off: every term cost val R@1 with the small CLIP as teacher (diagnosis rounds 15 and 16).
         assert not (model_args.align or model_args.transform or model_args.reconstruct)
         return

@@ -366,12 +366,20 @@ def main(argv: list[str] | None = None) -> dict:
                 {f"eval/{s}/{d}/{m}": v for s, r in results.items() for d, ms in r.items() for m, v in ms.items()},
                 step=global_step,
             )
-        # Everyone learns whether this was the best, so that save_model's barrier is reached by all processes.
-        best = accelerator.gather(torch.tensor([float(state["best_step"] == global_step)], device=accelerator.device))[
-            0
-        ]
+        # Early stopping (HF's EarlyStoppingCallback): this many evaluations in a row without a better value.
+        stale = sum(e["step"] > (state["best_step"] or 0) for e in state["evaluations"])
+        stalled = bool(args.early_stopping_patience) and stale >= args.early_stopping_patience
+        # Everyone learns whether this was the best and whether to stop, so that save_model's barrier and the end
+        # of the loop are reached by all processes.
+        flags = torch.tensor([float(state["best_step"] == global_step), float(stalled)], device=accelerator.device)
+        best, stop = accelerator.gather(flags)[:2].tolist()
         if best:
             save_model(accelerator, module, processor, os.path.join(output_dir, "best"))
+        if stop:
+            state["stopped_early"] = global_step
+            log(f"Stopping early at step {global_step}: no better {args.metric_for_best_model} on "
+                f"{data_args.selection_split} in {args.early_stopping_patience} evaluations (best at step "
+                f"{state['best_step']}).")  # fmt: skip
 
     for epoch in range(state["epoch"], num_epochs):
         train_loader.set_epoch(epoch)
@@ -425,16 +433,17 @@ def main(argv: list[str] | None = None) -> dict:
                 run_evaluation()
             if args.save_steps and global_step % args.save_steps == 0:
                 save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
-            if global_step >= total_steps:
+            if global_step >= total_steps or state.get("stopped_early"):
                 break
         if state["epoch_batches"] >= len(train_loader):
             state["epoch"], state["epoch_batches"] = epoch + 1, 0
-        if args.eval_strategy == "epoch" or (global_step >= total_steps and args.eval_strategy != "no"):
+        finished = global_step >= total_steps or state.get("stopped_early")
+        if args.eval_strategy == "epoch" or (finished and args.eval_strategy != "no"):
             if not state["evaluations"] or state["evaluations"][-1]["step"] != global_step:
                 run_evaluation()
         if not (args.save_steps and global_step % args.save_steps == 0):
             save_checkpoint(accelerator, output_dir, state, args.save_total_limit)
-        if global_step >= total_steps:
+        if global_step >= total_steps or state.get("stopped_early"):
             break
     bar.close()
 
@@ -448,6 +457,7 @@ def main(argv: list[str] | None = None) -> dict:
         "best_step": state["best_step"],
         "selection": f"{data_args.selection_split} {args.metric_for_best_model}",
         "global_step": global_step,
+        "stopped_early": state.get("stopped_early"),
         "final_metrics": state["evaluations"][-1]["metrics"] if state["evaluations"] else None,
         "evaluations": state["evaluations"],
         "seconds": round(time.time() - started, 1),

@@ -125,6 +125,10 @@ class TrainingArguments:
     eval_strategy: Literal["epoch", "steps", "no"] = "epoch"
     eval_steps: int | None = None
     metric_for_best_model: str = "text_to_video/R@1"
+    early_stopping_patience: int = field(
+        default=0,
+        metadata={"help": "stop after this many evaluations without a better metric_for_best_model (0: never)"},
+    )
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "'latest' or a checkpoint folder"})
     report_to: str = field(default="auto", metadata={"help": "auto (tensorboard if installed), none, or a,b"})
     dataloader_num_workers: int = 0
@@ -141,6 +145,13 @@ class TrainingArguments:
             "eval_steps",
             self.eval_steps,
             "> 0 with eval_strategy=steps",
+        )
+        check(self.early_stopping_patience >= 0, "early_stopping_patience", self.early_stopping_patience, ">= 0")
+        check(
+            not self.early_stopping_patience or self.eval_strategy != "no",
+            "early_stopping_patience",
+            self.early_stopping_patience,
+            "0 with eval_strategy=no (early stopping reads the evaluations)",
         )
         direction, _, metric = self.metric_for_best_model.partition("/")
         check(
