@@ -245,6 +245,7 @@ lock.release()
 """
 
 
+@pytest.mark.slow  # about 8 s on 2 cores: a second process holds the lock, and the waiting run waits it out
 def test_a_second_writer_is_refused_naming_the_holder_and_can_wait(built, saved_model, tmp_path, capsys):
     out, folder = built
     copy = tmp_path / "locked"

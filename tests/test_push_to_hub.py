@@ -169,6 +169,7 @@ def test_the_evaluated_weights_file_is_published_when_it_holds_the_same_tensors(
 # --- parity ----------------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # 6-8 s on 2 cores, as each test that runs the parity check: a fresh process imports transformers
 def test_parity_check_fails_loudly_on_tampered_weights_and_nothing_is_uploaded(
     trained, tmp_path, monkeypatch, recording_api
 ):
@@ -193,6 +194,7 @@ def test_parity_check_fails_loudly_on_tampered_weights_and_nothing_is_uploaded(
     assert all(api.calls == [] for api in recording_api)
 
 
+@pytest.mark.slow  # a parity check: a fresh process
 def test_parity_check_reports_a_folder_that_cannot_load(loaded, tmp_path):
     model, processor = loaded
     push_to_hub.write_repo_folder(model, processor, tmp_path / "out")
@@ -304,6 +306,7 @@ def test_results_file_not_found_or_not_json(tmp_path):
 # --- what would be uploaded ------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a full export with its parity check: a fresh process
 def test_upload_sends_one_commit_of_the_checked_folder_and_tags_it(trained, tmp_path, recording_api):
     results = write_results(tmp_path / "msrvtt_test.json", sha256_of(trained / "model.safetensors"))
     argv = ["--model", str(trained), "--repo_id", "org/s2ca-msrvtt", "--results", str(results), "--tag", "v1.0"]

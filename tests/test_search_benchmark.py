@@ -24,6 +24,7 @@ def test_recall_counts_ties_at_the_kth_place_as_hits():
     assert search_two_stage.recall_at_k(found, exact) == pytest.approx((2 / 3 + 1) / 2)
 
 
+@pytest.mark.slow  # about 40 s on 2 cores: it builds an index and generated collections, each searched in a process
 def test_two_stage_section_measures_a_real_index_and_generated_collections(saved_model, video_folder, tmp_path):
     captions = tmp_path / "MSRVTT_data.json"
     sentences = [{"caption": f"clip {i} shows {word}", "video_id": video_name(i)} for i in range(6) for word in "ab"]
