@@ -42,8 +42,13 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     saved = json.loads((tmp_path / "results" / "accuracy.json").read_text())
     assert saved["rows"] == json.loads(json.dumps(report["rows"]))
     assert [(row["method"], row["split"]) for row in saved["rows"]] == [
-        (method, split) for method in methods for split in ("val", "test", "compositional")
+        (method, split) for method in methods for split in ("val", "test", "compositional", "open_vocab")
     ]
+    # every split has its ceilings: a perfect observer scores 100 on a corpus without indistinguishable clips
+    assert set(saved["oracles"]) == set(accuracy.SPLITS)
+    assert all(o["everything"] == 100.0 and o["no motion"] <= 100.0 for o in saved["oracles"].values())
+    # each trained row says where val peaked, within the 2-step budget
+    assert all(1 <= step <= 2 for row in saved["rows"] if row["method"] == "meanP" for step in row["best_steps"])
     by_method = {row["method"]: row for row in saved["rows"] if row["split"] == "test"}
     assert by_method["meanP"]["seeds"] == [0, 1] and by_method["CLIP zero-shot (no fine-tuning)"]["seeds"] == [0]
     for row in saved["rows"]:
@@ -66,8 +71,10 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     # score must rank exactly as the model's phi . psi did in train.py's own evaluation of the same weights.
     evaluated = json.loads((tmp_path / "runs" / "S2CA_default-seed1" / "eval_results.json").read_text())
     [at_best] = [e["metrics"] for e in evaluated["evaluations"] if e["step"] == evaluated["best_step"]]
-    for split in ("val", "test", "compositional"):
+    for split in accuracy.SPLITS:
         assert diagnosed[split]["t2v_R@1_combined"] == at_best[split]["text_to_video"]["R@1"]
+        # R@1 per query type, None where the split has no query of that type
+        assert set(diagnosed[split]["query_types"]) == set(accuracy.QUERY_TYPES)
         errors = diagnosed[split]["errors"]
         # the error kinds add up to the wrong top-1 hits, which are 100 - R@1 per 100 queries
         assert abs(sum(errors[k] for k in accuracy.ERROR_KINDS) - errors["errors"]) < 1e-6
@@ -75,6 +82,8 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     assert "errors" in saved["diagnostics"]["meanP / seed 0"]["test"]  # every method has the breakdown
     table = (tmp_path / "results" / "accuracy.md").read_text()
     assert "| S2CA (default) | compositional |" in table and "| meanP | test |" in table
+    assert "Ceilings" in table and "per query type" in table and "What fine-tuning keeps of pretraining" in table
+    assert "| none |" in table.replace("| all | none |", "| none |")  # the error table has a none column
     # The concept table has one row per S2CA method, its statistics averaged over the two seeds.
     [concept_row] = [line for line in table.splitlines() if line.startswith("| S2CA (default) | ") and " / " in line]
     empty = statistics.fmean(
@@ -82,6 +91,22 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     )
     assert concept_row.split(" | ")[1].split(" / ")[0] == f"{empty:.2f}"
     assert saved["command"].startswith("python benchmarks/accuracy.py") and saved["versions"]["torch"]
+
+    # An interrupted benchmark continues where it stopped: finished runs with the same arguments are not trained again.
+    def no_training(*args, **kwargs):
+        raise AssertionError(f"trained again: {args}")
+
+    trained = accuracy.subprocess.run
+    accuracy.subprocess.run = no_training
+    try:
+        again = accuracy.main(
+            ["--seeds", "0", "1", "--methods", *methods[1:], "--data_dir", str(corpus), "--clip", clip]
+            + ["--max_steps", "2", "--work_dir", str(tmp_path / "runs")]
+            + ["--out", str(tmp_path / "again"), "--", *tiny]
+        )
+    finally:
+        accuracy.subprocess.run = trained
+    assert [r for r in again["rows"] if r["method"] == "meanP"] == [r for r in report["rows"] if r["method"] == "meanP"]
 
 
 @pytest.mark.slow
