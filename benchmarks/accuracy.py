@@ -1,23 +1,31 @@
-"""Does S2CA beat its baselines? Retrieval quality on the built-in concept-video corpus (BENCHMARKS.md §1), on a CPU.
+"""Does S2CA beat its baselines? Retrieval quality on the built-in concept-video corpus (docs/benchmarks.md §1).
 
-    python benchmarks/accuracy.py                      # the full protocol: 6 rows x 3 seeds, under an hour on 2 cores
+    python benchmarks/accuracy.py             # the full protocol: 6 rows x 3 seeds, hours on 2 cores (resumable)
     python benchmarks/accuracy.py --seeds 0 --max_steps 20 -- --synthetic_num_videos 200   # a quick look
 
-1. A small CLIP is pretrained on single frames of the corpus with static captions (`training/pretrain_clip.py`, made
-   once and cached): the stand-in for OpenAI CLIP, and the ATR teacher.
-2. From it, every row is fine-tuned with the same steps, data and seeds by `training/train.py` (the synthetic
-   recipe): meanP, seqTransf, S2CA as the recipe trains it (the default), S2CA with ATR and S2CA with the hard Gumbel
-   allocation of the paper's abstract; "CLIP zero-shot (no fine-tuning)" evaluates the pretrained CLIP as meanP
-   without training.
-3. Each run keeps the checkpoint with the best val text->video R@1 (val is the only split any choice is made on);
-   text->video and video->text metrics on val, on the test split and on the compositional split (colour, shape,
-   motion combinations never seen in training); mean and std over the seeds.
-4. For every method and seed, what its wrong top-1 hits differ in from the right clip (the attribute error
-   breakdown over the minimal-pair groups), and for the S2CA rows how they use their concepts (tokens per concept,
-   empty-concept rate, shared concepts, R@1 from s_inst, s_con and both, the concept score weight best on val).
+1. A small CLIP is pretrained on the corpus's captioned stills (`training/pretrain_clip.py`, made once and cached):
+   the stand-in for OpenAI CLIP and the ATR teacher. The stills show a wider world than the clips (colours and
+   shapes fine-tuning never shows, three sizes, position words), so the teacher knows something the students
+   are not taught.
+2. From it, every row is fine-tuned by `training/train.py` (the synthetic recipe) with the same data and seeds,
+   each until its val text->video R@1 stops improving (`--early_stopping_patience` evaluations, every
+   `--eval_steps`, at most `--max_steps`): meanP, seqTransf, S2CA as the recipe trains it (the default), S2CA with
+   ATR and S2CA with the hard Gumbel allocation of the paper's abstract; "CLIP zero-shot (no fine-tuning)"
+   evaluates the pretrained CLIP as meanP without training. Every row trains on the same group-aware batches with
+   caption foils (the recipe's defaults).
+3. Each run keeps the checkpoint with the best val R@1 (val is the only split any choice is made on); metrics on
+   val, test, compositional (combinations never seen in training) and open_vocab (colours and shapes only the
+   stills show); mean and std over the seeds, and the step each seed peaked at. A text's correct answers are every
+   clip of its split that shows all the caption says.
+4. Every figure has a ceiling: the R@1 of observers blind to frame order, to motion, to binding (`oracles`).
+5. For every method and seed: R@1 per query type (names everything / one of several / binding pair / motion pair),
+   what its wrong top-1 hits fail of the caption (the error table), what fine-tuning kept of the teacher's
+   open-vocabulary knowledge, and for the S2CA rows how they use their concepts (tokens per concept, empty-concept
+   rate, shared concepts, R@1 from s_inst, s_con and both, the concept score weight best on val).
 
-Writes `benchmarks/results/accuracy.json` and `accuracy.md`, with the machine and the small CLIP's zero-shot R@1:
-results differ between CPUs, so methods are compared within one file only.
+A finished run (its folder holds the same arguments) is reused, so an interrupted benchmark continues where it
+stopped. Writes `benchmarks/results/accuracy.json` and `accuracy.md`, with the machine, the corpus format and the
+small CLIP's zero-shot R@1: results differ between CPUs, so methods are compared within one file only.
 """
 
 import argparse
@@ -48,7 +56,7 @@ ATR = ["--align", "true", "--transform", "true", "--reconstruct", "true"]
 DEFAULT_S2CA = "S2CA (default)"
 METHODS = {
     # name: train.py overrides on top of the synthetic recipe, or None (no training). The recipe's S2CA is the default
-    # chosen on val in issue 12 (soft allocation, detached towers, residual loss, no ATR); the last two rows put back,
+    # chosen on val (soft allocation, detached towers, residual loss, no ATR; docs/research-log.md); the last two rows put back,
     # one at a time, what the paper's abstract has and the measurements took out.
     "CLIP zero-shot (no fine-tuning)": None,
     "meanP": ["--use_concepts", "false", "--temporal_module", "mean", *NO_ATR],
@@ -577,12 +585,24 @@ def main(argv: list[str] | None = None) -> dict:
             per_run[f"{name} / seed {seed}"] = run_diagnostics(model_dir, args.data_dir)
         rows += summarise(name, per_seed, args.seeds, best_steps)
         if clip_zero_shot is not None:  # written after every method, so that a long run's finished rows are kept
-            report.update(clip_zero_shot=clip_zero_shot, oracles=oracles(args.data_dir))
+            report.update(
+                clip_zero_shot=clip_zero_shot, oracles=oracles(args.data_dir), corpus_format=corpus_format(args.data_dir)
+            )
             save_report(report, args.name, argv, args.out, markdown, script="benchmarks/accuracy.py")
     if clip_zero_shot is None:
         clip_zero_shot, _ = zero_shot_report(args, common)
-    report.update(clip_zero_shot=clip_zero_shot, oracles=oracles(args.data_dir))
+    report.update(
+        clip_zero_shot=clip_zero_shot, oracles=oracles(args.data_dir), corpus_format=corpus_format(args.data_dir)
+    )
     return save_report(report, args.name, argv, args.out, markdown, script="benchmarks/accuracy.py")
+
+
+def corpus_format(data_dir: str) -> int:
+    """The format version of the built-in corpus the benchmark ran on (what the README labels its figures with)."""
+    from s2ca_hf.data.synthetic import META_JSON
+
+    with open(os.path.join(data_dir, META_JSON)) as f:
+        return json.load(f)["format_version"]
 
 
 def oracles(data_dir: str) -> dict[str, dict]:

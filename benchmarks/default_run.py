@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> dict:
             summary = json.load(f)
         metrics, model_dir = selected(summary)
         with open(os.path.join(folder, "data", "synthetic", "synthetic.json")) as f:
-            clips = json.load(f)["clips"]
+            meta = json.load(f)
+        clips = meta["clips"]
         concept_map_file = write_concept_map(folder, model_dir, clips, args.out)
     report = {
         "seconds": seconds,
@@ -128,6 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
         "load_average": f"{load_before:.1f} / {os.getloadavg()[0]:.1f}",
         "note": args.note,
         "concept_map": concept_map_file,
+        "corpus_format": meta["format_version"],
     }
     return save_report(report, "default_run", argv, args.out, markdown)
 

@@ -7,11 +7,11 @@ Only the abstract is public; what it leaves open is reconstructed from GroupViT 
 learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compared concept by concept) and CLIP4Clip
 (backbone, temporal module, loss). Every such choice is a field of `S2CAConfig`.
 
-What the measurements changed from the first reconstruction (issue 12; README, "The method is a reconstruction";
-`benchmarks/results/s2ca_diagnosis_round*.md`, every choice read on the val split of the built-in corpus):
+What the measurements changed from the first reconstruction (docs/method.md §10, docs/research-log.md,
+`benchmarks/results/diagnosis/`; every choice read on the val split of the built-in corpus):
 
 * Allocation is soft by default (`allocation="soft"`, a softmax over the K = 16 concepts). The hard Gumbel-softmax of
-  METHOD.md trains on near-random groupings (its logits stay far below the noise) and, at evaluation, leaves most
+  the first reconstruction trains on near-random groupings (its logits stay far below the noise) and, at evaluation, leaves most
   concepts empty; every route to a discrete allocation tried (noise scales, straight-through without noise, the
   relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage weights) ranked
   15-30 val R@1 points below soft allocation. `"gumbel"` and `"relaxed"` remain options.
@@ -61,7 +61,7 @@ class _NestedModelOutput(ModelOutput):
 @dataclass
 class S2CAConceptOutput(_NestedModelOutput):
     r"""
-    How one modality's tokens were allocated to the K shared concepts, and what the concepts became (METHOD.md §3-4).
+    How one modality's tokens were allocated to the K shared concepts, and what the concepts became (docs/method.md §3-4).
     B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
 
     concept_features (`torch.FloatTensor` of shape `(B, K, D)`):
@@ -96,7 +96,7 @@ class S2CAEncoderOutput(_NestedModelOutput):
     Everything one tower produces for a batch of texts or of videos. E is `config.embedding_dim`, D `projection_dim`.
 
     embeds (`torch.FloatTensor` of shape `(B, E)`):
-        The retrieval vector: phi(text) or psi(video) of METHOD.md §5, so that `phi @ psi.T` is the score.
+        The retrieval vector: phi(text) or psi(video) of docs/method.md §5, so that `phi @ psi.T` is the score.
     instance_embeds (`torch.FloatTensor` of shape `(B, D)`):
         The L2-normalised instance feature t (end-of-text state) or v (masked mean of the refined frames).
     concepts ([`S2CAConceptOutput`], *optional*):
@@ -128,7 +128,7 @@ class S2CAOutput(_NestedModelOutput):
     D `projection_dim`.
 
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        The local-batch training loss: retrieval loss plus the weighted concept regularisers (METHOD.md §6).
+        The local-batch training loss: retrieval loss plus the weighted concept regularisers (docs/method.md §6).
     logits_per_text (`torch.FloatTensor` of shape `(T, V)`):
         `exp(logit_scale) * (s_inst + concept_score_weight * s_con)`, the scaled retrieval score.
     logits_per_video (`torch.FloatTensor` of shape `(V, T)`):
@@ -237,7 +237,7 @@ def concept_similarity(
 ) -> torch.Tensor:
     """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`.
 
-    `weighting="uniform"` (METHOD.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>, alpha
+    `weighting="uniform"` (docs/method.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>, alpha
     = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where the
     weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
     much as both sides use it, and one that only one side uses adds nothing. Matrix products only, so that the
@@ -390,7 +390,7 @@ class S2CATemporalTransformer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Shared concept prototypes: allocation (METHOD.md §3) and conceptual aggregated features (§4)
+# Shared concept prototypes: allocation (docs/method.md §3) and conceptual aggregated features (§4)
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -501,7 +501,7 @@ class S2CAConceptTracks(nn.Module):
 
     A concept pooled over the whole clip keeps what its object looks like but loses where it goes and how its size
     changes, so the concept score cannot tell "moves left" from "moves right"; motion was the attribute every variant
-    missed most (`benchmarks/results/s2ca_diagnosis_round5.md`).
+    missed most (`benchmarks/results/diagnosis/s2ca_diagnosis_round5.md`).
     """
 
     def __init__(self, config: S2CAConfig):
@@ -767,7 +767,7 @@ class S2CAModel(S2CAPreTrainedModel):
 
     def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
         # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
-        # product is s_inst + lambda_e * s_con exactly (METHOD.md §5). With usage weights both sides are
+        # product is s_inst + lambda_e * s_con exactly (docs/method.md §5). With usage weights both sides are
         # [t ; sqrt(lambda_e) a*c]: half the size.
         if concepts is None:
             return instance

@@ -159,7 +159,7 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
 
 
 def test_goal_table_reads_the_gaps_off_the_rows():
-    """Issue 12's goal: the default S2CA >= seqTransf + 5 and >= meanP + 10 text->video R@1, the gap above the std."""
+    """The method's goal: the default S2CA >= seqTransf + 5 and >= meanP + 10 text->video R@1, the gap above the std."""
 
     def row(method, split, r1, std):
         return {"method": method, "split": split, "text_to_video": {"R@1": r1}, "text_to_video_std": {"R@1": std}}

@@ -20,28 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # Files whose dangling references their owners are fixing in changes of their own; each entry says what it still
 # cites. Remove an entry once its file is fixed (the list is meant to become empty).
-ALLOWED_DANGLING = {
-    # METHOD.md, the README's removed "What the measurements changed", benchmarks/results/s2ca_diagnosis_round*.md
-    # (moved to benchmarks/results/diagnosis/), "issue 12" (the method issue fixes these docstrings)
-    "s2ca_hf/modeling_s2ca.py",
-    # METHOD.md, benchmarks/results/s2ca_diagnosis_round1{2,3,4}.md, _round7.md, _round1.md (moved to diagnosis/),
-    # "issue 12" (the method issue)
-    "s2ca_hf/configuration_s2ca.py",
-    # docs/DATASETS.md, DATASETS.md
-    "s2ca_hf/data/corpora.py",
-    # "Gotcha 13 of DATASETS.md"
-    "s2ca_hf/data/corpora_didemo_activitynet.py",
-    # BENCHMARKS.md §1, "issue 12"
-    "benchmarks/accuracy.py",
-    # METHOD.md §6
-    "training/losses.py",
-    # METHOD.md §6.3
-    "training/distill.py",
-    # "issue 12"
-    "tests/test_train.py",
-    # "Issue 12's goal"
-    "tests/test_accuracy_script.py",
-}
+ALLOWED_DANGLING: set[str] = set()
 
 TEXT_SUFFIXES = {".py", ".md", ".yaml", ".yml", ".toml", ".txt", ".sh", ".cfg", ".ini", ".html", ""}
 SKIPPED_FOLDERS = ("tests/fixtures/",)  # annotation files in each corpus's layout: data, not text

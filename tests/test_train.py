@@ -41,7 +41,7 @@ def tiny_args(tiny, output_dir, *extra: str) -> list[str]:
         "--frame_cache_dir", tiny["frames"], "--max_frames", "4", "--num_concepts", "4",
         "--temporal_num_hidden_layers", "1", "--temporal_num_attention_heads", "2", "--learning_rate", "1e-3",
         "--report_to", "none", "--disable_tqdm", "true",
-        # ATR is off in the synthetic recipe (issue 12); these runs keep it on, so that the teacher, the ATR heads and
+        # ATR is off in the synthetic recipe; these runs keep it on, so that the teacher, the ATR heads and
         # their checkpoints are exercised end to end.
         "--align", "true", "--transform", "true", "--reconstruct", "true", *extra,
     ] + (["--output_dir", str(output_dir)] if output_dir else [])  # fmt: skip

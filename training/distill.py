@@ -1,4 +1,4 @@
-"""Align-Transform-Reconstruct distillation from a frozen CLIP teacher (METHOD.md §6.3). Training only.
+"""Align-Transform-Reconstruct distillation from a frozen CLIP teacher (docs/method.md §6.3). Training only.
 
     teacher   a `CLIPModel` in eval mode without gradient: its text feature, its meanP video feature (the mean of the
               normalised frame features) and its tokens (text tokens; one feature per frame for video).

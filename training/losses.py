@@ -102,7 +102,7 @@ class S2CALossOutput:
 
 
 class S2CALoss(nn.Module):
-    """L = L_ret + w_div L_div + w_bal L_bal (METHOD.md §6) over the global batch.
+    """L = L_ret + w_div L_div + w_bal L_bal (docs/method.md §6) over the global batch.
 
     Args:
         rank: this process's index (`accelerator.process_index`).

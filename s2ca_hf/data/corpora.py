@@ -1,7 +1,7 @@
 """The text-video corpora as `datasets.Dataset`s, built exactly as CLIP4Clip builds its pairs.
 
 `load_corpus(name, data_dir, split, **protocol)` reads the annotation files the community distributes (MSR-VTT,
-MSVD, DiDeMo, ActivityNet Captions; see `docs/DATASETS.md` of the project for the layouts and the protocol) or the
+MSVD, DiDeMo, ActivityNet Captions; see `docs/datasets.md` for the layouts and the protocol) or the
 built-in synthetic corpus, and returns one row per (text, video) pair with one schema:
 
 | column | type | meaning |
@@ -106,7 +106,7 @@ def load_corpus(
         video_dir: where the video files are (searched recursively); default `data_dir`.
         allow_missing: evaluate on the videos found when some of a val/test split are missing. Training splits
             always drop missing videos, with a warning that names them.
-        protocol: the corpus's options, named as in DATASETS.md:
+        protocol: the corpus's options, named as in docs/datasets.md:
             MSR-VTT `train_csv="9k" | "7k"` (or a csv file name), `expand_sentences=True`, `test_csv`, `data_json`;
             MSVD `caption_file="raw-captions.pkl" | "captions_msvd.json"`;
             DiDeMo `paragraphs=True`, `video_names="auto" | "original" | "mp4" | "stem"`;

@@ -130,7 +130,7 @@ def activitynet_pairs(
                 raise CorpusFormatError(json_path, problem)
             pairs.extend(CorpusPair(pseudo_id, s, float(t[0]), float(t[1])) for s, t in zip(sentences, timestamps))
     if without:
-        # Gotcha 13 of DATASETS.md: the id lists hold ids without captions (15 in train, 9 in val); skip them.
+        # The id lists hold ids without captions (15 in train, 9 in val); skip them.
         logger.info("ActivityNet %s: %d listed id(s) without captions skipped: %s", split, len(without), without[:10])
     return pairs, activitynet_file
 
