@@ -187,35 +187,38 @@ class S2CAOutput(_NestedModelOutput):
 
 def contrastive_loss(
     logits_per_text: torch.Tensor,
-    same_video: torch.Tensor | None = None,
+    also_correct: torch.Tensor | None = None,
     foil_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE over the logits of B texts and F foils against B videos, `(B + F, B)` (CLIP4Clip's loss
     when F = 0): text i describes video i, so the diagonal holds the positives.
 
-    `same_video` `(B, B)` bool, optional, is True where rows i and j of the batch show the same video (MSR-VTT puts
-    several captions of a video in one batch). Such a text is neither a positive nor a negative of the other row's
-    video: the off-diagonal True entries are removed (-inf) from both softmaxes, so that a model is never pushed to
-    rank a correct caption below another one. Without repeats nothing is removed and the loss is the plain one.
+    `also_correct` `(B, B)` bool, optional, is True where text i also fits video j: the same clip (MSR-VTT puts
+    several captions of a video in one batch) or another clip that shows everything text i says (a caption that names
+    one object of several). Such a pair is neither a positive nor a negative: the off-diagonal True entries are removed
+    (-inf) from both softmaxes, so that a model is never pushed to rank a correct video below another one. Without
+    them nothing is removed and the loss is the plain one.
 
     The F rows after the B-th are foils: false captions (a direction reversed, two colours swapped), each an extra
-    negative text for every video, its own included, in the video-to-text softmax only (a foil is not a query).
-    `foil_mask` `(F,)` (1 for a real foil) is required with them; a masked foil takes no part.
+    negative text in the video-to-text softmax only (a foil is not a query). `foil_mask` is required with them:
+    `(F,)`, 1 for a real foil (negative for every video, its own included), or `(F, B)`, 1 where foil f is a negative
+    for video j (0 where the foil happens to be true of that video); a 0 takes no part.
     """
     num_videos = logits_per_text.shape[1]
     num_foils = logits_per_text.shape[0] - num_videos
-    if num_foils != (0 if foil_mask is None else foil_mask.numel()):
+    if num_foils != (0 if foil_mask is None else foil_mask.shape[0]):
         shape = None if foil_mask is None else tuple(foil_mask.shape)
         raise ValueError(
             f"contrastive_loss takes the logits of B texts then F foils against B videos and a foil_mask of F "
-            f"entries; got logits {tuple(logits_per_text.shape)} and foil_mask {shape}."
+            f"rows; got logits {tuple(logits_per_text.shape)} and foil_mask {shape}."
         )
     removed = torch.zeros_like(logits_per_text, dtype=torch.bool)
-    if same_video is not None:
-        repeats = same_video.bool() & ~torch.eye(num_videos, dtype=torch.bool, device=same_video.device)
+    if also_correct is not None:
+        repeats = also_correct.bool() & ~torch.eye(num_videos, dtype=torch.bool, device=also_correct.device)
         removed[:num_videos] = repeats
     if num_foils:
-        removed[num_videos:] = ~foil_mask.bool()[:, None]
+        negative = foil_mask.bool()
+        removed[num_videos:] = ~(negative if negative.dim() == 2 else negative[:, None])
     logits_per_text = logits_per_text.masked_fill(removed, float("-inf"))
     labels = torch.arange(num_videos, device=logits_per_text.device)
     text_to_video = F.cross_entropy(logits_per_text[:num_videos], labels)
@@ -256,6 +259,7 @@ def per_concept_contrastive_loss(
     video_features: torch.Tensor,
     video_present: torch.Tensor,
     scale: torch.Tensor,
+    also_correct: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """L_k: for each concept k, a symmetric InfoNCE over the batch on cos(c^t_ik, c^v_jk), text i and video i the
     positive pair, averaged over the (k, i) for which both sides of pair i use k.
@@ -263,13 +267,18 @@ def per_concept_contrastive_loss(
     Takes the normalised concept features `(B, K, D)` of texts and videos (text i describes video i), their
     non-empty masks `(B, K)` and the logit scale. An item that does not use k is never a negative for k. Without it,
     nothing asks a concept to tell one item from another on its own: s_con alone only has to rank well in sum, and
-    the concepts drift into weaker copies of the instance features (`benchmarks/s2ca_diagnosis.py`).
+    the concepts drift into weaker copies of the instance features (`benchmarks/s2ca_diagnosis.py`). `also_correct`
+    `(B, B)` follows `contrastive_loss`'s rule: a text is neither positive nor negative for another video it fits.
     """
     batch = text_features.shape[0]
     logits = scale * torch.einsum("ikd,jkd->kij", text_features, video_features)  # (K, texts, videos)
     lowest = torch.finfo(logits.dtype).min  # finite, so that rows without any candidate stay finite
     text_to_video = logits.masked_fill(~video_present.t().bool()[:, None, :], lowest)
     video_to_text = logits.transpose(1, 2).masked_fill(~text_present.t().bool()[:, None, :], lowest)
+    if also_correct is not None:
+        repeats = also_correct.bool() & ~torch.eye(batch, dtype=torch.bool, device=also_correct.device)
+        text_to_video = text_to_video.masked_fill(repeats, lowest)
+        video_to_text = video_to_text.masked_fill(repeats.t(), lowest)
     labels = torch.arange(batch, device=logits.device).repeat(logits.shape[0])
     losses = 0.5 * (
         F.cross_entropy(text_to_video.flatten(0, 1), labels, reduction="none")
@@ -1006,11 +1015,11 @@ class S2CAModel(S2CAPreTrainedModel):
         instance_similarity: torch.Tensor,
         concept_similarity: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
-        same_video: torch.Tensor | None = None,
+        also_correct: torch.Tensor | None = None,
         foil_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """L_ret over the similarities `(B + F, B)` of B texts and F foils against B videos (`contrastive_loss`, whose
-        `same_video` and `foil_mask` it passes on to every term; without them, F = 0 and the matrices are square).
+        `also_correct` and `foil_mask` it passes on to every term; without them, F = 0 and the matrices are square).
 
         Local here; the training script passes gathered matrices and its own `scale`, `exp(logit_scale)` with the
         gradient scaling its distribution needs. Every `retrieval_loss` kind treats foils alike, since each of its
@@ -1018,7 +1027,7 @@ class S2CAModel(S2CAPreTrainedModel):
         scale = self.logit_scale_value() if scale is None else scale
 
         def contrastive(similarity: torch.Tensor) -> torch.Tensor:
-            return contrastive_loss(scale * similarity, same_video, foil_mask)
+            return contrastive_loss(scale * similarity, also_correct, foil_mask)
 
         instance = contrastive(instance_similarity)
         if concept_similarity is None:

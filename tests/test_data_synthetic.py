@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from s2ca_hf.data import ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus
+from s2ca_hf.data import corpus_info, ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus
 from s2ca_hf.video_io import read_frames
 from s2ca_hf.data.synthetic import (
     ALL_COLOURS,
@@ -32,7 +32,7 @@ from s2ca_hf.data.synthetic import (
     render_clip,
     render_still,
 )
-from s2ca_hf.data.synthetic_scenes import POSITION_PHRASES, REVERSED, caption_text, foil_query, random_query
+from s2ca_hf.data.synthetic_scenes import POSITION_PHRASES, REVERSED, _ContentIndex, caption_text, foil_query, random_query
 
 
 SMALL = dict(num_videos=12, size=32, num_frames=8, fps=2)
@@ -173,7 +173,19 @@ def test_training_captions_name_part_of_what_the_clip_shows():
 def test_foils_are_false_and_differ_from_the_caption_by_a_swap(plan):
     clips, _ = plan
     train = [c for c in clips if c.split == "train"]
-    assert sum(len(c.foils) for c in train) > 5 * len(train)
+    assert sum(foil is not None for c in train for foil in c.foils) > 5 * len(train)
+    # the answers of every training caption and foil are every training clip that shows all it says
+    for clip in train[:100]:
+        assert len(clip.captions) == len(clip.foils) == len(clip.caption_positives) == len(clip.foil_positives)
+        assert all(clip.video_id in positives for positives in clip.caption_positives)
+        assert all(clip.video_id not in positives for positives in clip.foil_positives)
+    assert any(len(positives) > 1 for c in train for positives in c.caption_positives)
+    fits = _ContentIndex(train)
+    rng = np.random.default_rng(1)
+    for clip in train[:200]:
+        query = random_query(clip.objects, clip.background, rng)
+        assert fits(query) == tuple(o.video_id for o in train if query.satisfied_by(o))
+    assert any(positives for c in train for positives in c.foil_positives)  # a foil can be true of a group's twin
     rng = np.random.default_rng(0)
     kinds = set()
     for clip in train[:300]:
@@ -323,7 +335,16 @@ def test_load_corpus_synthetic_generates_once_and_reads_through_msrvtt(tmp_path)
     assert {clips[v]["split"] for v in train["video_id"]} == {"train"}
     assert len(train) == 8 * len(set(train["video_id"]))  # 8 captions per clip, expanded
     assert train["group"] == [clips[v]["group"] for v in train["video_id"]]
-    assert train["foils"][0] == clips[train[0]["video_id"]]["foils"]
+    assert corpus_info(train)["corpus"] == "synthetic" and corpus_info(train)["split"] == "train"
+    # each caption row carries its own answers, its foil and what the foil is true of, as ids and as video_index
+    index_of = dict(zip(train["video_id"], train["video_index"]))
+    for n, row in enumerate(train):
+        caption = clips[row["video_id"]]["captions"][n % 8]
+        assert row["positive_video_ids"] == caption["positives"] and row["video_id"] in caption["positives"]
+        assert row["positive_video_indices"] == [index_of[v] for v in caption["positives"]]
+        assert row["foils"] == ([] if caption["foil"] is None else [caption["foil"]])
+        assert row["foil_positive_video_indices"] == [[index_of[v] for v in caption["foil_positives"]]] * len(row["foils"])
+        assert row["video_id"] not in caption["foil_positives"]
     # the MSR-VTT loader reads the folder unchanged
     assert load_corpus("msrvtt", root, "train")["text"] == train["text"]
     for split in EVAL_SPLITS:

@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from conftest import make_inputs
 from helpers import free_port
 from losses import S2CALoss
-from test_losses import build_model, expected_retrieval_loss, reference_contrastive_loss, same_video
+from test_losses import build_model, expected_retrieval_loss, reference_contrastive_loss, also_correct
 
 from s2ca_hf.data import VideoTextCollator
 from s2ca_hf.modeling_s2ca import contrastive_loss
@@ -140,7 +140,7 @@ def test_every_retrieval_loss_kind_scores_foils_as_it_scores_texts(kind):
     generator = torch.Generator().manual_seed(1)
     instance, concept = torch.randn(2, 4 + 4, 4, generator=generator) * 0.3
     scale, foil_mask, videos = torch.tensor(20.0), torch.tensor([1, 1, 0, 1]), [0, 1, 1, 2]
-    loss = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video(videos), foil_mask=foil_mask)
+    loss = model.retrieval_loss(instance, concept, scale=scale, also_correct=also_correct(videos), foil_mask=foil_mask)
     expected = expected_retrieval_loss(model, instance, concept, scale, videos, foil_mask.tolist())
     assert torch.allclose(loss, expected, atol=1e-5)
 
@@ -242,3 +242,21 @@ def test_two_processes_with_foils_and_repeated_videos_equal_one_process(tmp_path
     report = json.loads(output.read_text())
     assert abs(report["loss"] - report["expected_loss"]) < 1e-5 and report["same_keys"]
     assert report["max_grad_diff"] < 5e-5, report
+
+
+def test_the_collator_gives_the_videos_each_text_and_its_drawn_foil_fit(processor):
+    from s2ca_hf.data import max_positives
+
+    rows = foil_rows().add_column("positive_video_indices", [[0, 2], [0], [1], [2]])
+    true_of = [[[1], [], [2, 1]], [[1], [], []], [], [[], [0], []]]  # per foil: the videos it is true of
+    rows = rows.add_column("foil_positive_video_indices", true_of)
+    assert max_positives(rows) == 2
+    batch = collate(processor, list(rows), epoch=1, positives_width=2)
+    assert batch["positive_video_index"].tolist() == [[0, 2], [0, -1], [1, -1], [2, -1]]
+    found = drawn_foils(processor, batch, list(rows))
+    for n, (row, foil) in enumerate(zip(rows, found)):
+        expected = [] if foil is None else row["foil_positive_video_indices"][row["foils"].index(foil)]
+        assert batch["foil_positive_video_index"][n].tolist() == expected + [-1] * (2 - len(expected))
+    with pytest.raises(ValueError, match="positives_width=1"):
+        collate(processor, list(rows), positives_width=1)
+    assert "positive_video_index" not in collate(processor, list(rows))  # only when asked for

@@ -86,7 +86,7 @@ def reference_contrastive_loss(logits, videos, foil_mask=()) -> torch.Tensor:
     return 0.5 * (torch.stack(text_to_video).mean() + torch.stack(video_to_text).mean())
 
 
-def same_video(videos) -> torch.Tensor:
+def also_correct(videos) -> torch.Tensor:
     videos = torch.as_tensor(videos)
     return videos[:, None] == videos[None, :]
 
@@ -94,19 +94,19 @@ def same_video(videos) -> torch.Tensor:
 def test_two_captions_of_one_video_are_neither_positive_nor_negative_for_each_other():
     logits = torch.randn(5, 5, generator=torch.Generator().manual_seed(0)) * 3
     videos = [0, 1, 0, 2, 3]  # rows 0 and 2: two captions of video 0
-    masked = contrastive_loss(logits, same_video(videos))
+    masked = contrastive_loss(logits, also_correct(videos))
     assert torch.allclose(masked, reference_contrastive_loss(logits, videos), atol=1e-6)
     assert not torch.allclose(masked, contrastive_loss(logits), atol=1e-3)
     assert torch.allclose(contrastive_loss(logits), reference_contrastive_loss(logits, range(5)), atol=1e-6)
     # No gradient reaches the removed entries: they are not in either softmax.
     logits.requires_grad_(True)
-    contrastive_loss(logits, same_video(videos)).backward()
+    contrastive_loss(logits, also_correct(videos)).backward()
     assert logits.grad[0, 2] == 0 and logits.grad[2, 0] == 0 and logits.grad[0, 1] != 0
 
 
 def test_without_repeated_videos_the_loss_is_exactly_todays():
     logits = torch.randn(4, 4, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(contrastive_loss(logits, same_video([3, 1, 2, 0])), contrastive_loss(logits))
+    assert torch.equal(contrastive_loss(logits, also_correct([3, 1, 2, 0])), contrastive_loss(logits))
 
 
 KINDS = ["residual", "combined", "separate", "separate+combined"]
@@ -139,10 +139,10 @@ def test_every_retrieval_loss_kind_leaves_captions_of_one_video_out(kind):
     concept = None if kind == "no concepts" else torch.randn(4, 4, generator=generator) * 0.3
     scale = torch.tensor(20.0)
     videos = [7, 7, 8, 9]
-    loss = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video(videos))
+    loss = model.retrieval_loss(instance, concept, scale=scale, also_correct=also_correct(videos))
     assert torch.allclose(loss, expected_retrieval_loss(model, instance, concept, scale, videos), atol=1e-5)
     assert not torch.allclose(loss, model.retrieval_loss(instance, concept, scale=scale), atol=1e-3)
-    distinct = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video([1, 2, 3, 4]))
+    distinct = model.retrieval_loss(instance, concept, scale=scale, also_correct=also_correct([1, 2, 3, 4]))
     assert torch.equal(distinct, model.retrieval_loss(instance, concept, scale=scale))
 
 
@@ -182,7 +182,7 @@ def test_the_per_concept_loss_leaves_captions_of_one_video_out():
     video_present = torch.tensor([[1, 1, 1], [1, 1, 0], [1, 0, 1], [1, 1, 1]]).float()
     scale = torch.tensor(10.0)
     model_loss = per_concept_contrastive_loss(text, text_present, video, video_present, scale)
-    ours = losses.per_concept_loss(text, text_present, video, video_present, scale, same_video([0, 1, 2, 3]))
+    ours = per_concept_contrastive_loss(text, text_present, video, video_present, scale, also_correct([0, 1, 2, 3]))
     assert torch.equal(ours, model_loss)
     videos = [0, 1, 0, 2]
     # Written out: for each concept k and pair i that both use k, text i against the videos that use k and do not
@@ -198,6 +198,61 @@ def test_the_per_concept_loss_leaves_captions_of_one_video_out():
             logits = scale * torch.einsum("d,jd->j", video[i, k], text[:, k])
             v2t = torch.logsumexp(logits[[j for j in others if text_present[j, k]]], 0) - logits[i]
             terms.append(0.5 * (t2v + v2t))
-    masked = losses.per_concept_loss(text, text_present, video, video_present, scale, same_video(videos))
+    masked = per_concept_contrastive_loss(text, text_present, video, video_present, scale, also_correct(videos))
     assert torch.allclose(masked, torch.stack(terms).mean(), atol=1e-5)
     assert not torch.allclose(masked, model_loss, atol=1e-3)
+
+
+def test_a_text_is_no_negative_of_another_video_it_fits_nor_a_foil_of_a_video_it_is_true_of():
+    model = build_model()
+    inputs = make_inputs(batch=4)
+    outputs = model(**inputs)
+    videos = torch.tensor([10, 11, 12, 13])
+    scale = model.logit_scale_value()
+    # Text 0 names one object of several, and video 12 (row 2) shows it too: the pair is left out like a repeat.
+    fits = torch.tensor([[10, 12, -1], [11, -1, -1], [12, -1, -1], [13, -1, -1]])
+    result = S2CALoss()(model, outputs, video_index=videos, positive_video_index=fits)
+    mask = torch.eye(4, dtype=torch.bool)
+    mask[0, 2] = True
+    instance, concept = outputs.instance_similarity, outputs.concept_similarity
+    expected = model.retrieval_loss(instance, concept, scale=scale, also_correct=mask)
+    assert torch.allclose(result.retrieval, expected, atol=1e-6)
+    assert not torch.allclose(result.retrieval, S2CALoss()(model, outputs, video_index=videos).retrieval, atol=1e-4)
+
+    # A (F, B) foil mask removes exactly the entries it marks: foil 1 is true of video 3 and no negative for it.
+    logits = torch.randn(8, 4, generator=torch.Generator().manual_seed(5)) * 3
+    foil_mask = torch.ones(4, 4, dtype=torch.bool)
+    foil_mask[1, 3] = False
+    by_hand = logits.clone()
+    by_hand[4 + 1, 3] = float("-inf")
+    assert torch.allclose(contrastive_loss(logits, None, foil_mask), contrastive_loss(by_hand, None, torch.ones(4)))
+    assert not torch.allclose(contrastive_loss(logits, None, foil_mask), contrastive_loss(logits, None, torch.ones(4)))
+    # ... and the loss builds that mask from the videos each foil is true of.
+    foils = {
+        "foil_input_ids": inputs["input_ids"].flip(0),
+        "foil_attention_mask": inputs["attention_mask"].flip(0),
+        "foil_mask": torch.ones(4, dtype=torch.long),
+    }
+    true_of = torch.tensor([[-1], [13], [-1], [-1]])
+    marked = S2CALoss()(model, outputs, video_index=videos, foil_positive_video_index=true_of, **foils)
+    unmarked = S2CALoss()(model, outputs, video_index=videos, **foils)
+    assert not torch.allclose(marked.retrieval, unmarked.retrieval, atol=1e-5)
+    foil_text = model.encode_text(foils["foil_input_ids"], foils["foil_attention_mask"])
+    logits = torch.cat([outputs.text_instance_embeds, foil_text.instance_embeds]) @ outputs.video_instance_embeds.t()
+    stacked_concept = None
+    if concept is not None:
+        from s2ca_hf.modeling_s2ca import concept_similarity
+
+        stacked_concept = concept_similarity(
+            torch.cat([outputs.text_concepts.concept_features, foil_text.concepts.concept_features]),
+            torch.cat([outputs.text_concepts.concept_weights, foil_text.concepts.concept_weights]),
+            outputs.video_concepts.concept_features,
+            outputs.video_concepts.concept_weights,
+            model.config.concept_weighting,
+        )
+    foil_mask = torch.ones(4, 4, dtype=torch.bool)
+    foil_mask[1, 3] = False
+    expected = model.retrieval_loss(
+        logits, stacked_concept, scale=scale, also_correct=torch.eye(4, dtype=torch.bool), foil_mask=foil_mask
+    )
+    assert torch.allclose(marked.retrieval, expected, atol=1e-5)

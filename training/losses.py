@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
 from s2ca_hf.modeling_s2ca import (
@@ -25,11 +24,15 @@ from s2ca_hf.modeling_s2ca import (
     balance_statistics,
     concept_similarity,
     concept_usage,
+    per_concept_contrastive_loss,
     routing_agreement_loss,
 )
 
 
-FOIL_KEYS = ("foil_input_ids", "foil_attention_mask", "foil_mask")  # what the collator adds for foils
+# What the collator adds for the loss alone: which of the batch's videos each text fits, and the foils (with the
+# videos each foil is true of).
+FOIL_KEYS = ("foil_input_ids", "foil_attention_mask", "foil_mask", "foil_positive_video_index")
+LOSS_KEYS = ("positive_video_index", *FOIL_KEYS)
 
 
 def gather_global_batch(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
@@ -53,33 +56,10 @@ def sum_with_grad(tensor: torch.Tensor, rank: int, world_size: int) -> torch.Ten
     return gather_global_batch(tensor.unsqueeze(0), rank, world_size).sum(dim=0)
 
 
-def per_concept_loss(
-    text_features: torch.Tensor,
-    text_present: torch.Tensor,
-    video_features: torch.Tensor,
-    video_present: torch.Tensor,
-    scale: torch.Tensor,
-    same_video: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """`per_concept_contrastive_loss` (the model's L_k, whose arguments these are) with `contrastive_loss`'s rule for
-    repeated videos: where `same_video` `(B, B)` says that rows i and j show one video, text i and video j (i != j)
-    are neither positive nor negative for any concept. Without repeats it is the model's loss, term for term."""
-    batch = text_features.shape[0]
-    logits = scale * torch.einsum("ikd,jkd->kij", text_features, video_features)  # (K, texts, videos)
-    lowest = torch.finfo(logits.dtype).min  # finite, so that rows without any candidate stay finite
-    text_to_video = logits.masked_fill(~video_present.t().bool()[:, None, :], lowest)
-    video_to_text = logits.transpose(1, 2).masked_fill(~text_present.t().bool()[:, None, :], lowest)
-    if same_video is not None:
-        repeats = same_video.bool() & ~torch.eye(batch, dtype=torch.bool, device=same_video.device)
-        text_to_video = text_to_video.masked_fill(repeats, lowest)
-        video_to_text = video_to_text.masked_fill(repeats.t(), lowest)
-    labels = torch.arange(batch, device=logits.device).repeat(logits.shape[0])
-    losses = 0.5 * (
-        F.cross_entropy(text_to_video.flatten(0, 1), labels, reduction="none")
-        + F.cross_entropy(video_to_text.flatten(0, 1), labels, reduction="none")
-    )
-    valid = (text_present * video_present).t().flatten().to(losses.dtype)
-    return (losses * valid).sum() / valid.sum().clamp(min=1.0)
+def fits(positive_video_index: torch.Tensor, videos: torch.Tensor) -> torch.Tensor:
+    """`(N, B)` bool: whether row n's text fits video j of the batch, from its `(N, W)` video indices (-1 padding)
+    and the batch's `(B,)` video indices."""
+    return (positive_video_index[:, :, None] == videos[None, None, :]).any(dim=1)
 
 
 def scale_for_global_loss(scale: torch.Tensor, world_size: int) -> torch.Tensor:
@@ -125,22 +105,32 @@ class S2CALoss(nn.Module):
         foil_input_ids: torch.Tensor | None = None,
         foil_attention_mask: torch.Tensor | None = None,
         foil_mask: torch.Tensor | None = None,
+        positive_video_index: torch.Tensor | None = None,
+        foil_positive_video_index: torch.Tensor | None = None,
     ) -> S2CALossOutput:
         """`model` is the unwrapped S2CAModel (its config, logit scale, prototypes and text tower); `outputs` its
         forward output on this process's slice of the batch (text i describing video i).
 
-        `video_index` `(B,)` names each row's video: rows of one video are then not each other's negatives. The foil
-        tensors are the collator's (`FOIL_KEYS`, one foil per row, `foil_mask` 1 for a real one): the foils are
+        `video_index` `(B,)` names each row's video: rows of one video are then not each other's negatives, nor is a
+        text a negative of another video it fits (`positive_video_index` `(B, W)`: the indices of the videos each
+        text fits, -1 padding; the built-in corpus's partial captions). The foil tensors are the collator's
+        (`FOIL_KEYS`, one foil per row, `foil_mask` 1 for a real one, `foil_positive_video_index` the videos each
+        foil is true of, which it is then no negative for): the foils are
         encoded here, with gradient, and scored against every video in both the instance and the concept score."""
         config = model.config
-        same_video = None
+        also_correct = videos = None
         if video_index is not None:
             videos = self.gather(video_index)
-            same_video = videos[:, None] == videos[None, :]
+            also_correct = videos[:, None] == videos[None, :]
+            if positive_video_index is not None:  # (B, W) video indices padded with -1
+                also_correct = also_correct | fits(self.gather(positive_video_index), videos)
         foil_instance = foil_features = foil_weights = None
         if foil_input_ids is not None:
             foils = model.encode_text(foil_input_ids, foil_attention_mask)
             foil_instance, foil_mask = foils.instance_embeds, self.gather(foil_mask)
+            if foil_positive_video_index is not None and videos is not None:
+                # A foil is no negative for a video it happens to be true of (the reversed motion of a group's twin).
+                foil_mask = foil_mask.bool()[:, None] & ~fits(self.gather(foil_positive_video_index), videos)
             if foils.concepts is not None:
                 foil_features, foil_weights = foils.concepts.concept_features, foils.concepts.concept_weights
 
@@ -165,18 +155,18 @@ class S2CALoss(nn.Module):
                 config.concept_weighting,
             )
         scale = scale_for_global_loss(model.logit_scale_value(), self.world_size)
-        retrieval = model.retrieval_loss(instance, concept, scale=scale, same_video=same_video, foil_mask=foil_mask)
+        retrieval = model.retrieval_loss(instance, concept, scale=scale, also_correct=also_correct, foil_mask=foil_mask)
         # Terms that depend on this process's features: their gradient is summed over processes by the
         # scaling below (DDP averages it).
         per_process = retrieval
         if concept is not None and config.concept_contrastive_weight > 0:
-            per_concept = per_concept_loss(
+            per_concept = per_concept_contrastive_loss(
                 text_features[:batch],
                 self.gather(1.0 - outputs.text_concepts.empty_concepts),
                 video_features,
                 self.gather(1.0 - outputs.video_concepts.empty_concepts),
                 scale,
-                same_video,
+                also_correct,
             )
             per_process = per_process + config.concept_contrastive_weight * per_concept
         agreement = None

@@ -28,7 +28,7 @@ import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
-from losses import FOIL_KEYS, S2CALoss
+from losses import LOSS_KEYS, S2CALoss
 from results import metrics_table
 from run_folder import (
     checkpoint_to_resume,
@@ -44,7 +44,7 @@ from train_arguments import DataArguments, ModelArguments, TrainingArguments, pa
 from transformers import CLIPConfig, get_scheduler
 
 from s2ca_hf import S2CAModel, S2CAProcessor
-from s2ca_hf.data import GroupBatchSampler, VideoTextCollator, build_frame_cache, load_corpus
+from s2ca_hf.data import GroupBatchSampler, VideoTextCollator, build_frame_cache, load_corpus, max_positives
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
 
 
@@ -130,12 +130,12 @@ def training_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR.
 
-    The batch's foils (`FOIL_KEYS`) go to the S2CA loss alone, which encodes them with the student's text tower: the
+    The batch's foils and the videos each text fits (`LOSS_KEYS`) go to the S2CA loss alone, which encodes them with the student's text tower: the
     student's forward, its ATR heads and the teacher see the captions and videos only."""
-    foils = {key: batch.pop(key) for key in FOIL_KEYS if key in batch}
+    for_the_loss = {key: batch.pop(key) for key in LOSS_KEYS if key in batch}
     result = module(**batch)
     student = getattr(module, "module", module).student  # through DDP's wrapper
-    loss = s2ca_loss(student, result.outputs, video_index, **foils)
+    loss = s2ca_loss(student, result.outputs, video_index, **for_the_loss)
     if teacher is None:
         return loss.loss, loss.value
     atr = atr_loss(student, result, teacher(**batch, video_index=video_index))
@@ -267,6 +267,8 @@ def main(argv: list[str] | None = None) -> dict:
         return_video_index=True,
         seed=args.seed,
         return_foils=data_args.use_foils,
+        # Texts that fit other videos of the batch (partial captions) are not scored as their negatives.
+        positives_width=max_positives(train_set) or None,
     )
     group_sampler = None
     if data_args.group_batches and "group" in train_set.column_names:

@@ -3,7 +3,7 @@ decoding is `s2ca_hf.video_io` and the frame policy `s2ca_hf.frame_policy`. The 
 it is not pushed to the Hub."""
 
 from .cache import FrameCache, build_frame_cache, default_cache_dir
-from .collator import VideoTextCollator
+from .collator import VideoTextCollator, max_positives
 from .corpora import (
     CORPORA,
     CorpusFormatError,
@@ -25,6 +25,7 @@ __all__ = [
     "GroupBatchSampler",
     "MissingVideosError",
     "VideoTextCollator",
+    "max_positives",
     "build_frame_cache",
     "corpus_info",
     "corpus_videos",

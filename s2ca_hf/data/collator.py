@@ -37,6 +37,10 @@ class VideoTextCollator:
         return_video_index: also return the rows' `video_index` (evaluation and the training loss need it).
         seed: the caption and foil draws' random seed.
         return_foils: also return one foil per row when the rows have a `foils` column (training).
+        positives_width: with rows that list the videos their text fits (`positive_video_indices`, and per foil
+            `foil_positive_video_indices`: the built-in corpus's training split), also return them as
+            `positive_video_index` and `foil_positive_video_index`, `(rows, positives_width)` padded with -1, for the
+            loss to leave those pairs out (`max_positives` gives the width a dataset needs).
     """
 
     def __init__(
@@ -47,6 +51,7 @@ class VideoTextCollator:
         return_video_index: bool = False,
         seed: int | None = None,
         return_foils: bool = False,
+        positives_width: int | None = None,
     ):
         check_on_error(on_error)
         self.processor = processor
@@ -57,6 +62,7 @@ class VideoTextCollator:
         self.num_skipped = 0
         self.seed = seed
         self.return_foils = return_foils
+        self.positives_width = positives_width
         self.epoch = 0
         self._rng = random.Random(seed)
 
@@ -91,12 +97,19 @@ class VideoTextCollator:
             texts = [self._text(row) for row in kept]
             encoded = self.processor(text=texts, return_tensors="pt")
             batch = {"input_ids": encoded["input_ids"], "attention_mask": encoded["attention_mask"], **batch}
+            answers = self.positives_width is not None and "positive_video_indices" in kept[0]
+            if answers:
+                batch["positive_video_index"] = self._padded([row["positive_video_indices"] for row in kept])
             if self.return_foils and "foils" in kept[0]:
-                foils = [self._foil(row, text) for row, text in zip(kept, texts)]
+                drawn = [self._foil(row, text) for row, text in zip(kept, texts)]
+                foils = [None if k is None else row["foils"][k] for row, k in zip(kept, drawn)]
                 encoded = self.processor(text=["" if foil is None else foil for foil in foils], return_tensors="pt")
                 batch["foil_input_ids"] = encoded["input_ids"]
                 batch["foil_attention_mask"] = encoded["attention_mask"]
                 batch["foil_mask"] = torch.tensor([int(foil is not None) for foil in foils])
+                if answers and "foil_positive_video_indices" in kept[0]:
+                    true_of = [[] if k is None else row["foil_positive_video_indices"][k] for row, k in zip(kept, drawn)]
+                    batch["foil_positive_video_index"] = self._padded(true_of)
         if self.return_video_index:
             batch["video_index"] = torch.tensor([row["video_index"] for row in kept])
         return batch
@@ -105,13 +118,27 @@ class VideoTextCollator:
         captions = row.get("captions")
         return self._rng.choice(captions) if captions else row["text"]
 
-    def _foil(self, row: dict, text: str) -> str | None:
-        """One of the row's foils, or `None` without any; the same for the same (seed, epoch, video, caption)."""
+    def _foil(self, row: dict, text: str) -> int | None:
+        """Which of the row's foils to use, or `None` without any; the same for the same (seed, epoch, video,
+        caption)."""
         if not row["foils"]:
             return None
         # A string seed is hashed with SHA-512: the same draw in every process, whatever PYTHONHASHSEED.
         draw = random.Random(f"{self.seed}/{self.epoch}/{row['video_id']}/{text}")
-        return draw.choice(row["foils"])
+        return draw.randrange(len(row["foils"]))
+
+    def _padded(self, lists: list[list[int]]) -> torch.Tensor:
+        """`(rows, positives_width)` video indices, -1 padding: the same width in every batch and process, so that
+        the loss can gather them."""
+        out = torch.full((len(lists), self.positives_width), -1, dtype=torch.long)
+        for n, values in enumerate(lists):
+            if len(values) > self.positives_width:
+                raise ValueError(
+                    f"A row lists {len(values)} correct videos, more than positives_width={self.positives_width}: "
+                    "pass the largest count in the dataset (`max_positives`)."
+                )
+            out[n, : len(values)] = torch.tensor(values, dtype=torch.long)
+        return out
 
     def _cached(self, row: dict) -> bool:
         if self.frame_cache is not None and row["video_id"] in self.frame_cache.failed:
@@ -126,4 +153,14 @@ class VideoTextCollator:
         logger.warning("Skipping video %s (%d skipped so far): %s", row["video_id"], self.num_skipped, reason)
 
 
-__all__ = ["VideoTextCollator"]
+def max_positives(dataset) -> int:
+    """The most videos any row's text (or foil) fits, in a dataset with `positive_video_indices` (0 without)."""
+    widths = [0]
+    if "positive_video_indices" in dataset.column_names:
+        widths += [len(values) for values in dataset["positive_video_indices"]]
+    if "foil_positive_video_indices" in dataset.column_names:
+        widths += [len(values) for per_foil in dataset["foil_positive_video_indices"] for values in per_foil]
+    return max(widths)
+
+
+__all__ = ["VideoTextCollator", "max_positives"]

@@ -60,6 +60,13 @@ EXTRA_FEATURES = {
     "query_type": Value("string"),
     "group": Value("int64"),
     "foils": Sequence(Value("string")),
+    "foil_positive_video_ids": Sequence(Sequence(Value("string"))),  # per foil: the videos it is true of
+}
+# The same answers as rows of `corpus_videos` (`video_index`), for the training loss: which of a batch's videos a
+# text (or a foil) fits, so that it is not scored as a negative there. Ids of videos outside the split are left out.
+INDEX_FEATURES = {
+    "positive_video_indices": Sequence(Value("int64")),
+    "foil_positive_video_indices": Sequence(Sequence(Value("int64"))),
 }
 
 
@@ -175,14 +182,22 @@ def load_corpus(
         columns["end"].append(pair.end)
         if with_captions:
             columns["captions"].append(pair.captions)
-    extras = [name for name in EXTRA_FEATURES if any(pair.extra and name in pair.extra for pair in pairs)]
-    for name in extras:
-        columns[name] = [pair.extra[name] for pair in pairs]
+    extras = [column for column in EXTRA_FEATURES if any(pair.extra and column in pair.extra for pair in pairs)]
+    for column in extras:
+        columns[column] = [pair.extra[column] for pair in pairs]
+    if "positive_video_ids" in extras:
+        columns["positive_video_indices"] = [_indices(ids, video_index) for ids in columns["positive_video_ids"]]
+    if "foil_positive_video_ids" in extras:
+        columns["foil_positive_video_indices"] = [
+            [_indices(ids, video_index) for ids in per_foil] for per_foil in columns["foil_positive_video_ids"]
+        ]
+    index_columns = [column for column in INDEX_FEATURES if column in columns]
     features = Features(
         {
             **FEATURES,
             **({"captions": Sequence(Value("string"))} if with_captions else {}),
-            **{name: EXTRA_FEATURES[name] for name in extras},
+            **{column: EXTRA_FEATURES[column] for column in extras},
+            **{column: INDEX_FEATURES[column] for column in index_columns},
         }
     )
     description = json.dumps(
@@ -190,6 +205,10 @@ def load_corpus(
     )
     info = DatasetInfo(dataset_name=name, config_name=split, description=description, features=features)
     return Dataset.from_dict(columns, info=info)
+
+
+def _indices(video_ids: list[str], video_index: dict[str, int]) -> list[int]:
+    return [video_index[video_id] for video_id in video_ids if video_id in video_index]
 
 
 def corpus_info(dataset: Dataset) -> dict:
@@ -223,11 +242,23 @@ def corpus_videos(dataset: Dataset) -> Dataset:
 
 
 def reindex_videos(dataset: Dataset) -> Dataset:
-    """Renumbers `video_index` 0..V-1 in order of first appearance, after rows were filtered out."""
+    """Renumbers `video_index` 0..V-1 in order of first appearance, after rows were filtered out; the
+    `INDEX_FEATURES` columns follow, and lose the videos that are gone."""
     new_index: dict[int, int] = {}
     for old in dataset["video_index"]:
         new_index.setdefault(old, len(new_index))
-    return dataset.map(lambda row: {"video_index": new_index[row["video_index"]]}, desc="Renumbering videos")
+
+    def renumber(row: dict) -> dict:
+        out = {"video_index": new_index[row["video_index"]]}
+        if "positive_video_indices" in row:
+            out["positive_video_indices"] = [new_index[v] for v in row["positive_video_indices"] if v in new_index]
+        if "foil_positive_video_indices" in row:
+            out["foil_positive_video_indices"] = [
+                [new_index[v] for v in values if v in new_index] for values in row["foil_positive_video_indices"]
+            ]
+        return out
+
+    return dataset.map(renumber, desc="Renumbering videos")
 
 
 __all__ = [
@@ -235,6 +266,7 @@ __all__ = [
     "FEATURES",
     "CorpusFormatError",
     "EXTRA_FEATURES",
+    "INDEX_FEATURES",
     "MissingVideosError",
     "corpus_info",
     "corpus_videos",

@@ -139,9 +139,16 @@ def synthetic_pairs(data_dir: str, split: str, **options) -> tuple[list[CorpusPa
     records = load_clip_records(data_dir)
     if split == "train":
         pairs, find = msrvtt_pairs(data_dir, split, **options)
+        position: dict[str, int] = {}  # rows come in json order: a clip's captions one after the other
         for pair in pairs:
             record = records[pair.video_id]
-            pair.extra = {"group": record["group"], "foils": record.get("foils", [])}
+            pair.extra = {"group": record["group"]}
+            if pair.captions is None:  # one row per caption: its answers, its foil and what the foil is true of
+                caption = record["captions"][position.setdefault(pair.video_id, 0)]
+                position[pair.video_id] += 1
+                pair.extra["positive_video_ids"] = caption["positives"]
+                pair.extra["foils"] = [] if caption["foil"] is None else [caption["foil"]]
+                pair.extra["foil_positive_video_ids"] = [] if caption["foil"] is None else [caption["foil_positives"]]
         return pairs, find
     if split not in EVAL_CSVS:
         raise ValueError(

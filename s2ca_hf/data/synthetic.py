@@ -265,7 +265,10 @@ def _clip_record(clip: Clip) -> dict:
         record["query_type"] = clip.query_type
         record["positives"] = list(clip.positives)
     else:
-        record["foils"] = list(clip.foils)
+        record["captions"] = [
+            {"positives": list(positives), "foil": foil, "foil_positives": list(foil_positives)}
+            for positives, foil, foil_positives in zip(clip.caption_positives, clip.foils, clip.foil_positives)
+        ]
     return record
 
 

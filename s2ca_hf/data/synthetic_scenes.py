@@ -151,7 +151,13 @@ class Clip:
     query: Query | None = None  # evaluation splits: what the clip's one caption (`captions[0]`) says
     query_type: str | None = None  # evaluation splits: one of QUERY_TYPES
     positives: tuple[str, ...] = ()  # evaluation splits: the video ids of the split that show all the query says
-    foils: tuple[str, ...] = ()  # training: false captions of this clip (a direction reversed, two swapped)
+    # Training, one entry per caption: the clips of the split that show all the caption says (its own included), the
+    # caption's foil (a false caption of this clip: a direction reversed, two colours or motions swapped; None where
+    # there is none) and the clips of the split that the foil is true of. In a batch, a caption is not a negative of
+    # another clip it fits, nor a foil of a clip it is true of.
+    caption_positives: tuple[tuple[str, ...], ...] = ()
+    foils: tuple[str | None, ...] = ()
+    foil_positives: tuple[tuple[str, ...], ...] = ()
 
     @property
     def content(self) -> tuple[str, frozenset]:
@@ -511,6 +517,7 @@ def plan_corpus(
             planned += [(split, group_id, objects, background, kind, scenes) for objects, background, kind in group]
             made, group_id = made + len(group), group_id + 1
 
+    train_queries: dict[str, tuple[list[Query], list[Query | None]]] = {}
     group_kinds: dict[int, set[str]] = {}
     for _, group, _, _, kind, _ in planned:
         group_kinds.setdefault(group, set()).add(kind)
@@ -523,12 +530,10 @@ def plan_corpus(
             queries = [random_query(objects, background, wording) for _ in range(captions_per_video)]
             seeds = [[seed, 4, i, k] for k in range(captions_per_video)]
             captions = tuple(caption_text(q, s) for q, s in zip(queries, seeds))
-            foils = []
-            for q, s in zip(queries, seeds):
-                foil = foil_query(q, objects, wording)
-                if foil is not None:
-                    foils.append(caption_text(foil, s))
-            clips.append(Clip(video_id, split, background, objects, captions, static_caption, group, foils=tuple(foils)))
+            foils = [foil_query(q, objects, wording) for q in queries]
+            train_queries[video_id] = (queries, foils)
+            foil_texts = tuple(None if f is None else caption_text(f, s) for f, s in zip(foils, seeds))
+            clips.append(Clip(video_id, split, background, objects, captions, static_caption, group, foils=foil_texts))
             continue
         others = [scene for scene in scenes if scene != (objects, background)]
         query = evaluation_query(objects, background, others, wording)
@@ -547,7 +552,35 @@ def plan_corpus(
         if clip.query is not None:
             positives = tuple(o.video_id for o in by_split[clip.split] if clip.query.satisfied_by(o))
             clips[k] = replace(clip, positives=positives)
+    # The same for every training caption and foil, through an index from each (colour, shape, motion) and background
+    # to the training clips that show it (a full scan would be 8000 x 1000 checks).
+    fits = _ContentIndex(by_split.get("train", []))
+    for k, clip in enumerate(clips):
+        if clip.video_id in train_queries:
+            queries, foils = train_queries[clip.video_id]
+            clips[k] = replace(
+                clip,
+                caption_positives=tuple(fits(q) for q in queries),
+                foil_positives=tuple(() if f is None else fits(f) for f in foils),
+            )
     return clips, held_out
+
+
+class _ContentIndex:
+    """The clips (of one split) that show all a query says, by intersecting the clips of each named thing."""
+
+    def __init__(self, clips: list[Clip]):
+        self.order = {clip.video_id: n for n, clip in enumerate(clips)}
+        self.by_thing: dict[object, set[str]] = {}
+        for clip in clips:
+            self.by_thing.setdefault(clip.background, set()).add(clip.video_id)
+            for obj in clip.objects:
+                self.by_thing.setdefault(obj.combination, set()).add(clip.video_id)
+
+    def __call__(self, query: Query) -> tuple[str, ...]:
+        things = [*query.objects, *([query.background] if query.background is not None else [])]
+        found = set.intersection(*(self.by_thing.get(thing, set()) for thing in things))
+        return tuple(sorted(found, key=self.order.__getitem__))
 
 
 # --- what the benchmark reads ------------------------------------------------------------------------------------
