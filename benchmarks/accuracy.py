@@ -56,8 +56,8 @@ ATR = ["--align", "true", "--transform", "true", "--reconstruct", "true"]
 DEFAULT_S2CA = "S2CA (default)"
 METHODS = {
     # name: train.py overrides on top of the synthetic recipe, or None (no training). The recipe's S2CA is the default
-    # chosen on val (soft allocation, detached towers, residual loss, no ATR; docs/research-log.md); the last two rows put back,
-    # one at a time, what the paper's abstract has and the measurements took out.
+    # chosen on val (soft allocation, detached towers, residual loss, no ATR; docs/research-log.md); the last two rows
+    # put back, one at a time, what the paper's abstract has and the measurements took out.
     "CLIP zero-shot (no fine-tuning)": None,
     "meanP": ["--use_concepts", "false", "--temporal_module", "mean", *NO_ATR],
     "seqTransf": ["--use_concepts", "false", "--temporal_module", "transformer", *NO_ATR],
@@ -195,7 +195,10 @@ def r1_by_query_type(scores_: torch.Tensor, encoded: dict) -> dict[str, float | 
     """Text->video R@1 per query type: captions that name everything, one (or some) of several objects, a binding
     pair, a motion pair (see `s2ca_hf.data.synthetic`)."""
     types = encoded["query_types"]
-    return {kind: t2v_r1(scores_, encoded["positives"], [i for i, t in enumerate(types) if t == kind]) for kind in QUERY_TYPES}
+    return {
+        kind: t2v_r1(scores_, encoded["positives"], [i for i, t in enumerate(types) if t == kind])
+        for kind in QUERY_TYPES
+    }
 
 
 def attribute_errors(scores_: torch.Tensor, encoded: dict, clips: dict) -> dict:
@@ -272,7 +275,10 @@ def diagnostics(model, processor, data_dir: str) -> dict:
         instance, concept = scores(model, encoded)
         combined = instance if concept is None else instance + model.config.concept_score_weight * concept
         positives = encoded["positives"]
-        entry = {"errors": attribute_errors(combined, encoded, clips), "query_types": r1_by_query_type(combined, encoded)}
+        entry = {
+            "errors": attribute_errors(combined, encoded, clips),
+            "query_types": r1_by_query_type(combined, encoded),
+        }
         if concept is not None:
             entry["t2v_R@1_instance_only"] = t2v_r1(instance, positives)
             entry["t2v_R@1_concept_only"] = t2v_r1(concept, positives)
@@ -586,7 +592,9 @@ def main(argv: list[str] | None = None) -> dict:
         rows += summarise(name, per_seed, args.seeds, best_steps)
         if clip_zero_shot is not None:  # written after every method, so that a long run's finished rows are kept
             report.update(
-                clip_zero_shot=clip_zero_shot, oracles=oracles(args.data_dir), corpus_format=corpus_format(args.data_dir)
+                clip_zero_shot=clip_zero_shot,
+                oracles=oracles(args.data_dir),
+                corpus_format=corpus_format(args.data_dir),
             )
             save_report(report, args.name, argv, args.out, markdown, script="benchmarks/accuracy.py")
     if clip_zero_shot is None:

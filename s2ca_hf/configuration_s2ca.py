@@ -37,8 +37,8 @@ class S2CAConfig(PretrainedConfig):
 
     The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
     a 4-layer temporal transformer, and 16 shared concepts over patch tokens with the concept branch chosen on the
-    built-in corpus's val split (docs/research-log.md): soft allocation, no concept gradient into the towers, and the residual
-    retrieval loss. The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
+    built-in corpus's val split (docs/research-log.md): soft allocation, no concept gradient into the towers, and the
+    residual retrieval loss. The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
 
     Args:
         text_config (`dict` or `CLIPTextConfig`, *optional*):
@@ -72,8 +72,9 @@ class S2CAConfig(PretrainedConfig):
             K, the number of shared concept prototypes (16 ranked above 4 and 8 on val; diagnosis rounds 3 and 5).
         allocation (`str`, *optional*, defaults to `"soft"`):
             How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
-            (the default since the diagnosis rounds: every discrete allocation tried left most concepts empty at evaluation and
-            ranked 15-30 val R@1 points below it, `benchmarks/results/diagnosis/s2ca_diagnosis_round1{2,3,4}.md`).
+            (the default since the diagnosis rounds: every discrete allocation tried left most concepts empty at
+            evaluation and ranked 15-30 val R@1 points below it,
+            `benchmarks/results/diagnosis/s2ca_diagnosis_round1{2,3,4}.md`).
             `"gumbel"` (the paper's abstract): Gumbel-softmax with a hard one-hot forward pass and a straight-through
             gradient in training, argmax (no noise) in evaluation. `"relaxed"`: the relaxed Gumbel-softmax, the soft
             sample softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard
@@ -88,7 +89,8 @@ class S2CAConfig(PretrainedConfig):
             `allocation="relaxed"`, training is close to soft allocation at first and reaches the hard one late).
         gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
             Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
-            of the first reconstruction, docs/method.md §10). The hard forward pass is argmax(Z + scale * g), which the temperature does not change:
+            of the first reconstruction, docs/method.md §10). The hard forward pass is argmax(Z + scale * g), which
+            the temperature does not change:
             while the logits' spread over the concepts is small next to the noise (std 1.28 at scale 1), training
             allocates tokens almost at random and evaluation's noise-free argmax sees other groupings
             (`benchmarks/s2ca_diagnosis.py` measures this). 0 trains on the evaluation's allocation.
@@ -108,8 +110,8 @@ class S2CAConfig(PretrainedConfig):
             module through the tokens it allocates (the forward pass is unchanged). 1: the towers learn from every
             loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
             the towers at a higher learning rate, the concept branch weakened S2CA's own instance score
-            (`benchmarks/results/diagnosis/s2ca_diagnosis_round7.md`); detached, with the residual loss, S2CA ranked best on
-            val (round 11).
+            (`benchmarks/results/diagnosis/s2ca_diagnosis_round7.md`); detached, with the residual loss, S2CA ranked
+            best on val (round 11).
         concept_adapter_layers (`int`, *optional*, defaults to 0):
             Residual MLP blocks (one stack per modality, each starting as the identity) on the tokens before they are
             allocated: capacity of the concept branch's own, which it keeps when `concept_gradient_scale=0` stops it
@@ -125,8 +127,8 @@ class S2CAConfig(PretrainedConfig):
             How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
             / (non-empty concepts), phi and psi of size D (1 + 2K). `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
             sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
-            size D (1 + K). The default since the diagnosis rounds: of the discrete allocations tried it ranked best on the
-            built-in corpus's val split (`benchmarks/results/diagnosis/s2ca_diagnosis_round1.md`).
+            size D (1 + K). The default since the diagnosis rounds: of the discrete allocations tried it ranked best on
+            the built-in corpus's val split (`benchmarks/results/diagnosis/s2ca_diagnosis_round1.md`).
         concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
             the text and video features of that concept, among the items that use it; see

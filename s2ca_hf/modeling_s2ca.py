@@ -11,10 +11,10 @@ What the measurements changed from the first reconstruction (docs/method.md §10
 `benchmarks/results/diagnosis/`; every choice read on the val split of the built-in corpus):
 
 * Allocation is soft by default (`allocation="soft"`, a softmax over the K = 16 concepts). The hard Gumbel-softmax of
-  the first reconstruction trains on near-random groupings (its logits stay far below the noise) and, at evaluation, leaves most
-  concepts empty; every route to a discrete allocation tried (noise scales, straight-through without noise, the
-  relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage weights) ranked
-  15-30 val R@1 points below soft allocation. `"gumbel"` and `"relaxed"` remain options.
+  the first reconstruction trains on near-random groupings (its logits stay far below the noise) and, at evaluation,
+  leaves most concepts empty; every route to a discrete allocation tried (noise scales, straight-through without
+  noise, the relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage
+  weights) ranked 15-30 val R@1 points below soft allocation. `"gumbel"` and `"relaxed"` remain options.
 * The concept branch sends no gradient into the towers (`concept_gradient_scale=0`) and is trained by the residual
   loss (`retrieval_loss="residual"`: NCE of the stop-gradient instance score plus the concept score), so it learns
   what the instance score still gets wrong instead of pulling the shared towers away from it. This ties seqTransf on
@@ -61,8 +61,8 @@ class _NestedModelOutput(ModelOutput):
 @dataclass
 class S2CAConceptOutput(_NestedModelOutput):
     r"""
-    How one modality's tokens were allocated to the K shared concepts, and what the concepts became (docs/method.md §3-4).
-    B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
+    How one modality's tokens were allocated to the K shared concepts, and what the concepts became
+    (docs/method.md §3-4). B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
 
     concept_features (`torch.FloatTensor` of shape `(B, K, D)`):
         The normalised conceptual aggregated features c-hat; an empty concept is all zeros.
@@ -240,9 +240,9 @@ def concept_similarity(
 ) -> torch.Tensor:
     """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`.
 
-    `weighting="uniform"` (docs/method.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>, alpha
-    = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where the
-    weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
+    `weighting="uniform"` (docs/method.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>,
+    alpha = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where
+    the weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
     much as both sides use it, and one that only one side uses adds nothing. Matrix products only, so that the
     training loss can call it on features gathered from every process.
     """

@@ -106,7 +106,9 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
         )
     finally:
         accuracy.subprocess.run = trained
-    assert [r for r in again["rows"] if r["method"] == "meanP"] == [r for r in report["rows"] if r["method"] == "meanP"]
+    assert [r for r in again["rows"] if r["method"] == "meanP"] == [
+        r for r in report["rows"] if r["method"] == "meanP"
+    ]
 
 
 @pytest.mark.slow
@@ -159,7 +161,7 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
 
 
 def test_goal_table_reads_the_gaps_off_the_rows():
-    """The method's goal: the default S2CA >= seqTransf + 5 and >= meanP + 10 text->video R@1, the gap above the std."""
+    """The method's goal: the default S2CA >= seqTransf + 5 and >= meanP + 10 text->video R@1, the gap above std."""
 
     def row(method, split, r1, std):
         return {"method": method, "split": split, "text_to_video": {"R@1": r1}, "text_to_video_std": {"R@1": std}}

@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from s2ca_hf.data import corpus_info, ensure_synthetic_corpus, generate_synthetic_corpus, load_corpus
-from s2ca_hf.video_io import read_frames
 from s2ca_hf.data.synthetic import (
     ALL_COLOURS,
     BACKGROUND_PHRASES,
@@ -32,7 +31,15 @@ from s2ca_hf.data.synthetic import (
     render_clip,
     render_still,
 )
-from s2ca_hf.data.synthetic_scenes import POSITION_PHRASES, REVERSED, _ContentIndex, caption_text, foil_query, random_query
+from s2ca_hf.data.synthetic_scenes import (
+    POSITION_PHRASES,
+    REVERSED,
+    _ContentIndex,
+    caption_text,
+    foil_query,
+    random_query,
+)
+from s2ca_hf.video_io import read_frames
 
 
 SMALL = dict(num_videos=12, size=32, num_frames=8, fps=2)
@@ -196,11 +203,13 @@ def test_foils_are_false_and_differ_from_the_caption_by_a_swap(plan):
         assert not foil.satisfied_by(clip) and foil.background == query.background
         changed = [(a, b) for a, b in zip(query.objects, foil.objects) if a != b]
         if len(changed) == 1:
-            (a, b), = changed
+            ((a, b),) = changed
             assert a[:2] == b[:2] and REVERSED[a[2]] == b[2]
             kinds.add("direction")
         else:
-            assert len(changed) == 2 and sorted(x for a, _ in changed for x in a) == sorted(x for _, b in changed for x in b)
+            assert len(changed) == 2 and sorted(x for a, _ in changed for x in a) == sorted(
+                x for _, b in changed for x in b
+            )
             kinds.add("swap")
         # worded from the same seed, a foil differs from its caption in the swapped words only
         words = caption_text(query, [7]).split(), caption_text(foil, [7]).split()
@@ -343,13 +352,17 @@ def test_load_corpus_synthetic_generates_once_and_reads_through_msrvtt(tmp_path)
         assert row["positive_video_ids"] == caption["positives"] and row["video_id"] in caption["positives"]
         assert row["positive_video_indices"] == [index_of[v] for v in caption["positives"]]
         assert row["foils"] == ([] if caption["foil"] is None else [caption["foil"]])
-        assert row["foil_positive_video_indices"] == [[index_of[v] for v in caption["foil_positives"]]] * len(row["foils"])
+        assert row["foil_positive_video_indices"] == [[index_of[v] for v in caption["foil_positives"]]] * len(
+            row["foils"]
+        )
         assert row["video_id"] not in caption["foil_positives"]
     # the MSR-VTT loader reads the folder unchanged
     assert load_corpus("msrvtt", root, "train")["text"] == train["text"]
     for split in EVAL_SPLITS:
         rows = load_corpus("synthetic", root, split)
-        assert rows["video_index"] == list(range(len(rows))) and {clips[v]["split"] for v in rows["video_id"]} == {split}
+        assert rows["video_index"] == list(range(len(rows))) and {clips[v]["split"] for v in rows["video_id"]} == {
+            split
+        }
         assert set(train["video_id"]).isdisjoint(rows["video_id"])
         assert rows["positive_video_ids"] == [clips[v]["positives"] for v in rows["video_id"]]
         assert set(rows["query_type"]) <= set(QUERY_TYPES)

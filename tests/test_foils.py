@@ -12,7 +12,7 @@ import torch.multiprocessing as mp
 from conftest import make_inputs
 from helpers import free_port
 from losses import S2CALoss
-from test_losses import build_model, expected_retrieval_loss, reference_contrastive_loss, also_correct
+from test_losses import also_correct, build_model, expected_retrieval_loss, reference_contrastive_loss
 
 from s2ca_hf.data import VideoTextCollator
 from s2ca_hf.modeling_s2ca import contrastive_loss

@@ -6,7 +6,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import losses
 import pytest
 import torch
 import torch.nn.functional as F

@@ -155,7 +155,9 @@ class S2CALoss(nn.Module):
                 config.concept_weighting,
             )
         scale = scale_for_global_loss(model.logit_scale_value(), self.world_size)
-        retrieval = model.retrieval_loss(instance, concept, scale=scale, also_correct=also_correct, foil_mask=foil_mask)
+        retrieval = model.retrieval_loss(
+            instance, concept, scale=scale, also_correct=also_correct, foil_mask=foil_mask
+        )
         # Terms that depend on this process's features: their gradient is summed over processes by the
         # scaling below (DDP averages it).
         per_process = retrieval

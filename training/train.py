@@ -130,8 +130,9 @@ def training_loss(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(what to back-propagate, the global loss value to log): the S2CA loss over the global batch, plus L_ATR.
 
-    The batch's foils and the videos each text fits (`LOSS_KEYS`) go to the S2CA loss alone, which encodes them with the student's text tower: the
-    student's forward, its ATR heads and the teacher see the captions and videos only."""
+    The batch's foils and the videos each text fits (`LOSS_KEYS`) go to the S2CA loss alone, which encodes the foils
+    with the student's text tower: the student's forward, its ATR heads and the teacher see the captions and videos
+    only."""
     for_the_loss = {key: batch.pop(key) for key in LOSS_KEYS if key in batch}
     result = module(**batch)
     student = getattr(module, "module", module).student  # through DDP's wrapper

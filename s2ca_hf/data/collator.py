@@ -108,7 +108,9 @@ class VideoTextCollator:
                 batch["foil_attention_mask"] = encoded["attention_mask"]
                 batch["foil_mask"] = torch.tensor([int(foil is not None) for foil in foils])
                 if answers and "foil_positive_video_indices" in kept[0]:
-                    true_of = [[] if k is None else row["foil_positive_video_indices"][k] for row, k in zip(kept, drawn)]
+                    true_of = [
+                        [] if k is None else row["foil_positive_video_indices"][k] for row, k in zip(kept, drawn)
+                    ]
                     batch["foil_positive_video_index"] = self._padded(true_of)
         if self.return_video_index:
             batch["video_index"] = torch.tensor([row["video_index"] for row in kept])

@@ -450,7 +450,7 @@ def evaluation_query(clip_objects, background: str, others: list, rng: np.random
 
 
 def query_type(query: Query, clip_objects, kinds_with_anchor: set[str]) -> str:
-    """"binding" or "motion" when the clip has such a minimal pair in its group, else "subset" when the caption
+    """ "binding" or "motion" when the clip has such a minimal pair in its group, else "subset" when the caption
     names fewer objects than the clip shows, else "all"."""
     for kind in ("binding", "motion"):
         if kind in kinds_with_anchor:
