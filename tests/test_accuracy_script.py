@@ -83,6 +83,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     table = (tmp_path / "results" / "accuracy.md").read_text()
     assert "| S2CA (default) | compositional |" in table and "| meanP | test |" in table
     assert "Ceilings" in table and "per query type" in table and "What fine-tuning keeps of pretraining" in table
+    assert "| split | queries | everything | no frame order | no motion | no binding |" in table
     assert "| none |" in table.replace("| all | none |", "| none |")  # the error table has a none column
     # The concept table has one row per S2CA method, its statistics averaged over the two seeds.
     [concept_row] = [line for line in table.splitlines() if line.startswith("| S2CA (default) | ") and " / " in line]
