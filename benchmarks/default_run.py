@@ -1,6 +1,6 @@
 """The README's default run, measured: `accelerate launch training/train.py` with no argument, in an empty folder.
 
-    python benchmarks/default_run.py      # about 7 minutes on 2 cores
+    python benchmarks/default_run.py      # about 10 minutes on 2 cores
 
 It generates the built-in corpus, pretrains the small CLIP, trains S2CA with the default recipe and evaluates it,
 exactly as a new user's first command does, and writes the wall time and the metrics of the model it selected (best
