@@ -116,7 +116,8 @@ def msvd_youtube_id(video_id: str) -> tuple[str, float, float]:
 
 def synthetic_pairs(data_dir: str, split: str, **options) -> tuple[list[CorpusPair], Callable]:
     """The built-in concept-video corpus (`s2ca_hf.data.synthetic`), generated into `data_dir` on first use. Splits:
-    `"train"` (rows with their `group` and `foils`), `"val"`, `"test"`, `"compositional"` (clips whose (colour,
+    `"train"` (each caption row with its `group`, its `positive_video_ids`, its foil and what the foil is true of),
+    `"val"`, `"test"`, `"compositional"` (clips whose (colour,
     shape, motion) combinations never occur in training) and `"open_vocab"` (colours and shapes only the pretraining
     stills show), one caption each with its `positive_video_ids` and `query_type`; and `"frames"` (the captioned
     stills, for pretraining a small CLIP: there `video_path` is an image). `expand_sentences` applies to `"train"`."""
