@@ -18,7 +18,7 @@ import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
-from accuracy import RESULTS, SPLITS, save_report, selected  # noqa: E402
+from runs import RESULTS, SPLITS, save_report, selected  # noqa: E402
 
 
 COLUMNS = ("R@1", "R@5", "R@10", "MdR", "MnR")

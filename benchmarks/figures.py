@@ -5,7 +5,7 @@
 
 For `<name>.json` it writes `<name>_recall.png` (text->video R@K against K, one line per method, one panel per
 split) and, where the methods have concepts, `<name>_concepts.png` (the share of an item's concepts that get no
-token, and each concept's share of all tokens, fullest first; val split, means over seeds). `accuracy.save_report`
+token, and each concept's share of all tokens, fullest first; val split, means over seeds). `runs.save_report`
 calls it after writing each report, so the figures are regenerated with the results; matplotlib is the `viz` extra.
 """
 

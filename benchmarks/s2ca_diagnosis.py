@@ -6,7 +6,7 @@
 Each variant is "S2CA without ATR" (the concept branch alone, and the cheapest to train) with one config switch
 changed, trained by `training/train.py` exactly as `benchmarks/accuracy.py` trains its rows (same pretrained small
 CLIP, data, steps and seeds). For every run the script records the retrieval metrics on both splits and the
-diagnostics of `accuracy.allocation_statistics` on the test split: empty-concept rate, how many concepts a true
+diagnostics of `model_diagnostics.concept_statistics` on the test split: empty-concept rate, how many concepts a true
 pair shares against any other pair, the concept cosine over shared concepts, and text->video R@1 from the instance
 score alone, the concept score alone and their sum (the model's score).
 
@@ -19,7 +19,9 @@ import json
 import os
 import statistics
 
-import accuracy  # benchmarks/accuracy.py, next to this script: the same training runs, statistics and reports
+import accuracy  # the scripts next to this one: the same training runs, statistics and reports
+import model_diagnostics
+import runs
 
 
 # Every variant is written against the defaults that held when rounds 1-17 ran (before they chose new ones):
@@ -376,7 +378,7 @@ def markdown(report: dict) -> str:
         f"# S2CA diagnosis, {report.get('name', 's2ca_diagnosis').replace('s2ca_diagnosis_', '')}: one switch at a "
         "time (S2CA without ATR)",
         "",
-        accuracy.header(report),
+        runs.header(report),
         "",
         "Checkpoints selected on val; choices are read on val, test and compositional are reported.",
         "",
@@ -384,12 +386,12 @@ def markdown(report: dict) -> str:
         "|---|---|---|---|",
     ]
     for row in report["rows"]:
-        r1 = [row[f"{split}_t2v_R@1"] for split in accuracy.SPLITS]
+        r1 = [row[f"{split}_t2v_R@1"] for split in runs.SPLITS]
         lines.append(f"| {row['variant']} | " + " | ".join(f"{v['mean']:.1f} ± {v['std']:.1f}" for v in r1) + " |")
     by_variant = {row["variant"]: [run["diagnostics"] for run in row["runs"]] for row in report["rows"]}
-    lines += ["", "What the top-1 wrong hit differs in (text->video):", "", *accuracy.error_lines(by_variant)]
-    lines += ["", accuracy.ERRORS_LEGEND, "", "How each variant uses its concepts:", ""]
-    lines += [*accuracy.concept_lines(by_variant), "", accuracy.DIAGNOSTICS_LEGEND, ""]
+    lines += ["", "What the top-1 wrong hit differs in (text->video):", "", *model_diagnostics.error_lines(by_variant)]
+    lines += ["", model_diagnostics.ERRORS_LEGEND, "", "How each variant uses its concepts:", ""]
+    lines += [*model_diagnostics.concept_lines(by_variant), "", model_diagnostics.DIAGNOSTICS_LEGEND, ""]
     return "\n".join(lines)
 
 
@@ -403,7 +405,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--work_dir", default="runs/s2ca_diagnosis")
     parser.add_argument("--max_steps", type=int, default=-1, help="> 0: train this many steps (default: the recipe)")
     parser.add_argument("--name", default="s2ca_diagnosis", help="results file name (one per round)")
-    parser.add_argument("--out", default=os.path.join(accuracy.RESULTS, "diagnosis"))
+    parser.add_argument("--out", default=os.path.join(runs.RESULTS, "diagnosis"))
     parser.add_argument(
         "--reuse",
         nargs="+",
@@ -418,39 +420,43 @@ def main(argv: list[str] | None = None) -> dict:
         setattr(args, name, os.path.abspath(getattr(args, name)))
 
     common = ["--data_dir", args.data_dir, "--pretrained_clip_dir", args.pretrained_clip_dir]
-    common += ["--eval_splits", *accuracy.SPLITS, "--selection_split", "val"]
-    common += ["--max_steps", str(args.max_steps), *ROUND_DEFAULTS, *accuracy.NO_ATR, *args.train_overrides]
+    common += ["--eval_splits", *runs.SPLITS, "--selection_split", "val"]
+    common += ["--max_steps", str(args.max_steps), *ROUND_DEFAULTS, *runs.NO_ATR, *args.train_overrides]
     reusable = earlier_runs(args, common)
     rows = []
     for variant in args.variants:
-        runs = []
+        seed_runs = []
         for seed in args.seeds:
             if (variant, seed) in reusable:
-                runs.append(reusable[variant, seed])
-                print(f"{variant} / seed {seed}: from {runs[-1]['reused_from']}", flush=True)
+                seed_runs.append(reusable[variant, seed])
+                print(f"{variant} / seed {seed}: from {seed_runs[-1]['reused_from']}", flush=True)
                 continue
             slug = "".join(c if c.isalnum() else "_" for c in variant)
             output_dir = os.path.join(args.work_dir, f"{slug}-seed{seed}")
             arguments = [*common, *VARIANTS[variant], "--seed", str(seed), "--output_dir", output_dir]
-            metrics, model_dir = accuracy.selected(accuracy.run_training(arguments))
-            runs.append(
-                {"seed": seed, "metrics": metrics, "diagnostics": accuracy.run_diagnostics(model_dir, args.data_dir)}
+            metrics, model_dir = runs.selected(runs.run_training(arguments))
+            seed_runs.append(
+                {
+                    "seed": seed,
+                    "metrics": metrics,
+                    "diagnostics": model_diagnostics.run_diagnostics(model_dir, args.data_dir),
+                }
             )
-            print(f"{variant} / seed {seed}: {json.dumps(runs[-1])}", flush=True)
+            print(f"{variant} / seed {seed}: {json.dumps(seed_runs[-1])}", flush=True)
         rows.append(
             {
                 "variant": variant,
                 "overrides": VARIANTS[variant],
                 **{
-                    f"{split}_t2v_R@1": mean_std([r["metrics"][split]["text_to_video"]["R@1"] for r in runs])
-                    for split in accuracy.SPLITS
+                    f"{split}_t2v_R@1": mean_std([r["metrics"][split]["text_to_video"]["R@1"] for r in seed_runs])
+                    for split in runs.SPLITS
                 },
-                "runs": runs,
+                "runs": seed_runs,
             }
         )
         # Written after every variant, so that a long round's finished rows are never lost.
         report = {"name": args.name, "rows": rows, "seeds": args.seeds, "clip_zero_shot": clip_zero_shot(args, common)}
-        accuracy.save_report(report, args.name, argv, args.out, markdown, script="benchmarks/s2ca_diagnosis.py")
+        runs.save_report(report, args.name, argv, args.out, markdown, script="benchmarks/s2ca_diagnosis.py")
     return report
 
 
@@ -463,13 +469,13 @@ def earlier_runs(args, common: list[str]) -> dict:
     """(variant, seed) -> run, from the `--reuse` files. A training run is deterministic on one machine, so a run
     recorded there with the same small CLIP (same zero-shot R@1), data and length is the run this one would repeat;
     a file from another machine or setting is refused rather than mixed in."""
-    runs = {}
+    reusable = {}
     for path in args.reuse:
         with open(path) as f:
             report = json.load(f)
         problems = []
-        if report.get("machine") != accuracy.machine():
-            problems.append(f"machine {report.get('machine')!r}, not {accuracy.machine()!r}")
+        if report.get("machine") != runs.machine():
+            problems.append(f"machine {report.get('machine')!r}, not {runs.machine()!r}")
         if report.get("clip_zero_shot") != clip_zero_shot(args, common):
             problems.append("another small CLIP or corpus (its zero-shot R@1 differs)")
         if _max_steps(report.get("command", "")) != str(args.max_steps):
@@ -478,8 +484,8 @@ def earlier_runs(args, common: list[str]) -> dict:
             raise SystemExit(f"--reuse {path}: written with {'; '.join(problems)}: its runs are not this run's.")
         for row in report["rows"]:
             for run in row["runs"]:
-                runs.setdefault((row["variant"], run["seed"]), {**run, "reused_from": os.path.basename(path)})
-    return runs
+                reusable.setdefault((row["variant"], run["seed"]), {**run, "reused_from": os.path.basename(path)})
+    return reusable
 
 
 _ZERO_SHOT: dict = {}

@@ -6,7 +6,10 @@ import statistics
 import accuracy
 import pretrain_clip
 import pytest
+import runs
 import s2ca_diagnosis as diagnosis
+
+from s2ca_hf.data.synthetic import ERROR_KINDS, QUERY_TYPES
 
 
 TINY = ["--max_frames", "4", "--num_concepts", "4", "--temporal_num_hidden_layers", "1"]
@@ -74,10 +77,10 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     for split in accuracy.SPLITS:
         assert diagnosed[split]["t2v_R@1_combined"] == at_best[split]["text_to_video"]["R@1"]
         # R@1 per query type, None where the split has no query of that type
-        assert set(diagnosed[split]["query_types"]) == set(accuracy.QUERY_TYPES)
+        assert set(diagnosed[split]["query_types"]) == set(QUERY_TYPES)
         errors = diagnosed[split]["errors"]
         # the error kinds add up to the wrong top-1 hits, which are 100 - R@1 per 100 queries
-        assert abs(sum(errors[k] for k in accuracy.ERROR_KINDS) - errors["errors"]) < 1e-6
+        assert abs(sum(errors[k] for k in ERROR_KINDS) - errors["errors"]) < 1e-6
         assert abs(errors["errors"] - (100 - at_best[split]["text_to_video"]["R@1"])) < 1e-6
     assert "errors" in saved["diagnostics"]["meanP / seed 0"]["test"]  # every method has the breakdown
     table = (tmp_path / "results" / "accuracy.md").read_text()
@@ -97,8 +100,8 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     def no_training(*args, **kwargs):
         raise AssertionError(f"trained again: {args}")
 
-    trained = accuracy.subprocess.run
-    accuracy.subprocess.run = no_training
+    trained = runs.subprocess.run
+    runs.subprocess.run = no_training
     try:
         again = accuracy.main(
             ["--seeds", "0", "1", "--methods", *methods[1:], "--data_dir", str(corpus), "--clip", clip]
@@ -106,7 +109,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
             + ["--out", str(tmp_path / "again"), "--", *tiny]
         )
     finally:
-        accuracy.subprocess.run = trained
+        runs.subprocess.run = trained
     assert [r for r in again["rows"] if r["method"] == "meanP"] == [
         r for r in report["rows"] if r["method"] == "meanP"
     ]
@@ -140,8 +143,8 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     def no_training(arguments):
         raise AssertionError(f"trained again: {arguments}")
 
-    trained = diagnosis.accuracy.run_training
-    diagnosis.accuracy.run_training = no_training
+    trained = diagnosis.runs.run_training
+    diagnosis.runs.run_training = no_training
     try:
         again = diagnosis.main(
             ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]
@@ -158,7 +161,7 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
                 + ["--reuse", str(tmp_path / "results" / "s2ca_diagnosis.json")]
             )
     finally:
-        diagnosis.accuracy.run_training = trained
+        diagnosis.runs.run_training = trained
 
 
 def test_goal_table_reads_the_gaps_off_the_rows():
