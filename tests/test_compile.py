@@ -23,6 +23,7 @@ def fresh_dynamo():
     torch._dynamo.reset()
 
 
+@pytest.mark.slow  # about 3 s on 2 cores: the longest test of the fast lane
 def test_graph_breaks_are_at_most_the_measured_count():
     recorded = json.loads(RESULTS.read_text())
     counts = count_graph_breaks()
