@@ -9,12 +9,14 @@ folder (its README.md carries the Space header; set S2CA_MODEL and S2CA_INDEX th
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 
 import gradio as gr
 
 from s2ca_hf.retrieval import VideoIndex
+from s2ca_hf.video_io import VIDEO_EXTENSIONS
 from s2ca_hf.visualization import concept_map, plot_concept_map
 
 
@@ -27,13 +29,42 @@ class Demo:
         self.captions = captions or []
         self.k = k
         self.figures = tempfile.mkdtemp(prefix="s2ca-space-")
+        self.served = os.path.join(self.figures, "videos")  # one file per shown row: nothing else is ever served
 
     def search(self, text: str, k: int | None = None) -> list[tuple[str, str]]:
-        """(video path, caption "rank. id · score") for the best videos, best first."""
+        """(video file to show, caption "rank. id · score") for the best videos, best first. A hit whose indexed
+        path is not a video file is left out with a warning (an index is someone's input: its rows may name any
+        file on this machine)."""
         if not text.strip():
             raise gr.Error("Type a text to search for.")
         hits = self.index.search(text, k=min(int(k or self.k), len(self.index)))[0]
-        return [(hit.path, f"{hit.rank}. {hit.id}{_span(hit)} · {hit.score:.3f}") for hit in hits]
+        shown, refused = [], []
+        for hit in hits:
+            served = self.serve(hit.row, hit.path)
+            if served is None:
+                refused.append(hit.path)
+            else:
+                shown.append((served, f"{hit.rank}. {hit.id}{_span(hit)} · {hit.score:.3f}"))
+        if refused:
+            gr.Warning(f"{len(refused)} hit(s) not shown, not a video file: {', '.join(refused[:3])}")
+        return shown
+
+    def serve(self, row: int, path: str) -> str | None:
+        """The app's own copy of one indexed video (a hard link where the file system allows, else a copy), which
+        Gradio may show; None unless `path` is a regular file with a video extension, after following links. The
+        app passes Gradio no `allowed_paths`, so no other file next to the indexed videos can be fetched."""
+        real = os.path.realpath(path)
+        extension = os.path.splitext(real)[1].lower()
+        if not os.path.isfile(real) or extension not in VIDEO_EXTENSIONS:
+            return None
+        served = os.path.join(self.served, str(row), f"video{extension}")
+        if not os.path.isfile(served):
+            os.makedirs(os.path.dirname(served), exist_ok=True)
+            try:
+                os.link(real, served)
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(real, served)
+        return served
 
     def rank_captions(self, video: str, captions: str) -> list[list]:
         """[rank, score, caption] rows for one video file against the captions (one per line)."""
@@ -84,9 +115,10 @@ def build_app(demo: Demo) -> gr.Blocks:
     return app
 
 
-def video_folders(index: VideoIndex) -> list[str]:
-    """The folders the indexed videos live in: the app may serve files from them and nowhere else."""
-    return sorted({os.path.dirname(os.path.abspath(path)) for path in index.table.column("path").to_pylist()})
+def launch(app: gr.Blocks, host: str, port: int, block: bool = True) -> None:
+    """Starts the server. No `allowed_paths`: Gradio serves only the files the app returns (each shown video is the
+    app's own link or copy of exactly that indexed file, `Demo.serve`), never a folder."""
+    app.launch(server_name=host, server_port=port, prevent_thread_lock=not block)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -113,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
     captions = open(args.captions, encoding="utf-8").read().splitlines() if args.captions else None
     demo = Demo(args.index, args.model, captions)
-    build_app(demo).launch(server_name=args.host, server_port=args.port, allowed_paths=video_folders(demo.index))
+    launch(build_app(demo), args.host, args.port)
 
 
 if __name__ == "__main__":

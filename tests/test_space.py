@@ -70,12 +70,7 @@ def test_a_query_typed_in_the_browser_shows_the_expected_video(trained, tmp_path
 
     server = app.build_app(demo)
     port = free_port()
-    server.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        allowed_paths=app.video_folders(demo.index),
-    )
+    app.launch(server, "127.0.0.1", port, block=False)
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
