@@ -28,6 +28,14 @@ VIDEO_EXTENSIONS = (
 )  # fmt: skip
 
 
+# The demuxers (FFmpeg names) a video is opened with, one per container of VIDEO_EXTENSIONS, and local files as the
+# only protocol. FFmpeg probes a file's bytes, whatever its name, and some demuxers open other files: an HLS playlist
+# (.m3u8, or a text file named .mp4) or a concat list names files anywhere on the machine (or URLs) and would make a
+# fetched or uploaded "video" read them. Those demuxers are never allowed.
+SAFE_DEMUXERS = "mov,matroska,avi,flv,mpegts,mpeg,mpegvideo,m4v,ogg,asf"
+PLAYLIST_MAGIC = (b"#EXTM3U", b"ffconcat", b"<?xml")  # HLS, concat lists, DASH manifests: named in the error
+
+
 class VideoDecodeError(ValueError):
     """A video file could not be decoded: missing, empty, truncated, corrupt, or not a video. `path` names it."""
 
@@ -117,7 +125,7 @@ def read_frames(
         raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or s2ca-hf[train]).") from error
 
     try:
-        with av.open(path) as container:
+        with open_video(path) as container:
             if select is None:
                 frames, indices, fps, num_frames = _decode(
                     container, lambda count, rate: policy.frame_indices(count, rate, start_time, end_time)
@@ -142,6 +150,21 @@ def read_frames(
     mask = np.zeros(slots, dtype=np.int64)
     mask[: len(frames)] = 1
     return VideoFrames(frames=out, frame_mask=mask, frame_indices=indices, fps=fps, num_video_frames=num_frames)
+
+
+def open_video(path: str):
+    """A PyAV container for a local video file, opened with only the `SAFE_DEMUXERS` and the file protocol. A
+    playlist or a file list (which would open other files) raises `VideoDecodeError` naming it."""
+    import av
+
+    with open(path, "rb") as handle:
+        head = handle.read(64).lstrip()
+    if head.startswith(PLAYLIST_MAGIC):
+        raise VideoDecodeError(path, "it is a playlist or a list of files, not a video (such files are never opened)")
+    try:
+        return av.open(path, options={"format_whitelist": SAFE_DEMUXERS, "protocol_whitelist": "file"})
+    except av.ArgumentError as error:  # the whitelist refused every demuxer that recognised the bytes
+        raise VideoDecodeError(path, f"not a video container this package reads ({SAFE_DEMUXERS}): {error}") from None
 
 
 def _decode(container, select) -> tuple[list[np.ndarray], list[int], float, int]:
@@ -315,6 +338,8 @@ def write_video(path: str, num_frames: int, fps: int = 10, size: int = 48, codec
 
 
 __all__ = [
+    "SAFE_DEMUXERS",
+    "open_video",
     "VIDEO_EXTENSIONS",
     "FramePolicy",  # what read_frames takes, so importable from here too
     "VideoDecodeError",

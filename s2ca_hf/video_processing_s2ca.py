@@ -21,7 +21,7 @@ from transformers.video_processing_utils import BaseVideoProcessor
 from transformers.video_utils import VideoMetadata
 
 from .frame_policy import FramePolicy, check_frame_policy, select_frame_indices
-from .video_io import read_frames
+from .video_io import VideoDecodeError, read_frames
 
 
 # The fields that decide the pixels of a frame: up to the crop (what the frame cache stores), then the scaling.
@@ -264,19 +264,35 @@ def _json_value(value):
     return int(value) if hasattr(value, "__int__") else str(value)
 
 
-URL_TIMEOUT_S = 30.0
+URL_TIMEOUT_S = 30.0  # the longest wait for any one read of a video URL
+# Whole-download limits, so that a huge or dripping answer ends with a clear error instead of filling the disk or
+# never returning; set S2CA_URL_DEADLINE_S / S2CA_URL_MAX_BYTES in the environment to change them.
+URL_DEADLINE_S = float(os.environ.get("S2CA_URL_DEADLINE_S", 300))
+URL_MAX_BYTES = int(os.environ.get("S2CA_URL_MAX_BYTES", 512 * 2**20))
 
 
 def _download(url: str, folder: str) -> str:
-    """Fetches a video URL into `folder` (as transformers' own video loading accepts URLs); a URL that does not
-    answer, or answers with an error, raises a `ValueError` naming it."""
+    """Fetches a video URL into `folder` (as transformers' own video loading accepts URLs), under a fixed name so
+    that the URL's extension never chooses the demuxer. A URL that does not answer, answers with an error, sends
+    more than `URL_MAX_BYTES` or takes longer than `URL_DEADLINE_S` in all raises a `ValueError` naming it."""
+    import time
     import urllib.error
     import urllib.request
 
-    target = os.path.join(folder, os.path.basename(url.split("?", 1)[0]) or "video")
+    target = os.path.join(folder, "video")
+    deadline = time.monotonic() + URL_DEADLINE_S
+    size = 0
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT_S) as response, open(target, "wb") as handle:
-            while block := response.read(1 << 20):
+            declared = response.headers.get("Content-Length")
+            if declared and declared.isdigit() and int(declared) > URL_MAX_BYTES:
+                raise ValueError(f"it is {int(declared)} bytes, more than the {URL_MAX_BYTES} allowed")
+            while block := response.read1(1 << 20):  # what one read gives: the deadline is checked between reads
+                size += len(block)
+                if size > URL_MAX_BYTES:
+                    raise ValueError(f"it sent more than the {URL_MAX_BYTES} bytes allowed")
+                if time.monotonic() > deadline:
+                    raise ValueError(f"it took more than {URL_DEADLINE_S:g} s in all ({size} bytes received)")
                 handle.write(block)
     except (urllib.error.URLError, OSError, ValueError) as error:
         reason = getattr(error, "reason", None) or error
@@ -295,8 +311,11 @@ def _read_video_file(path: str, policy: FramePolicy, sample_indices_fn) -> tuple
         )
 
     if path.startswith(("http://", "https://")):
-        with tempfile.TemporaryDirectory(prefix="s2ca-video-") as folder:
-            clip = read_frames(_download(path, folder), policy, select=select)
+        with tempfile.TemporaryDirectory(prefix="s2ca-video-") as folder:  # removed on every way out
+            try:
+                clip = read_frames(_download(path, folder), policy, select=select)
+            except VideoDecodeError as error:  # name the URL, not the temporary file
+                raise VideoDecodeError(path, error.reason) from None
     else:
         clip = read_frames(path, policy, select=select)
     frames = clip.real_frames

@@ -10,7 +10,7 @@ from collections.abc import Collection, Sequence
 from typing import Any
 
 from ..utils import walk_once
-from ..video_io import VIDEO_EXTENSIONS
+from ..video_io import VIDEO_EXTENSIONS, open_video
 from .errors import EmptyCollectionError, VideoIndexError
 
 
@@ -148,7 +148,7 @@ def video_duration(path: str) -> float:
     import av
 
     try:
-        with av.open(path) as container:
+        with open_video(path) as container:
             if not container.streams.video:
                 raise ValueError("the file has no video stream")
             stream = container.streams.video[0]
