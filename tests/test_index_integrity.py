@@ -141,6 +141,42 @@ def test_every_index_file_has_one_mode_and_overwrite_deletes_only_index_shards(b
     assert VideoIndex.load(str(again)).ids == VideoIndex.load(out).ids
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_query_vectors_are_refused_by_every_search(built, bad, tmp_path):
+    out = shutil.copytree(built[0], tmp_path / "idx")
+    index = VideoIndex.load(out, device="cpu")
+    queries = index.encode_texts(TEXTS).clone()
+    queries[1, 3] = bad
+    for backend in ("exact", "faiss"):
+        with pytest.raises(ValueError, match=r"Query vector\(s\) 1 of 3 hold NaN or infinite values"):
+            index.search(queries, k=2, backend=backend)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        exact_search(queries[1], index.vectors, k=2)  # one (E,) query
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        faiss_search(build_faiss_index(index.vectors, index.dimension, "Flat"), queries, k=2)
+    index.build_first_stage(factory="Flat", progress=False)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        VideoIndex.load(out, device="cpu").search(queries, k=2, backend="two_stage")
+
+
+def test_an_nprobe_below_one_is_refused_with_a_message(built, tmp_path):
+    out, _ = built
+    copy_ = shutil.copytree(out, tmp_path / "probe")
+    index = VideoIndex.load(copy_, device="cpu")
+    for nprobe in (0, -3, 1.5):
+        with pytest.raises(ValueError, match="nprobe .* must be an integer >= 1"):
+            index.build_first_stage(factory="IVF2,Flat", nprobe=nprobe, progress=False)
+        with pytest.raises(ValueError, match="nprobe .* must be an integer >= 1"):
+            faiss_search(build_faiss_index(index.vectors, index.dimension, "Flat"), index.vectors[:1], nprobe=nprobe)
+    index.build_first_stage(factory="IVF2,Flat", progress=False)
+    settings_file = Path(copy_) / "first_stage" / "settings.json"
+    settings = json.loads(settings_file.read_text())
+    settings["nprobe"] = 0  # a hand-edited or damaged settings file
+    settings_file.write_text(json.dumps(settings))
+    with pytest.raises(VideoIndexError, match="settings.json: nprobe .* got 0. rebuild it"):
+        VideoIndex.load(copy_, device="cpu").search("a dog", k=2)
+
+
 def test_bad_queries_get_a_message_not_a_traceback(built, tmp_path, capsys):
     import torch
 

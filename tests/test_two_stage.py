@@ -266,3 +266,19 @@ def test_an_ivf_first_stage_visits_an_eighth_of_its_lists_by_default(generated, 
     copy = shutil.copytree(path, tmp_path / "nprobe")
     stage = VideoIndex.load(copy, device="cpu").build_first_stage("IVF32,PQ16x4fs", dims=D, progress=False)
     assert stage.settings["nprobe"] == 32 // two_stage.NPROBE_SHARE == 4
+
+
+def test_a_rebuild_after_growth_derives_nprobe_again_unless_it_was_asked_for(generated, tmp_path):
+    path, _ = generated
+    copy = shutil.copytree(path, tmp_path / "grow")
+    index = VideoIndex.load(copy, device="cpu")
+    derived = index.build_first_stage("IVF32,PQ16x4fs", dims=D, progress=False).settings
+    options = two_stage.rebuild_options(derived)
+    assert options["nprobe"] is None and options["factory"] == "IVF32,PQ16x4fs"
+    # The grown index's rebuild has twice the lists (as "auto" gives past a size): it visits twice as many.
+    grown = index.build_first_stage(**{**options, "factory": "IVF64,PQ16x4fs"}, progress=False).settings
+    assert grown["nprobe"] == 64 // two_stage.NPROBE_SHARE == 8
+    asked = index.build_first_stage("IVF32,PQ16x4fs", dims=D, nprobe=3, progress=False).settings
+    assert two_stage.rebuild_options(asked)["nprobe"] == 3
+    older = {k: v for k, v in derived.items() if k != "requested_nprobe"}  # written before the key existed
+    assert two_stage.rebuild_options(older)["nprobe"] is None

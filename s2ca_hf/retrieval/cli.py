@@ -25,7 +25,14 @@ import torch
 from .build import build_index, load_model_and_processor
 from .index import VideoIndex
 from .sources import check_windows, resolve_videos
-from .two_stage import DEFAULT_CANDIDATES, PROJECTIONS, build_first_stage, describe, first_stage_settings
+from .two_stage import (
+    DEFAULT_CANDIDATES,
+    PROJECTIONS,
+    build_first_stage,
+    describe,
+    first_stage_settings,
+    rebuild_options,
+)
 
 
 def _index_parser() -> argparse.ArgumentParser:
@@ -191,10 +198,7 @@ def _update_first_stage(args, manifest: dict) -> None:
         options = dict(factory=args.first_stage_factory, projection=args.first_stage_projection)
         options["candidates"] = args.candidates
     else:
-        options = {key: previous[key] for key in ("factory", "projection", "dims", "candidates")}
-        options["nprobe"] = previous.get("nprobe")
-        # "auto" was resolved for the old row count; resolve it again for the new one.
-        options["factory"] = previous.get("requested_factory", options["factory"])
+        options = rebuild_options(previous)
         print(f"{args.out}: videos were added, rebuilding the first stage ({previous['factory']}).")
     stage = build_first_stage(args.out, manifest, progress=not args.quiet, **options)
     print(f"{args.out}: first stage {describe(stage.settings)}.")

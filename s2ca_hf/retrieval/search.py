@@ -24,6 +24,25 @@ def check_metric(metric: str) -> None:
         raise ValueError(f"metric={metric!r} is not supported: {COSINE_REFUSED} Use metric='inner_product'.")
 
 
+def check_queries(queries: torch.Tensor) -> None:
+    """Refuses query vectors with a NaN or infinite value: they rank nothing (FAISS returns no hit, a product scores
+    NaN), and they mean the model or its input is broken, which an empty or arbitrary answer would hide."""
+    finite = torch.isfinite(queries.detach()).reshape(queries.shape[0], -1).all(1) if queries.ndim > 1 else None
+    if finite is None:
+        finite = torch.isfinite(queries.detach()).all().reshape(1)
+    if not bool(finite.all()):
+        bad = torch.nonzero(~finite).flatten().tolist()
+        raise ValueError(
+            f"Query vector(s) {', '.join(map(str, bad[:10]))}{' ...' if len(bad) > 10 else ''} of {len(finite)} hold "
+            "NaN or infinite values: nothing can be ranked for them (is the model that encoded them broken?)."
+        )
+
+
+def check_nprobe(nprobe: int | None) -> None:
+    if nprobe is not None and (isinstance(nprobe, bool) or not isinstance(nprobe, int) or nprobe < 1):
+        raise ValueError(f"nprobe (the IVF lists a search visits) must be an integer >= 1, got {nprobe!r}.")
+
+
 def _merge_topk(
     best: tuple[torch.Tensor, torch.Tensor] | None, scores: torch.Tensor, indices: torch.Tensor, k: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -66,6 +85,7 @@ def exact_search(
     (`half_products` forces either way). Ties are ordered by row number.
     """
     check_metric(metric)
+    check_queries(queries)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
     if isinstance(vectors, torch.Tensor):
@@ -227,6 +247,8 @@ def _train_and_flush(index, pending: list) -> None:
 def faiss_search(index, queries: torch.Tensor, k: int = 10, nprobe: int | None = None):
     """`(Q, k)` float32 scores and int64 rows from a FAISS index (ties ordered by row number, as in exact search)."""
     faiss = import_faiss()
+    check_queries(queries)
+    check_nprobe(nprobe)
     if nprobe is not None:
         try:
             faiss.ParameterSpace().set_index_parameter(index, "nprobe", nprobe)
@@ -242,4 +264,4 @@ def faiss_search(index, queries: torch.Tensor, k: int = 10, nprobe: int | None =
     return sort_hits(scores, indices)
 
 
-__all__ = ["build_faiss_index", "exact_search", "faiss_search"]
+__all__ = ["build_faiss_index", "check_nprobe", "check_queries", "exact_search", "faiss_search"]

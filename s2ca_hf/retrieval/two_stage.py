@@ -33,7 +33,7 @@ from safetensors.torch import load_file, save_file
 
 from ..utils import file_sha256
 from .errors import VideoIndexError
-from .search import import_faiss, sort_hits
+from .search import check_nprobe, check_queries, import_faiss, sort_hits
 
 
 FIRST_STAGE_DIR = "first_stage"
@@ -232,6 +232,10 @@ class FirstStage:
                 settings = json.load(handle)
         except (OSError, ValueError) as error:
             raise VideoIndexError(f"{settings_file} cannot be read ({error}); {_rebuild(path)}") from None
+        try:
+            check_nprobe(settings.get("nprobe"))
+        except ValueError as error:
+            raise VideoIndexError(f"{settings_file}: {error} {_rebuild(path)}") from None
         if settings.get("content_id") != manifest["content_id"] or settings.get("count") != manifest["count"]:
             raise VideoIndexError(
                 f"The first stage in {folder} was built for other contents of this index ({settings.get('count')} "
@@ -299,6 +303,7 @@ def build_first_stage(
     faiss = import_faiss()
     if candidates < 1:
         raise ValueError(f"candidates must be >= 1, got {candidates}.")
+    check_nprobe(nprobe)
     shards, sample, matrix = projected_sample(path, manifest, projection, dims, train_size, verify)
     dims = matrix.shape[1]
     requested_factory = factory
@@ -338,6 +343,7 @@ def build_first_stage(
         # from 0.62 to 0.94 and 0.99; the committed figures are in results/search.md).
         lists = import_faiss().extract_index_ivf(faiss_index).nlist
         settings["nprobe"] = nprobe if nprobe is not None else max(1, lists // NPROBE_SHARE)
+        settings["requested_nprobe"] = nprobe  # None: derived from the list count, and derived again on a rebuild
     if "refine" in factory.lower():
         settings["refine_k_factor"] = REFINE_K_FACTOR
     folder = os.path.join(path, FIRST_STAGE_DIR)
@@ -353,6 +359,16 @@ def build_first_stage(
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return FirstStage(faiss_index, matrix, settings)
+
+
+def rebuild_options(settings: dict) -> dict:
+    """The `build_first_stage` options that rebuild a first stage with its own settings after the index grew: what
+    was asked for, not what it resolved to for the old row count ("auto" factory, an nprobe derived from the list
+    count: both are derived again, so that a grown index keeps its recall)."""
+    options = {key: settings[key] for key in ("projection", "dims", "candidates")}
+    options["factory"] = settings.get("requested_factory", settings["factory"])
+    options["nprobe"] = settings.get("requested_nprobe")  # a first stage from before this key: derived again
+    return options
 
 
 def _instance_dim(manifest: dict) -> int:
@@ -410,6 +426,8 @@ def two_stage_search(
     from the shards. `(Q, k)` float32 scores and int64 rows, best first, ties by row number (as `exact_search`)."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
+    check_queries(queries)
+    check_nprobe(nprobe)
     candidates = max(k, candidates if candidates is not None else first_stage.settings["candidates"])
     queries = queries.detach().float().cpu()
     rows = first_stage.candidates(queries, candidates, nprobe)  # (Q, C), -1 where fewer were found
