@@ -1,8 +1,12 @@
 """Small helpers shared by the corpus loaders and the video index (no dependency beyond the standard library)."""
 
+import datetime
 import hashlib
 import json
 import os
+import socket
+import sys
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,3 +40,73 @@ def file_sha256(path: str | os.PathLike) -> str:
 def sha256_json(value: Any) -> str:
     """sha256 of a JSON-able value with sorted keys: the same value always gives the same hash."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+class FolderLock:
+    """An exclusive lock on a folder for the whole of one job (an index build, a training run): a second job waits
+    up to `timeout` seconds, then stops with `error(busy)` naming the holder (process, host, start time, command).
+
+    `fcntl.flock` on `lock_file` in the folder: the kernel releases it when the holder exits, even after SIGKILL, so
+    a crashed job never leaves a stale lock behind. Needs a POSIX system and a file system with working `flock`
+    (local disks; some network file systems do not lock across machines). Subclasses set the three class fields.
+    """
+
+    lock_file = ".s2ca.lock"
+    error: type[Exception] = RuntimeError
+    busy = "{folder} is in use by another process ({holder}){waited}."
+
+    def __init__(self, folder: str, timeout: float = 0.0, poll: float = 0.5):
+        self.path = os.path.join(folder, self.lock_file)
+        self.timeout = timeout
+        self.poll = poll
+        self._handle = None
+
+    def acquire(self):
+        import fcntl
+
+        handle = open(self.path, "a+")
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    holder = _read_holder(self.path)
+                    handle.close()
+                    waited = f" after waiting {self.timeout:g} s" if self.timeout > 0 else ""
+                    folder = os.path.dirname(self.path)
+                    raise self.error(self.busy.format(folder=folder, holder=holder, waited=waited)) from None
+                time.sleep(self.poll)
+        handle.seek(0)
+        handle.truncate()
+        holder = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join(sys.argv),
+        }
+        handle.write(json.dumps(holder) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def release(self) -> None:
+        if self._handle is not None:
+            self._handle.close()  # closing the descriptor releases the flock
+            self._handle = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _read_holder(path: str) -> str:
+    try:
+        with open(path) as handle:
+            holder = json.loads(handle.readline())
+        return f"process {holder['pid']} on {holder['host']} since {holder['since']}: {holder['command']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "a process that has not written its name yet"

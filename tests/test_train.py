@@ -223,6 +223,50 @@ def test_a_second_run_in_the_same_output_dir_is_refused_or_replaces_the_first(ti
     assert (output / "checkpoints" / "checkpoint-2.bak").is_dir()  # only what a run writes is deleted
 
 
+@pytest.mark.slow
+def test_a_run_that_diverges_stops_with_an_error_and_saves_no_model(tiny, tmp_path):
+    output = tmp_path / "run"
+    # A learning rate of 1e30 sends the weights to infinity after one step: the next loss is not finite.
+    with pytest.raises(FloatingPointError, match="NaN or infinite at step 2"):
+        train.main(tiny_args(tiny, output, "--max_steps", "4", "--eval_strategy", "no", "--learning_rate", "1e30"))
+    assert not (output / "final").exists() and not (output / "eval_results.json").exists()
+    assert len(history(output)) == 1  # the one finite step
+    with pytest.raises(ValueError, match="`weight_decay` must be a finite number, got inf"):
+        train.main(tiny_args(tiny, output, "--weight_decay", "inf"))
+
+
+@pytest.mark.slow
+def test_resuming_from_a_damaged_checkpoint_stops_naming_the_file(tiny, tmp_path):
+    output = tmp_path / "run"
+    train.main(tiny_args(tiny, output, "--max_steps", "2", "--save_steps", "2", "--eval_strategy", "no"))
+    checkpoint = Path(run_folder.latest_checkpoint(str(output)))
+    listed = json.loads((checkpoint / "checksums.json").read_text())
+    assert "model.safetensors" in listed and "trainer_state.json" in listed
+    weights = checkpoint / "model.safetensors"
+    original = weights.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0x01  # one bit in the middle of a tensor
+    for damaged in (bytes(flipped), original[: len(original) // 2]):  # a flipped bit, a truncated file
+        weights.write_bytes(damaged)
+        with pytest.raises(ValueError, match=f"{checkpoint}/model.safetensors is not the file written there"):
+            train.main(tiny_args(tiny, output, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
+    weights.unlink()
+    with pytest.raises(ValueError, match="model.safetensors is missing"):
+        train.main(tiny_args(tiny, output, "--max_steps", "4", "--resume_from_checkpoint", "latest"))
+
+
+@pytest.mark.slow
+def test_a_second_run_while_the_first_runs_is_refused_naming_it(tiny, tmp_path):
+    output = tmp_path / "run"
+    output.mkdir()
+    with run_folder.RunLock(str(output)):  # what a run in progress holds
+        for extra in ([], ["--overwrite_output_dir", "true"]):
+            with pytest.raises(FileExistsError, match=f"output_dir {output} is in use by another training run"):
+                train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no", *extra))
+    train.main(tiny_args(tiny, output, "--max_steps", "1", "--eval_strategy", "no"))  # free again
+    assert (output / "final").is_dir()
+
+
 # --- ATR distillation --------------------------------------------------------------------------------------------
 
 

@@ -5,6 +5,10 @@ the saved models, the per-step log history, and the refusal to mix two runs in o
     <output_dir>/best/, final/                    the student and its processor (save_pretrained)
     <output_dir>/log_history.jsonl                one line per optimizer step
     <output_dir>/eval_results.json                the run's summary (written by train.py)
+    <output_dir>/.s2ca-run.lock                   held by the run's main process while it runs
+
+Every checkpoint lists the sha256 of its files (`checksums.json`), so that resuming from a damaged one (a
+truncated or flipped file) stops naming the file instead of training on from corrupt weights.
 """
 
 import json
@@ -14,6 +18,8 @@ import shutil
 
 import torch
 from accelerate import Accelerator
+
+from s2ca_hf.utils import FolderLock, file_sha256
 
 
 CHECKPOINT = re.compile(r"checkpoint-(\d+)")
@@ -33,7 +39,8 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 
 def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str) -> str:
-    """The folder `resume_from_checkpoint` ('latest' or a path) names; only a complete checkpoint is accepted."""
+    """The folder `resume_from_checkpoint` ('latest' or a path) names; only a complete checkpoint whose files match
+    their recorded checksums is accepted."""
     path = latest_checkpoint(output_dir) if resume_from_checkpoint == "latest" else resume_from_checkpoint
     complete = path is not None and CHECKPOINT.fullmatch(os.path.basename(os.path.normpath(path)))
     if not complete or not os.path.isfile(os.path.join(path, "trainer_state.json")):
@@ -41,7 +48,58 @@ def checkpoint_to_resume(output_dir: str, resume_from_checkpoint: str) -> str:
             f"resume_from_checkpoint={resume_from_checkpoint!r}: no complete checkpoint "
             f"({path or os.path.join(output_dir, 'checkpoints')})."
         )
+    verify_checkpoint(path)
     return path
+
+
+CHECKSUMS = "checksums.json"
+
+
+def checkpoint_files(folder: str) -> list[str]:
+    """Every file of a checkpoint folder (relative paths, sorted), but its checksum list."""
+    files = []
+    for directory, _, names in os.walk(folder):
+        files += [os.path.relpath(os.path.join(directory, n), folder) for n in names]
+    return sorted(f for f in files if f != CHECKSUMS)
+
+
+def verify_checkpoint(folder: str) -> None:
+    """Refuses a checkpoint whose files differ from the checksums written with it, naming the file. A checkpoint
+    written before checksums were recorded is accepted as it is."""
+    listed = os.path.join(folder, CHECKSUMS)
+    if not os.path.isfile(listed):
+        return
+    with open(listed) as f:
+        expected = json.load(f)
+    for name, digest in expected.items():
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise ValueError(f"Checkpoint {folder} is damaged: {name} is missing. {_OLDER}")
+        if file_sha256(path) != digest:
+            raise ValueError(f"Checkpoint {folder} is damaged: {path} is not the file written there. {_OLDER}")
+
+
+_OLDER = "Resume from an earlier checkpoint (--resume_from_checkpoint PATH) or start again."
+
+
+class RunLock(FolderLock):
+    """Held by a training run's main process for the whole run: a second run in the same output_dir stops at once
+    instead of interleaving logs and checkpoints with the first (`FolderLock`: released even if the run is killed)."""
+
+    lock_file = ".s2ca-run.lock"
+    error = FileExistsError
+    busy = "output_dir {folder} is in use by another training run ({holder}){waited}: wait for it or choose another."
+
+
+def check_finite(module: torch.nn.Module, what: str) -> None:
+    """Refuses to write a model with a NaN or infinite parameter: no run ends "Done" with a broken model."""
+    broken = [name for name, p in module.named_parameters() if not torch.isfinite(p).all()]
+    if broken:
+        names = ", ".join(broken[:3]) + (", ..." if len(broken) > 3 else "")
+        raise FloatingPointError(
+            f"Not saving {what}: {len(broken)} parameter tensor(s) hold NaN or infinite values ({names}). The "
+            "training diverged (learning rate, weight_decay, a damaged checkpoint?)."
+        )
 
 
 RUN_FILES = ("best", "final", "log_history.jsonl", "eval_results.json")
@@ -85,6 +143,9 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limi
     if accelerator.is_main_process:
         with open(os.path.join(staging, "trainer_state.json"), "w") as f:
             json.dump(state, f, indent=1)
+        checksums = {name: file_sha256(os.path.join(staging, name)) for name in checkpoint_files(staging)}
+        with open(os.path.join(staging, CHECKSUMS), "w") as f:
+            json.dump(checksums, f, indent=1)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(staging, final)
         steps = checkpoint_steps(folder)
@@ -97,6 +158,7 @@ def save_checkpoint(accelerator: Accelerator, output_dir: str, state: dict, limi
 def save_model(accelerator: Accelerator, module: torch.nn.Module, processor, folder: str) -> None:
     """The student alone (no teacher, no ATR head) with its processor, staged then renamed."""
     student = accelerator.unwrap_model(module).student
+    check_finite(student, folder)
     if accelerator.is_main_process:
         staging = folder.rstrip("/") + ".staging"
         shutil.rmtree(staging, ignore_errors=True)

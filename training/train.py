@@ -18,6 +18,7 @@ Checkpoints are written with `accelerator.save_state` under `<output_dir>/checkp
 `--resume_from_checkpoint latest|PATH` continues exactly where one was written.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -31,6 +32,7 @@ from distill import ATRHeads, ATRLoss, S2CATrainingModule, Teacher, load_teacher
 from losses import LOSS_KEYS, S2CALoss
 from results import metrics_table
 from run_folder import (
+    RunLock,
     checkpoint_to_resume,
     log_step,
     prepare_output_dir,
@@ -190,6 +192,16 @@ def main(argv: list[str] | None = None) -> dict:
         project_dir=output_dir,
         dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True),
     )
+    # One run per folder: the main process holds the lock until the run ends, however it ends (a second run stops
+    # here, before deleting anything).
+    os.makedirs(output_dir, exist_ok=True)
+    with RunLock(output_dir) if accelerator.is_main_process else contextlib.nullcontext():
+        return run(accelerator, model_args, data_args, args, recipe_name, mixed_precision, started)
+
+
+def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precision: str, started: float) -> dict:
+    """The run itself (the output folder, then steps 3 to 8), under the run's lock."""
+    output_dir = args.output_dir
     rank, world = accelerator.process_index, accelerator.num_processes
     log = accelerator.print
     set_seed(args.seed)
@@ -404,6 +416,12 @@ def main(argv: list[str] | None = None) -> dict:
                 video_index = batch.pop("video_index")
                 with accelerator.autocast():
                     total, value = training_loss(module, batch, video_index, s2ca_loss, teacher, atr_loss)
+                if accelerator.gather(torch.isfinite(total.detach()).logical_not().reshape(1)).any():
+                    raise FloatingPointError(
+                        f"The training loss is NaN or infinite at step {global_step + 1} (epoch {epoch}): the model "
+                        "is broken from here on, so the run stops. Causes: a learning rate or weight_decay too large, "
+                        f"or a damaged checkpoint resumed. Complete checkpoints: {output_dir}/checkpoints."
+                    )
                 accelerator.backward(total)
                 if accelerator.sync_gradients:
                     accelerator.clip_grad_norm_(module.parameters(), args.max_grad_norm)

@@ -7,6 +7,7 @@ edit in this file. Errors name the field, and the recipe or the command line it 
 """
 
 import argparse
+import math
 import os
 import sys
 import typing
@@ -138,7 +139,11 @@ class TrainingArguments:
     def __post_init__(self):
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps", "num_train_epochs"):
             check(getattr(self, name) >= 1, name, getattr(self, name), ">= 1")
+        for name in ("learning_rate", "clip_lr_scale", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon"):
+            check(math.isfinite(getattr(self, name)), name, getattr(self, name), "a finite number")
+        check(math.isfinite(self.max_grad_norm), "max_grad_norm", self.max_grad_norm, "a finite number")
         check(self.learning_rate > 0, "learning_rate", self.learning_rate, "> 0")
+        check(self.weight_decay >= 0, "weight_decay", self.weight_decay, ">= 0")
         check(0 <= self.warmup_ratio < 1, "warmup_ratio", self.warmup_ratio, "in [0, 1)")
         check(
             self.eval_strategy != "steps" or (self.eval_steps or 0) > 0,

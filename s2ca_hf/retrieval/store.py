@@ -21,15 +21,11 @@ rebuilt from the shards at the end of every run. The manifest records each shard
 
 from __future__ import annotations
 
-import datetime
 import hashlib
 import json
 import os
 import re
 import shutil
-import socket
-import sys
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,7 +33,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load, save_file
 
-from ..utils import file_sha256, sha256_json
+from ..utils import FolderLock, file_sha256, sha256_json
 from .errors import VideoIndexError
 
 
@@ -57,77 +53,25 @@ _TEMPORARY = re.compile(r"^(shard-[0-9a-f]{20}\.safetensors|manifest\.json|video
 # --------------------------------------------------------------------------------------------------------------
 
 
-class IndexLock:
-    """An exclusive lock on an index folder for the whole of a build: a second writer waits up to `timeout`
-    seconds, then stops with a message naming the holder (process, host, start time, command).
+class IndexLock(FolderLock):
+    """An exclusive lock on an index folder for the whole of a build (`FolderLock`): a second writer waits up to
+    `timeout` seconds, then stops with a message naming the holder. Readers take no lock: the table and the
+    manifest are replaced atomically and checked against each other on load."""
 
-    `fcntl.flock` on `LOCK_FILE`: the kernel releases it when the holder exits, even after SIGKILL, so a crashed
-    run never leaves a stale lock behind. Readers take no lock: the table and the manifest are replaced atomically
-    and checked against each other on load. Needs a POSIX system and a file system with working `flock` (local
-    disks; some network file systems do not lock across machines).
-    """
-
-    def __init__(self, folder: str, timeout: float = 0.0, poll: float = 0.5):
-        self.path = os.path.join(folder, LOCK_FILE)
-        self.timeout = timeout
-        self.poll = poll
-        self._handle = None
+    lock_file = LOCK_FILE
+    error = VideoIndexError
+    busy = (
+        "{folder} is being written by another s2ca-index run ({holder}){waited}. Wait for it to finish "
+        "(--lock-timeout SECONDS waits), or use another --out."
+    )
 
     def acquire(self) -> IndexLock:
-        import fcntl
-
-        handle = open(self.path, "a+")
+        super().acquire()
         try:
             os.chmod(self.path, _file_mode())
         except PermissionError:  # another user's lock file in a shared index: locking it still works
             pass
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_holder(self.path)
-                    handle.close()
-                    waited = f" after waiting {self.timeout:g} s" if self.timeout > 0 else ""
-                    raise VideoIndexError(
-                        f"{os.path.dirname(self.path)} is being written by another s2ca-index run ({holder}){waited}. "
-                        "Wait for it to finish (--lock-timeout SECONDS waits), or use another --out."
-                    ) from None
-                time.sleep(self.poll)
-        handle.seek(0)
-        handle.truncate()
-        holder = {
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            "since": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "command": " ".join(sys.argv),
-        }
-        handle.write(json.dumps(holder) + "\n")
-        handle.flush()
-        self._handle = handle
         return self
-
-    def release(self) -> None:
-        if self._handle is not None:
-            self._handle.close()  # closing the descriptor releases the flock
-            self._handle = None
-
-    def __enter__(self) -> IndexLock:
-        return self.acquire()
-
-    def __exit__(self, *exc) -> None:
-        self.release()
-
-
-def _read_holder(path: str) -> str:
-    try:
-        with open(path) as handle:
-            holder = json.loads(handle.readline())
-        return f"process {holder['pid']} on {holder['host']} since {holder['since']}: {holder['command']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "a process that has not written its name yet"
 
 
 def remove_stale_temporary_files(out: str) -> int:
