@@ -228,8 +228,15 @@ def test_corrupt_shards_and_manifests_give_errors_naming_the_file_never_a_rankin
     path.write_bytes(bytes(data))
     with pytest.raises(VideoIndexError, match=f"{path.name}.*checksum"):
         VideoIndex.load(copy).search(["a dog"], k=3)
-    # ... and on resume
-    assert index_main(["--model", saved_model, "--videos", str(folder), "--out", str(copy)]) == 2
+    # ... and on resume, which says to delete it; deleted, the next run re-encodes its videos and commits them
+    arguments = ["--model", saved_model, "--videos", str(folder), "--out", str(copy)]
+    assert index_main(arguments) == 2
+    path.unlink()
+    assert index_main(arguments) == 0
+    repaired, original = VideoIndex.load(copy), VideoIndex.load(out)
+    assert sorted(repaired.ids) == sorted(original.ids)
+    assert [h.id for h in repaired.search("a dog", k=4)[0]] == [h.id for h in original.search("a dog", k=4)[0]]
+    assert index_main(arguments) == 0  # and the repaired index stays valid for the next run
     # a truncated shard
     copy, path = damaged_copy("truncated")
     path.write_bytes(path.read_bytes()[:100])

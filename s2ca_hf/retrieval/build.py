@@ -302,6 +302,7 @@ def build_index(
                 )
         barrier()
         headers = scan_shards(shard_dir)
+        kept = set(headers)  # every other shard at the commit is this run's own work
         done = {row["id"] for header in headers.values() for row in header["rows"]}
         done |= {entry["id"] for header in headers.values() for entry in header["skipped"]}
         pending = [item for item in items if item.id not in done]
@@ -333,7 +334,7 @@ def build_index(
                 "software": software_versions(),
                 "text": text_settings(processor),
             }
-            manifest = commit_index(out, headers, settings, extra)
+            manifest = commit_index(out, headers, settings, extra, written=set(headers) - kept)
             if manifest["count"] == 0:
                 logger.warning(
                     "No video of %s could be decoded: the index is empty (see `skipped` in the manifest).", out

@@ -211,9 +211,13 @@ TABLE_COLUMNS = (
 )  # fmt: skip
 
 
-def commit_index(out: str, headers: dict[str, dict], settings: dict, extra: dict) -> dict[str, Any]:
+def commit_index(
+    out: str, headers: dict[str, dict], settings: dict, extra: dict, written: set[str] = frozenset()
+) -> dict[str, Any]:
     """Writes the table and the manifest from the shards (table first; both atomically), with each shard's sha256,
-    after checking those the previous manifest recorded. Returns the manifest."""
+    after checking those the previous manifest recorded. `written`: the shards this run wrote (re-encoding a deleted
+    shard gives its content name again, with other bytes): they replace what the previous manifest recorded.
+    Returns the manifest."""
     previous = {}
     if os.path.isfile(os.path.join(out, MANIFEST_FILE)):
         previous = {
@@ -243,7 +247,7 @@ def commit_index(out: str, headers: dict[str, dict], settings: dict, extra: dict
                 columns[key].append(row.get(key))
             columns["shard"][-1], columns["shard_row"][-1] = name, position
         checksum = file_sha256(os.path.join(out, SHARDS_DIR, name))
-        if previous.get(name, checksum) != checksum:  # resume: a shard the last commit recorded has changed
+        if name not in written and previous.get(name, checksum) != checksum:  # a recorded shard has changed since
             raise VideoIndexError(
                 f"Shard {os.path.join(out, SHARDS_DIR, name)} does not match the checksum in the manifest (changed "
                 "or corrupt): delete it and run s2ca-index again to re-encode its videos."
