@@ -137,6 +137,29 @@ def test_a_changed_or_incomplete_dataset_is_refused(dataset, tmp_path, change, m
     assert not (tmp_path / "copy" / "manifest.json").exists()
 
 
+def test_an_edited_manifest_is_refused(dataset, other_model, tmp_path):
+    # The manifest names the model that search loads: an edited fingerprint would make search encode queries with
+    # another model. It is under the export's checksums like the rows and the vectors.
+    from s2ca_hf.retrieval.build import load_model_and_processor
+
+    metadata = json.loads(dataset.info.description)
+    metadata["manifest"]["model"] = load_model_and_processor(str(other_model))[2]
+    edited = datasets.Dataset(dataset.data)
+    edited.info.description = json.dumps(metadata)
+    with pytest.raises(VideoIndexError, match="the index manifest .* does not match the checksum recorded at export"):
+        VideoIndex.from_dataset(edited, tmp_path / "copy")
+    assert not (tmp_path / "copy" / "manifest.json").exists()
+    del metadata["manifest_sha256"]  # removed: refused too
+    edited.info.description = json.dumps(metadata)
+    with pytest.raises(VideoIndexError, match="does not match the checksum"):
+        VideoIndex.from_dataset(edited, tmp_path / "copy")
+    older = json.loads(dataset.info.description)  # an unchanged export from before the checksum (version 1)
+    del older["manifest_sha256"]
+    older["version"] = 1
+    edited.info.description = json.dumps(older)
+    VideoIndex.from_dataset(edited, tmp_path / "older")
+
+
 def test_metadata_and_output_folder_are_checked(dataset, built, tmp_path):
     bare = datasets.Dataset(dataset.data)  # e.g. load_dataset of the parquet files: no metadata
     with pytest.raises(VideoIndexError, match="carries no S2CA index metadata.*from_hub"):

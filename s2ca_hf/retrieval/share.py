@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from ..utils import sha256_json
 from .errors import VideoIndexError
 from .fingerprints import check_model, model_fingerprint
 from .store import (
@@ -47,7 +48,7 @@ from .store import (
 
 
 SHARE_FORMAT = "s2ca-video-index-dataset"
-SHARE_VERSION = 1
+SHARE_VERSION = 2  # 2: the manifest has its own checksum
 SHARE_FILE = "s2ca_index.json"  # the share metadata, in a Hub repository
 DATA_DIR = "data"
 PSI_COLUMN = "psi"
@@ -101,6 +102,8 @@ def _metadata(index, shards: list[dict], rows_sha256: str, psi_sha256: str) -> d
         "format": SHARE_FORMAT,
         "version": SHARE_VERSION,
         "manifest": manifest,
+        # The model fingerprint and the settings decide which model search loads: checked like the rows.
+        "manifest_sha256": sha256_json(manifest),
         "shards": shards,
         "rows_sha256": rows_sha256,
         "psi_sha256": psi_sha256,
@@ -277,6 +280,12 @@ def _share_metadata(dataset, source: str) -> dict[str, Any]:
     manifest = metadata.get("manifest")
     if not isinstance(manifest, dict) or manifest.get("format") != INDEX_FORMAT or "model" not in manifest:
         raise VideoIndexError(f"{source}: its metadata holds no index manifest.")
+    # Version 1 exports (before this checksum) lack it; from version 2 it must be there and match.
+    if metadata.get("version", 0) >= 2 and sha256_json(manifest) != metadata.get("manifest_sha256"):
+        raise VideoIndexError(
+            f"{source}: the index manifest (model fingerprint, encoding settings) does not match the checksum "
+            "recorded at export: it was changed or is corrupt. Export the index again."
+        )
     return metadata
 
 
