@@ -196,6 +196,51 @@ def test_interrupted_and_resumed_and_grown_index_equal_one_full_run(saved_model,
     assert all(name.startswith("shard-") for name in os.listdir(grown / "shards"))  # no leftover temporary file
 
 
+def test_searches_during_an_update_read_the_old_snapshot_until_the_commit(saved_model, tmp_path, monkeypatch):
+    model, processor, fingerprint = load_model_and_processor(saved_model)
+    folder = tmp_path / "videos"
+    add_videos(folder, range(4))
+    out = tmp_path / "index"
+    common = dict(fingerprint=fingerprint, batch_size=2, shard_size=2, progress=False)
+    build_index(model, processor, str(folder), out, **common)
+    before = [hit.id for hit in VideoIndex.load(out).search("the dog", k=4)[0]]
+    # A changed video (its shard is rewritten without it) and two new ones: the run prunes, encodes, commits.
+    write_noise_video(folder / video_name(1), num_frames=30, seed=99)
+    add_videos(folder, [4, 5])
+    seen_during = []
+    real_encode = build_module._encode_chunks
+
+    def search_then_encode(*args, **kwargs):
+        # A reader in the middle of the update (after the prune, before the commit): the committed snapshot.
+        seen_during.append([hit.id for hit in VideoIndex.load(out).search("the dog", k=4)[0]])
+        return real_encode(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "_encode_chunks", search_then_encode)
+    manifest = build_index(model, processor, str(folder), out, **common)
+    assert seen_during == [before]
+    listed = sorted(os.path.basename(shard["file"]) for shard in manifest["shards"])
+    assert sorted(os.listdir(out / "shards")) == listed  # the replaced shard is gone after the commit
+    index = VideoIndex.load(out)
+    assert len(index) == 6 and index_by_id(out)[video_name(1)][1]["num_frames"] == 30
+
+    # Interrupted between the prune and the commit: the old and the rewritten shard are both on disk; the next run
+    # keeps one of each video and removes the rest.
+    write_noise_video(folder / video_name(2), num_frames=25, seed=98)
+
+    def die(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "_encode_chunks", die)
+    with pytest.raises(KeyboardInterrupt):
+        build_index(model, processor, str(folder), out, **common)
+    assert len(VideoIndex.load(out).search("the dog", k=6)[0]) == 6  # still the last commit
+    monkeypatch.setattr(build_module, "_encode_chunks", real_encode)
+    manifest = build_index(model, processor, str(folder), out, **common)
+    listed = sorted(os.path.basename(shard["file"]) for shard in manifest["shards"])
+    assert sorted(os.listdir(out / "shards")) == listed and manifest["count"] == 6
+    assert index_by_id(out)[video_name(2)][1]["num_frames"] == 25
+
+
 # Runs in a fresh interpreter: forking a process whose torch thread pool is already running (as pytest's is, once a
 # test has encoded anything) deadlocks the children. Each rank appends the shards it writes to a log.
 TWO_PROCESS_SCRIPT = """

@@ -149,12 +149,15 @@ def _file_state(path: str) -> tuple[int | None, int | None]:
     return int(stat.st_size), int(stat.st_mtime_ns)
 
 
-def _prune_shards(shard_dir: str, headers: dict[str, dict], current: dict[str, dict]) -> tuple[dict[str, dict], int]:
+def _prune_shards(
+    shard_dir: str, headers: dict[str, dict], current: dict[str, dict]
+) -> tuple[dict[str, dict], int, set[str]]:
     """Drops from the shards the rows and skipped entries whose video is gone from the source or whose file changed
-    since (size or modification time), and duplicates. Affected shards are rewritten under their new content name,
-    then the old file is removed. Returns the new headers and the number of dropped entries."""
+    since (size or modification time), and duplicates. Affected shards are rewritten under their new content name.
+    Returns the new headers, the number of dropped entries, and the shards they replace ("retired"): those stay on
+    disk, for the searches that read the committed manifest, until the run commits the new one."""
     seen: set[str] = set()
-    new_headers, dropped = {}, 0
+    new_headers, dropped, retired = {}, 0, set()
     for name, header in headers.items():
 
         def keep(entry: dict) -> bool:
@@ -174,15 +177,17 @@ def _prune_shards(shard_dir: str, headers: dict[str, dict], current: dict[str, d
             new_headers[name] = header
             continue
         dropped += len(header["rows"]) - len(kept_rows) + len(header["skipped"]) - len(kept_skipped)
-        old_path = os.path.join(shard_dir, name)
+        new_name = None
         if kept_rows or kept_skipped:
-            vectors = load_shard_vectors(old_path)[kept_rows]
+            vectors = load_shard_vectors(os.path.join(shard_dir, name))[kept_rows]
             rows = [header["rows"][i] for i in kept_rows]
             new_name = write_shard(shard_dir, vectors, rows, kept_skipped, header["settings"])
             new_headers[new_name] = {**header, "rows": rows, "skipped": kept_skipped, "shape": tuple(vectors.shape)}
-        if not (kept_rows or kept_skipped) or new_name != name:
-            os.remove(old_path)
-    return new_headers, dropped
+        if new_name != name:
+            retired.add(name)
+    # A rewrite can give a shard the name of one already there (the same content, left by an interrupted run): that
+    # name is the new shard's, not retired.
+    return new_headers, dropped, retired - set(new_headers)
 
 
 def software_versions() -> dict[str, str]:
@@ -294,14 +299,15 @@ def build_index(
             current[item.id] = {"size_bytes": size, "mtime_ns": mtime}
         headers = scan_shards(shard_dir)
         barrier()
+        retired = None
         if is_main:
-            headers, dropped = _prune_shards(shard_dir, headers, current)
+            headers, dropped, retired = _prune_shards(shard_dir, headers, current)
             if dropped:
                 logger.info(
                     "%d indexed videos were removed or changed since the last run; they are re-encoded.", dropped
                 )
-        barrier()
-        headers = scan_shards(shard_dir)
+        retired = _from_main_process(accelerator, retired)
+        headers = scan_shards(shard_dir, exclude=retired)
         kept = set(headers)  # every other shard at the commit is this run's own work
         done = {row["id"] for header in headers.values() for row in header["rows"]}
         done |= {entry["id"] for header in headers.values() for entry in header["skipped"]}
@@ -328,13 +334,16 @@ def build_index(
 
         manifest = None
         if is_main:
-            headers = scan_shards(shard_dir)
+            headers = scan_shards(shard_dir, exclude=retired)
             extra = {
                 "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
                 "software": software_versions(),
                 "text": text_settings(processor),
             }
             manifest = commit_index(out, headers, settings, extra, written=set(headers) - kept)
+            for name in retired:  # searches now read the new manifest: the shards it replaced can go
+                if os.path.isfile(os.path.join(shard_dir, name)):
+                    os.remove(os.path.join(shard_dir, name))
             if manifest["count"] == 0:
                 logger.warning(
                     "No video of %s could be decoded: the index is empty (see `skipped` in the manifest).", out

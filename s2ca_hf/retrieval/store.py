@@ -26,7 +26,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -179,10 +179,11 @@ def settings_differences(old: dict, new: dict) -> list[str]:
     return [key for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
-def scan_shards(shard_dir: str) -> dict[str, dict]:
+def scan_shards(shard_dir: str, exclude: Collection[str] = ()) -> dict[str, dict]:
+    """The headers of the shards in `shard_dir` but those named in `exclude` (shards a running build replaced)."""
     headers = {}
     for name in sorted(os.listdir(shard_dir)):
-        if name.endswith(".safetensors"):
+        if name.endswith(".safetensors") and name not in exclude:
             try:
                 headers[name] = read_shard_header(os.path.join(shard_dir, name))
             except VideoIndexError:
