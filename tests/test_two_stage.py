@@ -35,25 +35,25 @@ def structured_vectors(count: int, seed: int) -> torch.Tensor:
     return vectors * scales
 
 
-def synthetic_settings(dimension: int = E, projection_dim: int = D) -> dict:
+def synthetic_settings(dimension: int = E, projection_dim: int = D, weights: str = "0" * 64) -> dict:
     fingerprint = {
         "name_or_path": "generated",
         "class": "S2CAModel",
         "config_sha256": "0" * 64,
-        "weights_sha256": "0" * 64,
+        "weights_sha256": weights,
         "dimension": dimension,
         "projection_dim": projection_dim,
     }
     return {"model": fingerprint, "encoding_dtype": "float32", "frame_policy": {}, "source": {}, "windows": None}
 
 
-def write_index(folder, vectors: torch.Tensor, shard_rows: int = 700) -> str:
+def write_index(folder, vectors: torch.Tensor, shard_rows: int = 700, weights: str = "0" * 64) -> str:
     chunks = (
         ([{"id": f"video-{i}", "path": f"/videos/{i}.mp4"} for i in range(s, min(s + shard_rows, len(vectors)))],
          vectors[s : s + shard_rows])
         for s in range(0, len(vectors), shard_rows)
     )  # fmt: skip
-    write_vector_index(str(folder), chunks, synthetic_settings())
+    write_vector_index(str(folder), chunks, synthetic_settings(weights=weights))
     return str(folder)
 
 
@@ -171,6 +171,29 @@ def test_a_stale_or_damaged_first_stage_is_refused_naming_the_rebuild(generated,
         VideoIndex.load(copy, device="cpu").search(queries[:1])
 
 
+def test_a_first_stage_is_bound_to_the_model_and_to_its_bytes(generated, tmp_path):
+    path, queries = generated
+    copy = str(shutil.copytree(path, tmp_path / "bound"))
+    (tmp_path / "bound" / "first_stage.999999999.tmp").mkdir()  # left by a killed build (no such process)
+    VideoIndex.load(copy, device="cpu").build_first_stage(factory="IVF16,Flat", dims=D, progress=False)
+    assert not (tmp_path / "bound" / "first_stage.999999999.tmp").exists()
+    folder = tmp_path / "bound" / "first_stage"
+    for name in ("faiss.index", "projection.safetensors", "settings.json"):  # one mode for every index file
+        assert (folder / name).stat().st_mode & 0o777 == (tmp_path / "bound" / "manifest.json").stat().st_mode & 0o777
+    # The same videos indexed by another model (same ids, so the same content id): its first stage is refused.
+    other = write_index(tmp_path / "other", structured_vectors(3000, seed=5), weights="1" * 64)
+    assert read_manifest(other)["content_id"] == read_manifest(copy)["content_id"]
+    shutil.copytree(folder, os.path.join(other, "first_stage"))
+    with pytest.raises(VideoIndexError, match="another model's vectors.*s2ca-index --first-stage"):
+        VideoIndex.load(other, device="cpu").search(queries[:1])
+    # Flipped bytes in the FAISS file: refused, naming it (they changed the candidates, and so the top-k).
+    data = bytearray((folder / "faiss.index").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (folder / "faiss.index").write_bytes(bytes(data))
+    with pytest.raises(VideoIndexError, match="faiss.index is not the file written with .*damaged"):
+        VideoIndex.load(copy, device="cpu").search(queries[:1])
+
+
 def test_an_index_without_first_stage_searches_exactly_and_refuses_two_stage(generated):
     path, queries = generated
     index = VideoIndex.load(path, device="cpu")
@@ -259,6 +282,9 @@ def test_milvus_lite_first_stage_gives_the_faiss_first_stage_results(generated, 
     other.manifest = {**other.manifest, "content_id": "changed"}
     with pytest.raises(VideoIndexError, match="other contents"):
         MilvusFirstStage.open(other, uri, "videos_svd")
+    other.manifest = {**index.manifest, "model": {**index.manifest["model"], "weights_sha256": "1" * 64}}
+    with pytest.raises(VideoIndexError, match="another model's vectors"):
+        MilvusFirstStage.open(other, uri, "videos_instance")  # the instance projection is the same for any model
 
 
 def test_an_ivf_first_stage_visits_an_eighth_of_its_lists_by_default(generated, tmp_path):

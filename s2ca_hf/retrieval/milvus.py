@@ -91,6 +91,7 @@ class MilvusFirstStage:
             "count": index.manifest["count"],
             "train_size": train_size,
             "projection_sha256": _matrix_sha256(matrix),
+            "model_weights_sha256": index.manifest["model"].get("weights_sha256"),
         }
         if nprobe is not None:
             settings["nprobe"] = nprobe
@@ -130,6 +131,14 @@ class MilvusFirstStage:
             raise VideoIndexError(
                 f"Milvus collection {collection!r} was built for other contents of {index.path} "
                 f"({settings.get('count')} rows then, {len(index)} now): build it again (overwrite=True)."
+            )
+        # The same videos indexed by another model have the same content id: the weights tell them apart.
+        weights = settings.get("model_weights_sha256")
+        if weights is not None and weights != index.manifest["model"].get("weights_sha256"):
+            raise VideoIndexError(
+                f"Milvus collection {collection!r} was built from another model's vectors (weights sha256 "
+                f"{weights[:12]}, {index.path}'s {str(index.manifest['model'].get('weights_sha256'))[:12]}): build it "
+                "again (overwrite=True)."
             )
         # The projection is computed again from the same rows of the index (deterministic), and checked.
         _, _, matrix = projected_sample(

@@ -68,7 +68,7 @@ class IndexLock(FolderLock):
     def acquire(self) -> IndexLock:
         super().acquire()
         try:
-            os.chmod(self.path, _file_mode())
+            os.chmod(self.path, file_mode())
         except PermissionError:  # another user's lock file in a shared index: locking it still works
             pass
         return self
@@ -94,7 +94,7 @@ def remove_stale_temporary_files(out: str) -> int:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
     """rw for everyone the umask allows (0644 under the usual 022), for every file of an index alike: safetensors
     writes 0600 files, and a shared index whose shards its readers cannot open is no use."""
     umask = os.umask(0)
@@ -105,7 +105,7 @@ def _file_mode() -> int:
 def _fsync_replace(tmp: str, final: str) -> None:
     with open(tmp, "rb+") as handle:
         os.fsync(handle.fileno())
-    os.chmod(tmp, _file_mode())
+    os.chmod(tmp, file_mode())
     os.replace(tmp, final)
 
 

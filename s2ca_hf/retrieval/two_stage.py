@@ -23,6 +23,7 @@ import datetime
 import json
 import math
 import os
+import re
 import shutil
 import struct
 from typing import Any
@@ -34,6 +35,7 @@ from safetensors.torch import load_file, save_file
 from ..utils import file_sha256
 from .errors import VideoIndexError
 from .search import check_nprobe, check_queries, import_faiss, sort_hits
+from .store import file_mode
 
 
 FIRST_STAGE_DIR = "first_stage"
@@ -241,6 +243,17 @@ class FirstStage:
                 f"The first stage in {folder} was built for other contents of this index ({settings.get('count')} "
                 f"rows then, {manifest['count']} now): {_rebuild(path)}"
             )
+        # The same videos indexed by another model have the same content id: the weights tell them apart.
+        weights = settings.get("model_weights_sha256")
+        if weights is not None and weights != manifest["model"].get("weights_sha256"):
+            raise VideoIndexError(
+                f"The first stage in {folder} was built from another model's vectors (weights sha256 {weights[:12]}, "
+                f"the index's {str(manifest['model'].get('weights_sha256'))[:12]}): {_rebuild(path)}"
+            )
+        for name, key in ((FAISS_FILE, "faiss_sha256"), (PROJECTION_FILE, "projection_sha256")):
+            file = os.path.join(folder, name)
+            if key in settings and os.path.isfile(file) and file_sha256(file) != settings[key]:
+                raise VideoIndexError(f"{file} is not the file written with {SETTINGS_FILE} (damaged); {_rebuild(path)}")
         faiss = import_faiss()
         try:
             faiss_index = faiss.read_index(os.path.join(folder, FAISS_FILE))
@@ -346,12 +359,17 @@ def build_first_stage(
         settings["requested_nprobe"] = nprobe  # None: derived from the list count, and derived again on a rebuild
     if "refine" in factory.lower():
         settings["refine_k_factor"] = REFINE_K_FACTOR
+    settings["model_weights_sha256"] = manifest["model"].get("weights_sha256")
     folder = os.path.join(path, FIRST_STAGE_DIR)
+    _remove_abandoned_builds(path)
     tmp = f"{folder}.{os.getpid()}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     os.makedirs(tmp)
     faiss.write_index(faiss_index, os.path.join(tmp, FAISS_FILE))
     save_file({"projection": matrix.contiguous()}, os.path.join(tmp, PROJECTION_FILE))
+    for name, key in ((FAISS_FILE, "faiss_sha256"), (PROJECTION_FILE, "projection_sha256")):
+        os.chmod(os.path.join(tmp, name), file_mode())  # readable like the rest of the index (safetensors: 0600)
+        settings[key] = file_sha256(os.path.join(tmp, name))
     with open(os.path.join(tmp, SETTINGS_FILE), "w") as handle:
         json.dump(settings, handle, indent=2)
         handle.write("\n")
@@ -369,6 +387,24 @@ def rebuild_options(settings: dict) -> dict:
     options["factory"] = settings.get("requested_factory", settings["factory"])
     options["nprobe"] = settings.get("requested_nprobe")  # a first stage from before this key: derived again
     return options
+
+
+def _remove_abandoned_builds(path: str) -> None:
+    """Deletes `first_stage.<pid>.tmp` folders whose process is gone (a build that was killed)."""
+    for name in os.listdir(path):
+        match = re.fullmatch(rf"{FIRST_STAGE_DIR}\.(\d+)\.tmp", name)
+        if match and int(match.group(1)) != os.getpid() and not _process_alive(int(match.group(1))):
+            shutil.rmtree(os.path.join(path, name), ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
 
 
 def _instance_dim(manifest: dict) -> int:
