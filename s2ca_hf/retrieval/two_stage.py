@@ -253,7 +253,7 @@ class FirstStage:
         for name, key in ((FAISS_FILE, "faiss_sha256"), (PROJECTION_FILE, "projection_sha256")):
             file = os.path.join(folder, name)
             if key in settings and os.path.isfile(file) and file_sha256(file) != settings[key]:
-                raise VideoIndexError(f"{file} is not the file written with {SETTINGS_FILE} (damaged); {_rebuild(path)}")
+                raise VideoIndexError(f"{file} is not the file written with the settings (damaged); {_rebuild(path)}")
         faiss = import_faiss()
         try:
             faiss_index = faiss.read_index(os.path.join(folder, FAISS_FILE))
