@@ -10,6 +10,7 @@ it selects.
 Part of the model code pushed to the Hub (the video processor imports it); plain Python, no decoding.
 """
 
+import math
 from dataclasses import asdict, dataclass
 
 
@@ -33,6 +34,13 @@ def clip4clip_frame_indices(
     """
     if num_video_frames <= 0:
         return []
+    if 0 < fps < 1:
+        # Less than one frame a second (a slideshow, a time-lapse): CLIP4Clip's integer rate would be 0. Every frame
+        # on screen during the window is kept (frame i shows from i / fps to (i + 1) / fps), none from outside it.
+        start = max(start_time or 0.0, 0.0)
+        end = num_video_frames / fps if end_time is None else min(end_time, num_video_frames / fps)
+        first = min(math.floor(start * fps), num_video_frames - 1)
+        return list(range(first, max(min(math.ceil(end * fps), num_video_frames), first + 1)))
     fps = max(int(fps), 1)
     total_duration = (num_video_frames + fps - 1) // fps
     start_sec, end_sec = 0, total_duration

@@ -15,7 +15,7 @@ from s2ca_hf.retrieval.cli import index_main, search_main
 from s2ca_hf.retrieval.errors import VideoIndexError
 from s2ca_hf.retrieval.evaluation import encode_videos
 from s2ca_hf.retrieval.index import VideoIndex
-from s2ca_hf.retrieval.sources import VideoItem, check_windows, window_items, window_spans
+from s2ca_hf.retrieval.sources import VideoItem, check_windows, window_count, window_items, window_spans
 from s2ca_hf.retrieval.store import read_manifest
 from s2ca_hf.video_io import encode_frames
 
@@ -81,8 +81,32 @@ def test_window_spans_cover_the_video_with_fixed_windows():
     # A video no longer than one window is one item covering all of it.
     assert window_spans(3.2, 4, 1) == [(0, 3.2)]
     assert window_spans(4, 4, 1) == [(0, 4)]
-    # Fractional strides without float drift (0.1 * 3 is 0.30000000000000004).
-    assert window_spans(1.0, 0.5, 0.1) == [(0, 0.5), (0.1, 0.6), (0.2, 0.7), (0.3, 0.8), (0.4, 0.9), (0.5, 1.0)]
+    # A tail window starts on a whole second (frames are read per second): it may be longer than the others.
+    assert window_spans(10.5, 4, 4) == [(0, 4), (4, 8), (6, 10.5)]
+    assert window_spans(23.4, 10, 5) == [(0, 10), (5, 15), (10, 20), (13, 23.4)]
+    for duration, window, stride in [(16, 4, 2), (10.5, 4, 4), (9.999, 3, 2), (3.2, 4, 1), (1e5, 1, 1), (7, 1, 9)]:
+        assert window_count(duration, window, stride) == len(window_spans(duration, window, stride))
+
+
+def test_a_window_reads_frames_from_inside_it_only():
+    from s2ca_hf.frame_policy import clip4clip_frame_indices
+
+    # 10 fps, window 1-2 s: the first frame of seconds 1 and 2.
+    assert clip4clip_frame_indices(30, 10, start_time=1, end_time=2) == [10, 20]
+    # Half a frame a second: frame i is on screen from 2i to 2i + 2 s. The window 4-8 s shows frames 2 and 3 only
+    # (CLIP4Clip's integer rate, 1, took frames 4 to 8: 8 to 18 s, outside it).
+    assert clip4clip_frame_indices(10, 0.5, start_time=4, end_time=8) == [2, 3]
+    assert clip4clip_frame_indices(10, 0.5) == list(range(10))
+    assert clip4clip_frame_indices(5, 0.1, start_time=4, end_time=8) == [0]  # one frame covers the whole window
+
+
+def test_a_video_that_would_give_too_many_windows_is_refused_naming_it():
+    from s2ca_hf.retrieval.sources import MAX_WINDOWS_PER_VIDEO
+
+    long = [VideoItem("day.mp4", "/v/day.mp4")]
+    with pytest.raises(VideoIndexError, match=r"/v/day.mp4 \(86400 s\) would give 86400 windows .*larger --stride"):
+        window_items(long, 1, 1, durations={"/v/day.mp4": 86400.0})
+    assert len(window_items(long, 10, 10, durations={"/v/day.mp4": 86400.0})) == 8640 < MAX_WINDOWS_PER_VIDEO
 
 
 def test_window_items_ids_and_settings():
@@ -108,13 +132,14 @@ def test_window_items_ids_and_settings():
 
     assert check_windows(None, None) is None
     assert check_windows(4, None) == {"window": 4.0, "stride": 4.0}
-    assert check_windows(4, 1.5) == {"window": 4.0, "stride": 1.5}
+    assert check_windows(4, 2) == {"window": 4.0, "stride": 2.0}
     with pytest.raises(ValueError, match="--stride needs --window"):
         check_windows(None, 2)
-    for bad in (0, -1, float("nan"), float("inf")):
-        with pytest.raises(ValueError, match="positive number of seconds"):
+    # Sub-second and fractional lengths (a stride of 1e-9 s once listed 23 GB of windows), and non-numbers.
+    for bad in (0, -1, 0.5, 1.5, 1e-9, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="--window must be a whole number of seconds >= 1"):
             check_windows(bad, None)
-        with pytest.raises(ValueError, match="--stride must be"):
+        with pytest.raises(ValueError, match="--stride must be a whole number of seconds >= 1"):
             check_windows(4, bad)
 
 

@@ -77,12 +77,12 @@ def _index_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--window",
         type=float,
-        help="index moments: cut every video into windows of this many seconds, each an item of its own (id "
+        help="index moments: cut every video into windows of this many whole seconds, each an item of its own (id "
         "VIDEO@START-END), its frames sampled inside the window by the model's frame policy; a video shorter than "
         "one window is one item (default: whole videos)",
     )
     parser.add_argument(
-        "--stride", type=float, help="with --window: seconds from one window's start to the next (default: --window)"
+        "--stride", type=float, help="with --window: whole seconds from one window's start to the next (default: --window)"
     )
     parser.add_argument(
         "--first-stage",

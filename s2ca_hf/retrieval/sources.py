@@ -103,18 +103,25 @@ def resolve_videos(spec: str | os.PathLike, video_dir: str | None = None) -> tup
 # --------------------------------------------------------------------------------------------------------------
 
 
+# The most windows one video may give: a 14-hour video at --stride 1. Past it, a stride or a video is a mistake.
+MAX_WINDOWS_PER_VIDEO = 50_000
+
+
 def check_windows(window: float | None, stride: float | None) -> dict[str, float] | None:
     """The window settings an index records, `{"window": seconds, "stride": seconds}`, or None for whole videos.
-    `stride` defaults to `window` (windows side by side). Raises `ValueError` for a stride without a window or a
-    length that is not a positive number of seconds."""
+    `stride` defaults to `window` (windows side by side). Both are whole seconds: the frame policy reads frames per
+    whole second of a window (CLIP4Clip's sampling), so a window starting inside a second would take a frame from
+    before its start. Raises `ValueError` for a stride without a window or a length that is not a whole number of
+    seconds >= 1."""
     if window is None:
         if stride is not None:
             raise ValueError("--stride needs --window: the stride is the step between windows of --window seconds.")
         return None
     stride = window if stride is None else stride
     for name, value in (("--window", window), ("--stride", stride)):
-        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be a positive number of seconds, got {value!r}.")
+        number = isinstance(value, (int, float)) and math.isfinite(value)
+        if not (number and value >= 1 and float(value).is_integer()):
+            raise ValueError(f"{name} must be a whole number of seconds >= 1 (frames are read per second): {value!r}")
     return {"window": float(window), "stride": float(stride)}
 
 
@@ -124,22 +131,30 @@ def _seconds(value: float) -> str:
 
 
 def window_spans(duration: float, window: float, stride: float) -> list[tuple[float, float]]:
-    """The `(start, end)` windows of a video of `duration` seconds: `[k * stride, k * stride + window]` for every
-    k whose window fits in the video, then, when those stop short of the end, one last window of the same length
-    ending at the end of the video, so that the tail is covered; a video no longer than one window gives one item,
-    `(0, duration)`. Times are rounded to milliseconds."""
+    """The `(start, end)` windows of a video of `duration` seconds (`window`, `stride`: whole seconds, as
+    `check_windows` gives them): `[k * stride, k * stride + window]` for every k whose window fits in the video,
+    then, when those stop short of the end, one last window ending at the end of the video and starting at the
+    whole second at least `window` before it, so that the tail is covered and every start is a whole second; a video
+    no longer than one window gives one item, `(0, duration)`. The duration is rounded to milliseconds."""
     duration = round(float(duration), 3)
     if duration <= window:
         return [(0.0, duration)]
     spans = []
     k = 0
-    while round(k * stride + window, 3) <= duration:
-        start = round(k * stride, 3)
-        spans.append((start, round(start + window, 3)))
+    while k * stride + window <= duration:
+        spans.append((float(k * stride), float(k * stride + window)))
         k += 1
     if spans[-1][1] < duration:
-        spans.append((round(duration - window, 3), duration))
+        spans.append((float(math.floor(duration - window)), duration))
     return spans
+
+
+def window_count(duration: float, window: float, stride: float) -> int:
+    """How many windows `window_spans` gives, without listing them."""
+    if duration <= window:
+        return 1
+    fitting = math.floor((duration - window) / stride) + 1
+    return fitting + int((fitting - 1) * stride + window < duration)  # and the tail window
 
 
 def video_duration(path: str) -> float:
@@ -191,6 +206,12 @@ def window_items(
             except (OSError, ValueError, ImportError):
                 out.append(item)
                 continue
+        count = window_count(duration, window, stride)
+        if count > MAX_WINDOWS_PER_VIDEO:
+            raise VideoIndexError(
+                f"{item.path} ({duration:.0f} s) would give {count} windows of {window:g} s every {stride:g} s, more "
+                f"than the {MAX_WINDOWS_PER_VIDEO} one video may give: use a larger --stride."
+            )
         for start, end in window_spans(duration, window, stride):
             out.append(VideoItem(f"{item.id}@{_seconds(start)}-{_seconds(end)}", item.path, start, end))
     return out
@@ -204,6 +225,7 @@ __all__ = [
     "folder_videos",
     "resolve_videos",
     "video_duration",
+    "window_count",
     "window_items",
     "window_spans",
 ]
