@@ -82,7 +82,9 @@ def _index_parser() -> argparse.ArgumentParser:
         "one window is one item (default: whole videos)",
     )
     parser.add_argument(
-        "--stride", type=float, help="with --window: whole seconds from a window's start to the next (default: --window)"
+        "--stride",
+        type=float,
+        help="with --window: whole seconds from one window's start to the next (default: --window)",
     )
     parser.add_argument(
         "--first-stage",
