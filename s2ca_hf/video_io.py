@@ -155,7 +155,10 @@ def read_frames(
 def open_video(path: str):
     """A PyAV container for a local video file, opened with only the `SAFE_DEMUXERS` and the file protocol. A
     playlist or a file list (which would open other files) raises `VideoDecodeError` naming it."""
-    import av
+    try:
+        import av
+    except ImportError as error:
+        raise ImportError(f"Decoding {path} needs PyAV: `pip install av` (or s2ca-hf[train]).") from error
 
     with open(path, "rb") as handle:
         head = handle.read(64).lstrip()

@@ -64,6 +64,8 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
     """The concept map of one pair: `video` is anything the processor takes (a path, a URL, decoded frames)."""
     if model.concepts is None:
         raise ValueError("This model has no concepts (`use_concepts=False`): there is nothing to map.")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"The text is empty ({text!r}): give a caption to explain against the video.")
     inputs = processor(text=[text], videos=[video], return_tensors="pt").to(model.device)
     encoded_text = model.encode_text(inputs["input_ids"], inputs["attention_mask"])
     encoded_video = model.encode_video(inputs["pixel_values_videos"].to(model.dtype), inputs["frame_mask"])

@@ -71,7 +71,11 @@ class Demo:
         texts = [line.strip() for line in captions.splitlines() if line.strip()]
         if not video or not texts:
             raise gr.Error("Give a video and at least one caption.")
-        return [[rank, round(score, 4), text] for rank, score, text in self.index.rank_texts(texts, video=video)]
+        try:
+            ranked = self.index.rank_texts(texts, video=video)
+        except (ValueError, OSError) as error:  # an upload that does not decode: say why, not Gradio's "Error"
+            raise gr.Error(str(error)) from None
+        return [[rank, round(score, 4), text] for rank, score, text in ranked]
 
     def explain(self, text: str, video: str) -> str:
         """A PNG of the concept map of (text, video)."""

@@ -108,3 +108,17 @@ def test_an_index_row_that_names_a_file_that_is_not_a_video_is_not_served(app_mo
     video = next(video_folder.rglob("*.mp4"))
     served = demo.serve(3, str(video))
     assert Path(served).read_bytes() == video.read_bytes() and Path(served).parent.parent == Path(demo.served)
+
+
+def test_an_upload_that_does_not_decode_gets_its_reason(app_module, saved_model, video_folder, tmp_path):
+    import gradio as gr
+
+    from s2ca_hf.retrieval.cli import index_main
+
+    index = str(tmp_path / "index")
+    assert index_main(["--model", saved_model, "--videos", str(video_folder), "--out", index]) == 0
+    demo = app_module.Demo(index, saved_model)
+    upload = tmp_path / "upload.mp4"
+    upload.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 20)
+    with pytest.raises(gr.Error, match="Could not decode video .*upload.mp4"):
+        demo.rank_captions(str(upload), "a dog\na cat")

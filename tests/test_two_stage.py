@@ -285,6 +285,19 @@ def test_milvus_lite_first_stage_gives_the_faiss_first_stage_results(generated, 
     other.manifest = {**index.manifest, "model": {**index.manifest["model"], "weights_sha256": "1" * 64}}
     with pytest.raises(VideoIndexError, match="another model's vectors"):
         MilvusFirstStage.open(other, uri, "videos_instance")  # the instance projection is the same for any model
+    # A collection whose vectors are not of the dimension its settings say: refused, naming it.
+    from pymilvus import DataType, MilvusClient
+
+    from s2ca_hf.retrieval import milvus
+
+    client = MilvusClient(uri=uri)
+    properties = client.describe_collection("videos_svd")["properties"]
+    schema = client.create_schema(auto_id=False)
+    schema.add_field(milvus.ROW_FIELD, DataType.INT64, is_primary=True)
+    schema.add_field(milvus.VECTOR_FIELD, DataType.FLOAT_VECTOR, dim=D + 2)
+    client.create_collection("videos_wide", schema=schema, properties=properties)
+    with pytest.raises(VideoIndexError, match="collection 'videos_wide' at .* dimension 34, its settings say 32"):
+        MilvusFirstStage.open(index, uri, "videos_wide")
 
 
 def test_an_ivf_first_stage_visits_an_eighth_of_its_lists_by_default(generated, tmp_path):

@@ -103,3 +103,6 @@ def test_explain_command(processor, tmp_path, capsys):
     assert out.read_bytes()[:4] == b"\x89PNG" and "score" in capsys.readouterr().out
     assert main(["--model", str(folder), "--video", str(tmp_path / "missing.mp4"), "--text", "x", "--out", str(out)])
     assert "missing.mp4" in capsys.readouterr().err
+    for empty in ("", "   "):  # as search refuses an empty text, so does the map
+        assert main(["--model", str(folder), "--video", str(video), "--text", empty, "--out", str(out)]) == 2
+        assert "The text is empty" in capsys.readouterr().err

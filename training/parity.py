@@ -127,5 +127,5 @@ def check_parity(
                 f"Parity check failed: {folder} could not be loaded and run with trust_remote_code=True in a "
                 f"process without s2ca_hf (exit {result.returncode}):\n{result.stderr[-4000:]}\nNothing was uploaded."
             )
-        actual = torch.load(os.path.join(work, "remote.pt"), weights_only=False)
+        actual = torch.load(os.path.join(work, "remote.pt"), weights_only=True)  # tensors and plain values only
     return compare_outputs(expected, actual, atol)

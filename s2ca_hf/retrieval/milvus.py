@@ -123,10 +123,16 @@ class MilvusFirstStage:
                 f"No Milvus collection {collection!r} at {uri}: build it with MilvusFirstStage.build."
             )
         try:
-            properties = client.describe_collection(collection).get("properties") or {}
-            settings = json.loads(properties.get(SETTINGS_PROPERTY) or "")
+            description = client.describe_collection(collection)
+            settings = json.loads((description.get("properties") or {}).get(SETTINGS_PROPERTY) or "")
         except ValueError:
             raise VideoIndexError(f"Milvus collection {collection!r} was not written by MilvusFirstStage.") from None
+        dims = [f.get("params", {}).get("dim") for f in description.get("fields", []) if f.get("name") == VECTOR_FIELD]
+        if dims != [settings.get("dims")]:
+            raise VideoIndexError(
+                f"Milvus collection {collection!r} at {uri} holds vectors of dimension {dims[0] if dims else None}, "
+                f"its settings say {settings.get('dims')}: it was changed; build it again (overwrite=True)."
+            )
         if settings.get("content_id") != index.manifest["content_id"] or settings.get("count") != len(index):
             raise VideoIndexError(
                 f"Milvus collection {collection!r} was built for other contents of {index.path} "
