@@ -321,3 +321,25 @@ def test_a_rebuild_after_growth_derives_nprobe_again_unless_it_was_asked_for(gen
     assert two_stage.rebuild_options(asked)["nprobe"] == 3
     older = {k: v for k, v in derived.items() if k != "requested_nprobe"}  # written before the key existed
     assert two_stage.rebuild_options(older)["nprobe"] is None
+
+
+def test_a_single_query_searches_the_first_stage_with_one_thread(generated, tmp_path, monkeypatch):
+    # FAISS spreads a batch over threads query by query: for one query its other threads only spin, and several
+    # searching processes then take the cores from each other. One thread per query, FAISS's default restored after.
+    import faiss
+
+    from s2ca_hf.retrieval import search
+
+    path, queries = generated
+    copy = str(shutil.copytree(path, tmp_path / "threads"))
+    index = VideoIndex.load(copy, device="cpu")
+    index.build_first_stage("IVF16,Flat", dims=D, progress=False)
+    default = faiss.omp_get_max_threads()
+    real_set, settings = faiss.omp_set_num_threads, []
+    monkeypatch.setattr(faiss, "omp_set_num_threads", lambda n: settings.append(n) or real_set(n))
+    for batch in (1, 3, len(queries)):
+        settings.clear()
+        index.search_vectors(queries[:batch], k=5)
+        assert settings == [min(batch, default), default], batch  # set for the search, then restored
+    assert faiss.omp_get_max_threads() == default
+    assert search.faiss_threads(1) == 1 and search.faiss_threads(10**6) == default

@@ -237,6 +237,12 @@ def _search_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--stream", action="store_true", help="read the shards from disk at search time instead of loading them"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        help="CPU threads for encoding the queries and exact search (default: torch's); with several searching "
+        "processes on one machine, give each cores / processes",
+    )
     return parser
 
 
@@ -290,6 +296,12 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error("--nprobe applies to --backend faiss and the two-stage first stage, not to exact search")
     if args.candidates is not None and (args.candidates < 1 or args.backend in ("exact", "faiss")):
         parser.error("--candidates must be >= 1 and applies to the two-stage search only")
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error("--threads must be >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.device is not None and args.device.startswith("cuda"):
         import torch
 

@@ -34,7 +34,7 @@ from safetensors.torch import load_file, save_file
 
 from ..utils import file_sha256
 from .errors import VideoIndexError
-from .search import check_nprobe, check_queries, import_faiss, sort_hits
+from .search import check_nprobe, check_queries, faiss_search_with_threads, import_faiss, sort_hits
 from .store import file_mode
 
 
@@ -275,7 +275,7 @@ class FirstStage:
                 if nprobe is not None:
                     raise ValueError(f"nprobe applies to IVF first stages, not {self.settings['factory']}.") from None
         projected = (queries.detach().float().cpu() @ self.projection).contiguous().numpy()
-        _, rows = self.faiss_index.search(projected, min(count, self.faiss_index.ntotal))
+        _, rows = faiss_search_with_threads(self.faiss_index, projected, min(count, self.faiss_index.ntotal))
         return rows
 
 
