@@ -32,7 +32,6 @@ stopped. Writes `benchmarks/results/accuracy.json` and `accuracy.md`, with the m
 small CLIP's zero-shot R@1: results differ between CPUs, so methods are compared within one file only.
 """
 
-import argparse
 import os
 import statistics
 
@@ -61,6 +60,8 @@ from runs import (
     selected,
     summarise,
 )
+
+from s2ca_hf.utils import ArgumentParser
 
 
 DEFAULT_S2CA = "S2CA (default)"
@@ -216,7 +217,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     # Its own corpus, larger than the default run's: 3,000 training clips (a third of them learned no more than the

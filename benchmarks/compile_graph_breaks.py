@@ -18,7 +18,6 @@ results file is kept, and each entry says which commit of s2ca_hf it measured an
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import json
 import os
@@ -34,6 +33,7 @@ import transformers
 import s2ca_hf
 from s2ca_hf import S2CAModel
 from s2ca_hf.tiny import IMAGE_SIZE, NUM_FRAMES, tiny_config
+from s2ca_hf.utils import ArgumentParser
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -216,7 +216,7 @@ def _without_note(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--record", choices=("before", "after"), default="after", help="the key to store the run as")
     parser.add_argument("--output_dir", default=str(RESULTS))
     parser.add_argument("--no_variants", action="store_true", help="count the default config only")

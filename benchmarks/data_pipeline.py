@@ -16,7 +16,6 @@ written, so they are read from the page cache: the numbers are for a cache that 
 Results go to `benchmarks/results/data_pipeline.{json,md}` (see docs/benchmarks.md §4 for the target).
 """
 
-import argparse
 import datetime
 import json
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from s2ca_hf.utils import ArgumentParser
 from s2ca_hf.video_io import encode_frames
 
 
@@ -126,7 +126,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--num-videos", type=int, default=1000, help="size of the generated corpus")
     parser.add_argument("--long-clips", type=int, default=16, help="number of 10 s 320x240 clips")
     parser.add_argument("--decode-videos", type=int, default=100, help="corpus videos decoded in (a)")

@@ -7,13 +7,14 @@ exactly as a new user's first command does, and writes the wall time and the met
 val text->video R@1) to `benchmarks/results/default_run.json` and `.md`, which the README's Training section renders.
 """
 
-import argparse
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+
+from s2ca_hf.utils import ArgumentParser
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -87,7 +88,7 @@ def write_concept_map(folder: str, model_dir: str, clips: list[dict], out: str) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--note", default=None, help="conditions of the run to print with it (other load, ...)")
     parser.add_argument("--render", default=None, help="only re-render this results JSON (with --note) to Markdown")

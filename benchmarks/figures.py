@@ -9,12 +9,13 @@ token, and each concept's share of all tokens, fullest first; val split, means o
 calls it after writing each report, so the figures are regenerated with the results; matplotlib is the `viz` extra.
 """
 
-import argparse
 import glob
 import json
 import os
 import statistics
 import sys
+
+from s2ca_hf.utils import ArgumentParser
 
 
 SPLITS = ("val", "test", "compositional", "open_vocab")  # those a results file holds are drawn
@@ -163,7 +164,7 @@ def figure_sources(results_dir: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     default = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     parser.add_argument(
         "files", nargs="*", help=f"results JSON files (default: the accuracy and diagnosis ones under {default})"

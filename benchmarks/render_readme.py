@@ -14,11 +14,12 @@ repository-relative paths, whatever folders the benchmark machine used.
     python benchmarks/render_readme.py --check  # exit 1 if README.md is not what the results files give
 """
 
-import argparse
 import json
 import os
 import shlex
 import sys
+
+from s2ca_hf.utils import ArgumentParser
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -260,7 +261,7 @@ def render(readme: str, results_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
     parser.add_argument("--results", default=RESULTS)

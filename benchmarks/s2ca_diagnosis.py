@@ -14,7 +14,6 @@ Writes `benchmarks/results/diagnosis/<name>.json` and `.md` (`--name`, default `
 after every variant. What each round found is in docs/research-log.md.
 """
 
-import argparse
 import json
 import os
 import statistics
@@ -22,6 +21,8 @@ import statistics
 import accuracy  # the scripts next to this one: the same training runs, statistics and reports
 import model_diagnostics
 import runs
+
+from s2ca_hf.utils import ArgumentParser
 
 
 # Every variant is written against the defaults that held when rounds 1-17 ran (before they chose new ones):
@@ -396,7 +397,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: the variants of --round")
     parser.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS), help="run this round's variants")

@@ -1,5 +1,6 @@
 """Small helpers shared by the corpus loaders and the video index (no dependency beyond the standard library)."""
 
+import argparse
 import datetime
 import hashlib
 import json
@@ -110,3 +111,28 @@ def _read_holder(path: str) -> str:
         return f"process {holder['pid']} on {holder['host']} since {holder['since']}: {holder['command']}"
     except (OSError, ValueError, KeyError, TypeError):
         return "a process that has not written its name yet"
+
+
+def quiet_weight_loading() -> None:
+    """Turns off transformers' "Loading weights" bar: noise on every command (a search loads a model each time);
+    the commands' own progress bars are kept (`--quiet` turns those off)."""
+    try:
+        from transformers.utils import logging
+    except ImportError:
+        return
+    logging.disable_progress_bar()
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """`argparse.ArgumentParser` where every long option answers to both spellings, `--top_k` and `--top-k` (the HF
+    example scripts write the first, most command-line tools the second): every command of the package takes
+    either."""
+
+    def add_argument(self, *names, **kwargs):
+        spellings = list(names)
+        for name in names:
+            if name.startswith("--"):
+                for other in ("--" + name[2:].replace("_", "-"), "--" + name[2:].replace("-", "_")):
+                    if other not in spellings:
+                        spellings.append(other)
+        return super().add_argument(*spellings, **kwargs)

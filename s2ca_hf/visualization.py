@@ -9,12 +9,13 @@ from what the model computes. `plot_concept_map` draws it with matplotlib (the `
 `pip install "s2ca-hf[viz]"`).
 """
 
-import argparse
 import sys
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from .utils import ArgumentParser, quiet_weight_loading
 
 
 @dataclass
@@ -175,7 +176,8 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="s2ca-explain", description=__doc__.splitlines()[0])
+    quiet_weight_loading()
+    parser = ArgumentParser(prog="s2ca-explain", description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a saved S2CA model folder or Hub id (with its processor)")
     parser.add_argument("--video", required=True, help="a video file or http(s) URL")
     parser.add_argument("--text", required=True, help="the caption to explain against the video")

@@ -25,11 +25,11 @@ from s2ca_hf.data import build_frame_cache, default_cache_dir, load_corpus
 from s2ca_hf.data.cache import FrameCache, cache_key
 from s2ca_hf.data.corpora import corpus_videos
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
-from s2ca_hf.utils import file_sha256
+from s2ca_hf.utils import ArgumentParser, file_sha256, quiet_weight_loading
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a folder saved with save_pretrained, or a Hub id")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to load")
     parser.add_argument("--trust_remote_code", action="store_true", help="load a Hub model's custom code")
@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     parser.add_argument("--dtype", choices=("float32", "bfloat16", "float16"), default="float32")
     parser.add_argument("--output_dir", default="results", help="where the JSON and Markdown files go")
-    parser.add_argument("--no_progress", action="store_true")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--no_progress", action="store_true", dest="quiet", help=argparse.SUPPRESS)  # the old name
     return parser.parse_args(argv)
 
 
@@ -112,6 +113,7 @@ def _corpus_and_split(dataset) -> tuple[str, str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    quiet_weight_loading()
     args = parse_args(argv)
     protocol = parse_protocol(args.protocol)
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> dict:
         text_batch_size=args.text_batch_size,
         num_workers=args.num_workers,
         on_error=args.on_error,
-        progress=not args.no_progress,
+        progress=not args.quiet,
         post_processing=post_processing,
         query_bank_texts=bank_texts,
         ties=args.ties,

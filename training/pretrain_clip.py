@@ -16,7 +16,6 @@ here; that is left to fine-tuning on the clips. The corpus's open_vocab split me
 the colours and shapes only the stills show.
 """
 
-import argparse
 import json
 import math
 import os
@@ -32,6 +31,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 
 from s2ca_hf.clip_bpe import byte_symbols, save_bpe_files
 from s2ca_hf.data import load_corpus
+from s2ca_hf.utils import ArgumentParser
 
 
 MARKER = "pretrain_clip.json"  # written last: its presence marks a complete checkpoint made with these arguments
@@ -178,7 +178,7 @@ def ensure_pretrained_clip(args: PretrainArguments, log=print) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     for name, value in asdict(PretrainArguments()).items():
         parser.add_argument(f"--{name}", type=type(value), default=value)
     args = PretrainArguments(**vars(parser.parse_args(argv)))

@@ -48,6 +48,7 @@ from transformers import CLIPConfig, get_scheduler
 from s2ca_hf import S2CAModel, S2CAProcessor
 from s2ca_hf.data import GroupBatchSampler, VideoTextCollator, build_frame_cache, load_corpus, max_positives
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
+from s2ca_hf.utils import quiet_weight_loading
 
 
 CLIP_PREFIXES = ("student.text_model.", "student.vision_model.", "student.text_projection.")
@@ -168,6 +169,7 @@ def synthetic_split_sizes(data_args: DataArguments, log) -> dict:
 
 def main(argv: list[str] | None = None) -> dict:
     started = time.time()
+    quiet_weight_loading()
     # 1. Arguments: recipe, then overrides; validated field by field.
     model_args, data_args, args, recipe_name = parse_arguments(argv)
     output_dir = args.output_dir
@@ -233,6 +235,8 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
 
             pretrain = PretrainArguments(data_dir=data_args.data_dir, output_dir=model_args.pretrained_clip_dir)
             clip = ensure_pretrained_clip(pretrain, log=log)
+    if os.path.sep in clip and not os.path.isdir(clip):  # a path, not a Hub id: say so instead of a Hub error
+        raise FileNotFoundError(f"--clip (or --model_name_or_path) {clip}: no such folder.")
     clip_config = CLIPConfig.from_pretrained(clip)
     image_size = clip_config.vision_config.image_size
     processor = S2CAProcessor.from_clip(
@@ -486,8 +490,6 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
     if accelerator.is_main_process:
         with open(os.path.join(output_dir, "eval_results.json"), "w") as f:
             json.dump(summary, f, indent=1)
-        if summary["final_metrics"]:
-            log(step_metrics_table(summary["final_metrics"], global_step))
         log(
             f"Done in {summary['seconds'] / 60:.1f} min: model in {final_dir}"
             + (

@@ -22,6 +22,8 @@ from s2ca_hf import S2CAConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_RECIPE = os.path.join(CONFIG_DIR, "synthetic.yaml")
+# The HF example scripts' names for our flags: `--model_name_or_path` names the CLIP to start from.
+ALIASES = {"--model_name_or_path": "--clip", "--model-name-or-path": "--clip"}
 
 
 @dataclass
@@ -228,9 +230,14 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors.
 
     S2CAConfig fields go to `model_args.model_config` and are checked by `S2CAConfig` itself."""
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if tokens and not tokens[0].startswith("-") and tokens[0].endswith((".yaml", ".yml")):
+        tokens = ["--config", *tokens]  # `train.py recipe.yaml`, as the HF example scripts take a config file
+    tokens = [ALIASES.get(token, token) for token in tokens]
+    tokens = [t for token in tokens for t in (["--disable_tqdm", "true"] if token == "--quiet" else [token])]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=DEFAULT_RECIPE)
-    known, rest = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
+    known, rest = pre.parse_known_args(tokens)
     if not os.path.isfile(known.config):
         raise FileNotFoundError(f"Recipe {known.config} does not exist (recipes are in {CONFIG_DIR}).")
     with open(known.config) as f:
@@ -256,6 +263,10 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     model_config.update(from_flags)
     parser = HfArgumentParser(types, exit_on_error=False)
     if "-h" in rest or "--help" in rest:
+        print(
+            "train.py [RECIPE.yaml | --config RECIPE.yaml] [--field value ...]: the recipe's fields, then the command "
+            f"line's (default recipe {DEFAULT_RECIPE}; --model_name_or_path means --clip, --quiet --disable_tqdm)."
+        )
         parser.print_help()
         print("\nModel fields (S2CAConfig; see its docstring): " + ", ".join(f"--{n}" for n in config_fields))
         raise SystemExit(0)

@@ -42,7 +42,6 @@ This module writes the corpus to disk and is its command line; what each clip sh
 `synthetic_scenes.py`, and its frames are drawn and encoded in `synthetic_render.py`.
 """
 
-import argparse
 import csv
 import json
 import os
@@ -50,6 +49,8 @@ import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
+
+from ..utils import ArgumentParser
 
 # The scene plan and the drawing are re-exported: `s2ca_hf.data.synthetic` is where users and the benchmarks import
 # the corpus's vocabulary, `Clip`, `query_error` and `oracle_r1` from.
@@ -324,7 +325,7 @@ def ensure_synthetic_corpus(data_dir: str | os.PathLike, **arguments) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", required=True, help="the folder to write (created)")
     parser.add_argument("--num-videos", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

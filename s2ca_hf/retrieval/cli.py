@@ -22,6 +22,7 @@ import sys
 
 import torch
 
+from ..utils import ArgumentParser, quiet_weight_loading
 from .build import build_index, load_model_and_processor
 from .index import VideoIndex
 from .sources import check_windows, resolve_videos
@@ -36,7 +37,7 @@ from .two_stage import (
 
 
 def _index_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="s2ca-index",
         description="Encode every video of a folder (recursively) or of a corpus split with an S2CA model's video "
         "vectors (psi) into an index folder. Run it again to resume after an interruption or to add new videos: "
@@ -120,6 +121,7 @@ def _fail(prog: str, error: Exception) -> int:
 
 
 def index_main(argv: list[str] | None = None) -> int:
+    quiet_weight_loading()
     args = _index_parser().parse_args(argv)
     if args.batch_size < 1 or args.shard_size < 1:
         return _fail("s2ca-index", ValueError("--batch-size and --shard-size must be >= 1"))
@@ -207,7 +209,7 @@ def _update_first_stage(args, manifest: dict) -> None:
 
 
 def _search_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="s2ca-search",
         description="Search an index built by s2ca-index: texts against the videos (the model's score phi . psi), "
         "an example video against the videos (psi . psi: video vectors compared with each other), or one video "
@@ -215,7 +217,7 @@ def _search_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--index", required=True, help="the index folder")
     parser.add_argument("queries", nargs="*", help="text queries, each ranked against the indexed videos")
-    parser.add_argument("-k", type=int, default=10, help="how many results per query (default 10)")
+    parser.add_argument("-k", "--top_k", dest="k", type=int, default=10, help="results per query (default 10)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument("--video", help="a video file as the query (decoded as the indexed videos were)")
     parser.add_argument("--video-id", help="an indexed video (its id) as the query, using its stored vector")
@@ -263,6 +265,7 @@ def _format_hit(hit) -> str:
 
 
 def search_main(argv: list[str] | None = None) -> int:
+    quiet_weight_loading()
     parser = _search_parser()
     args = parser.parse_args(argv)
     if args.k < 1:
