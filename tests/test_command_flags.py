@@ -65,3 +65,13 @@ def test_evaluate_model_takes_both_spellings_and_quiet():
     )
     assert completed.returncode == 0
     assert "--data_dir DATA_DIR, --data-dir DATA_DIR" in completed.stdout and "--quiet" in completed.stdout
+
+
+def test_a_smaller_built_in_corpus_scales_the_recipes_evaluation_splits():
+    _, data, _, _ = train_arguments.parse_arguments(["--synthetic_num_videos", "200"])
+    sizes = [getattr(data, f"synthetic_{s}_size") for s in ("val", "test", "compositional", "open_vocab")]
+    assert sizes == [16, 40, 40, 24]  # the recipe's 200 / 500 / 500 / 300 for 2,500 clips, scaled
+    _, data, _, _ = train_arguments.parse_arguments(["--synthetic_num_videos", "200", "--synthetic-val-size", "30"])
+    assert (data.synthetic_val_size, data.synthetic_test_size) == (30, 40)  # a size given is kept
+    _, data, _, _ = train_arguments.parse_arguments([])
+    assert (data.synthetic_val_size, data.synthetic_test_size) == (200, 500)

@@ -226,6 +226,20 @@ def split_config_flags(tokens: list[str]) -> tuple[dict, list[str]]:
     return values, rest
 
 
+def scale_synthetic_split_sizes(data_args, recipe: dict, command_line: list[str]) -> None:
+    """A recipe's evaluation split sizes suit its number of clips: when the command line asks for another number of
+    clips, the sizes it does not set scale with it (`--synthetic_num_videos 200` on the default recipe: 16 val, 40
+    test, 40 compositional and 24 open-vocabulary clips, 80 for training)."""
+    planned = recipe.get("synthetic_num_videos")
+    if not planned or data_args.synthetic_num_videos == planned:
+        return
+    given = {token[2:].replace("-", "_").split("=")[0] for token in command_line if token.startswith("--")}
+    for split in ("val", "test", "compositional", "open_vocab"):
+        name = f"synthetic_{split}_size"
+        if name not in given and recipe.get(name):
+            setattr(data_args, name, max(1, round(recipe[name] * data_args.synthetic_num_videos / planned)))
+
+
 def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArguments, TrainingArguments, str]:
     """The recipe's values first, then the command line's (`--key value`, later wins); unknown names are errors.
 
@@ -278,6 +292,7 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     except (TypeError, ValueError) as error:
         raise ValueError(f"{error} (recipe {known.config} or the command line)") from error
     model_args.model_config = model_config
+    scale_synthetic_split_sizes(data_args, recipe, rest)
     name = os.path.splitext(os.path.basename(known.config))[0]
     train_args.output_dir = train_args.output_dir or os.path.join("runs", name)
     return model_args, data_args, train_args, name
