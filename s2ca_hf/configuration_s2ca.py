@@ -223,6 +223,11 @@ class S2CAConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         self._check_unknown_keys(kwargs)
+        if __name__.startswith("s2ca_hf."):
+            # The installed package registers the pipeline itself, so `pipeline("video-text-retrieval", model=folder)`
+            # needs no remote code; a saved folder's `custom_pipelines` (written back by `save_pretrained`) points
+            # processes without the package to the folder's copy of the pipeline.
+            kwargs.pop("custom_pipelines", None)
         if self.temporal_intermediate_size is None:  # derived, as a transformer block's MLP usually is
             self.temporal_intermediate_size = 4 * self.projection_dim
         self.text_config = self._build_sub_config("text_config", self.text_config, CLIPTextConfig)
@@ -237,7 +242,8 @@ class S2CAConfig(PretrainedConfig):
         unknown = [
             key
             for key in kwargs
-            if key not in ("model_type", "auto_map")  # auto_map: where the Hub custom code lives (`save_pretrained`)
+            # auto_map and custom_pipelines: where the Hub custom code of the model and its pipeline live
+            if key not in ("model_type", "auto_map", "custom_pipelines")
             and not hasattr(PretrainedConfig, key)
             and key not in PretrainedConfig.__annotations__
         ]

@@ -31,6 +31,8 @@ base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold th
 """
 
 import math
+import os
+import shutil
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +58,11 @@ class _NestedModelOutput(ModelOutput):
     def to_tuple(self) -> tuple[Any, ...]:
         # Nested outputs become tuples too, as `CLIPOutput.to_tuple` does, so `return_dict=False` is all tuples.
         return tuple(v.to_tuple() if isinstance(v, ModelOutput) else v for v in self.values())
+
+
+# The pipeline every saved model carries (`S2CAPreTrainedModel.save_pretrained`), and its task.
+PIPELINE_FILE = "pipeline_s2ca.py"
+PIPELINE_TASK = "video-text-retrieval"
 
 
 @dataclass
@@ -654,6 +661,27 @@ class S2CAPreTrainedModel(PreTrainedModel):
     _supports_flex_attn = True
     _supports_attention_backend = True
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "S2CATemporalLayer"]
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`, and the folder is a pipeline too: `pipeline_s2ca.py` beside the model
+        code and `custom_pipelines` in the config, so that `pipeline(model=folder, trust_remote_code=True)` loads any
+        saved model (a training run's `final/`, `push_to_hub`) where this package is not installed."""
+        sources = [os.path.join(os.path.dirname(os.path.abspath(__file__)), PIPELINE_FILE)]  # the package's file
+        if os.path.isdir(str(self.name_or_path)):  # remote code loaded from a folder: that folder's copy
+            sources.append(os.path.join(str(self.name_or_path), PIPELINE_FILE))
+        source = next((path for path in sources if os.path.isfile(path)), None)
+        if source is not None:
+            self.config.custom_pipelines = {
+                PIPELINE_TASK: {"impl": f"{PIPELINE_FILE[:-3]}.VideoTextRetrievalPipeline", "pt": ["AutoModel"],
+                                "type": "multimodal"},
+            }  # fmt: skip
+        elif hasattr(self.config, "custom_pipelines"):  # no file to point it at: the folder claims no pipeline
+            del self.config.custom_pipelines
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if source is not None and kwargs.get("is_main_process", True):
+            target = os.path.join(save_directory, PIPELINE_FILE)
+            if not os.path.isfile(target) or not os.path.samefile(source, target):
+                shutil.copyfile(source, target)
 
     def _init_weights(self, module: nn.Module):
         # The CLIP towers are sub-models and are initialised by CLIP's own `_init_weights`.

@@ -6,8 +6,9 @@
 
     pipe(["a.mp4", "b.mp4"], candidate_labels=[...], batch_size=4)         # several inputs, 4 videos a forward
 
-The first form has the shape of zero-shot video classification (a list of `{"label", "score"}`, best first), which
-is what the Hub's inference widget shows. Scores are the softmax of the model's logits over the candidates; the raw
+The first form has the shape of zero-shot video classification (a list of `{"label", "score"}`, best first).
+Hosted inference does not run custom code, so a model page has no widget for it; a deployed endpoint or the demo
+Space serves it instead. Scores are the softmax of the model's logits over the candidates; the raw
 logit (`exp(logit_scale) * score`) is kept next to each, since a softmax hides how good the best match is.
 
 This file is shipped next to the weights as Hub custom code, so it imports only torch, transformers and the
@@ -26,7 +27,7 @@ TASK = "video-text-retrieval"
 
 
 def _split_labels(candidate_labels: str | list[str] | tuple[str, ...]) -> list[str]:
-    # The Hub widget sends candidate labels as one comma-separated string, as for zero-shot classification.
+    # Candidate labels may come as one comma-separated string, as zero-shot classification takes them.
     if isinstance(candidate_labels, str):
         labels = [label.strip() for label in candidate_labels.split(",")]
         labels = [label for label in labels if label]
