@@ -45,6 +45,7 @@ from model_diagnostics import (
     query_type_lines,
     run_diagnostics,
 )
+
 from runs import (
     ATR,
     NO_ATR,
@@ -60,8 +61,7 @@ from runs import (
     selected,
     summarise,
 )
-
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 DEFAULT_S2CA = "S2CA (default)"
@@ -217,7 +217,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     # Its own corpus, larger than the default run's: 3,000 training clips (a third of them learned no more than the

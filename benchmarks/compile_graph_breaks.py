@@ -33,7 +33,7 @@ import transformers
 import s2ca_hf
 from s2ca_hf import S2CAModel
 from s2ca_hf.tiny import IMAGE_SIZE, NUM_FRAMES, tiny_config
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -216,7 +216,7 @@ def _without_note(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--record", choices=("before", "after"), default="after", help="the key to store the run as")
     parser.add_argument("--output_dir", default=str(RESULTS))
     parser.add_argument("--no_variants", action="store_true", help="count the default config only")

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 from s2ca_hf.video_io import encode_frames
 
 
@@ -126,7 +126,7 @@ def machine() -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--num-videos", type=int, default=1000, help="size of the generated corpus")
     parser.add_argument("--long-clips", type=int, default=16, help="number of 10 s 320x240 clips")
     parser.add_argument("--decode-videos", type=int, default=100, help="corpus videos decoded in (a)")

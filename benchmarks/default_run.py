@@ -14,7 +14,7 @@ import sys
 import tempfile
 import time
 
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -88,7 +88,7 @@ def write_concept_map(folder: str, model_dir: str, clips: list[dict], out: str) 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--out", default=RESULTS)
     parser.add_argument("--note", default=None, help="conditions of the run to print with it (other load, ...)")
     parser.add_argument("--render", default=None, help="only re-render this results JSON (with --note) to Markdown")

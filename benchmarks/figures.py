@@ -15,7 +15,7 @@ import os
 import statistics
 import sys
 
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 SPLITS = ("val", "test", "compositional", "open_vocab")  # those a results file holds are drawn
@@ -164,7 +164,7 @@ def figure_sources(results_dir: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     default = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
     parser.add_argument(
         "files", nargs="*", help=f"results JSON files (default: the accuracy and diagnosis ones under {default})"

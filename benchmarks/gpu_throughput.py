@@ -30,7 +30,7 @@ import transformers
 from torch.utils.flop_counter import FlopCounterMode
 
 from s2ca_hf import S2CAConfig, S2CAModel
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
@@ -216,7 +216,7 @@ VARIANTS = {
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch_sizes", type=int, nargs="+", default=[64, 128, 256])
     parser.add_argument("--frames", type=int, default=12)

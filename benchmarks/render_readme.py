@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -261,7 +261,7 @@ def render(readme: str, results_dir: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--check", action="store_true")
     parser.add_argument("--readme", default=os.path.join(REPO, "README.md"))
     parser.add_argument("--results", default=RESULTS)

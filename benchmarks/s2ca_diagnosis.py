@@ -20,9 +20,9 @@ import statistics
 
 import accuracy  # the scripts next to this one: the same training runs, statistics and reports
 import model_diagnostics
-import runs
 
-from s2ca_hf.utils import ArgumentParser
+import runs
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 # Every variant is written against the defaults that held when rounds 1-17 ran (before they chose new ones):
@@ -397,7 +397,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), help="default: the variants of --round")
     parser.add_argument("--round", type=int, default=1, choices=sorted(ROUNDS), help="run this round's variants")

@@ -37,7 +37,7 @@ import torch
 
 from s2ca_hf.retrieval.build import build_index, software_versions
 from s2ca_hf.retrieval.search import build_faiss_index, exact_search, faiss_search
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 from s2ca_hf.video_io import encode_frames
 
 
@@ -349,7 +349,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--dim", type=int, default=DEFAULT_DIMENSION)
     parser.add_argument("--reduced-dim", type=int, default=512, help="also measure at this dimension (0: no)")

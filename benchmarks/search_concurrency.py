@@ -27,8 +27,7 @@ from s2ca_hf.retrieval.store import write_vector_index
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runs import RESULTS, save_report  # noqa: E402
-
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 D, K = 64, 8
@@ -114,7 +113,7 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--rows", type=int, default=200_000)
     parser.add_argument("--clients", type=int, nargs="+", default=[1, 2, 4])
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -38,7 +38,7 @@ from s2ca_hf.retrieval.cli import index_main
 from s2ca_hf.retrieval.index import VideoIndex
 from s2ca_hf.retrieval.search import exact_search
 from s2ca_hf.retrieval.store import write_vector_index
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 def log(message: str) -> None:
@@ -441,7 +441,7 @@ if __name__ == "__main__":
     import platform
     import shlex
 
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     add_arguments(parser)
     parser.add_argument("-k", type=int, default=10)
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))

@@ -17,7 +17,7 @@ import torch
 
 from . import S2CAModel, register_for_auto_class
 from .tiny import tiny_config, tiny_processor
-from .utils import ArgumentParser
+from .utils import ArgumentParser, first_paragraph
 from .video_io import encode_frames
 
 
@@ -35,7 +35,7 @@ def write_moving_square(path: str, num_frames: int = 45, fps: int = 15, size: in
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--save_dir", help="also save the tiny model and processor here as Hub custom code")
     parser.add_argument("--caption", default="a red square slides to the right")
     parser.add_argument("--seed", type=int, default=0)

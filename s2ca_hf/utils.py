@@ -123,6 +123,12 @@ def quiet_weight_loading() -> None:
     logging.disable_progress_bar()
 
 
+def first_paragraph(doc: str | None) -> str:
+    """A module docstring's first paragraph on one line: a command's `--help` description (its first line alone
+    may stop mid-sentence)."""
+    return " ".join((doc or "").strip().split("\n\n")[0].split())
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """`argparse.ArgumentParser` where every long option answers to both spellings, `--top_k` and `--top-k` (the HF
     example scripts write the first, most command-line tools the second): every command of the package takes

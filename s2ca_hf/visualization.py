@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .utils import ArgumentParser, quiet_weight_loading
+from .utils import ArgumentParser, first_paragraph, quiet_weight_loading
 
 
 @dataclass
@@ -177,7 +177,7 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
 
 def main(argv: list[str] | None = None) -> int:
     quiet_weight_loading()
-    parser = ArgumentParser(prog="s2ca-explain", description=__doc__.splitlines()[0])
+    parser = ArgumentParser(prog="s2ca-explain", description=first_paragraph(__doc__))
     parser.add_argument("--model", required=True, help="a saved S2CA model folder or Hub id (with its processor)")
     parser.add_argument("--video", required=True, help="a video file or http(s) URL")
     parser.add_argument("--text", required=True, help="the caption to explain against the video")

@@ -15,7 +15,7 @@ import tempfile
 import gradio as gr
 
 from s2ca_hf.retrieval import VideoIndex
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 from s2ca_hf.video_io import VIDEO_EXTENSIONS
 from s2ca_hf.visualization import concept_map, plot_concept_map
 
@@ -126,7 +126,7 @@ def launch(app: gr.Blocks, host: str, port: int, block: bool = True) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--index", default=os.environ.get("S2CA_INDEX"), help="an s2ca-index folder")
     parser.add_argument("--model", default=os.environ.get("S2CA_MODEL"), help="default: the model the index names")
     parser.add_argument(

@@ -75,3 +75,12 @@ def test_a_smaller_built_in_corpus_scales_the_recipes_evaluation_splits():
     assert (data.synthetic_val_size, data.synthetic_test_size) == (30, 40)  # a size given is kept
     _, data, _, _ = train_arguments.parse_arguments([])
     assert (data.synthetic_val_size, data.synthetic_test_size) == (200, 500)
+
+
+def test_help_descriptions_are_whole_sentences(capsys):
+    from s2ca_hf.visualization import main as explain_main
+
+    with pytest.raises(SystemExit):
+        explain_main(["--help"])
+    description = " ".join(capsys.readouterr().out.split())
+    assert "what each concept added to the score of one text-video pair." in description  # not cut at a line end

@@ -379,3 +379,16 @@ def test_corpus_source_uses_load_corpus_lazily(saved_model, video_folder, tmp_pa
         "split": "val",
         "video_dir": str(video_folder),
     }
+
+
+def test_one_video_file_is_an_index_of_one_and_a_non_video_is_named(saved_model, video_folder, tmp_path, capsys):
+    from s2ca_hf.retrieval.cli import index_main
+
+    video = next(video_folder.rglob("*.mp4"))
+    out = tmp_path / "one"
+    assert index_main(["--model", saved_model, "--videos", str(video), "--out", str(out), "--quiet"]) == 0
+    index = VideoIndex.load(out)
+    assert index.ids == [video.name] and index.search("the dog", k=1)[0][0].path == str(video)
+    notes = video_folder / "notes.txt"
+    assert index_main(["--model", saved_model, "--videos", str(notes), "--out", str(tmp_path / "x")]) == 2
+    assert "notes.txt is not a video file" in capsys.readouterr().err

@@ -25,11 +25,11 @@ from s2ca_hf.data import build_frame_cache, default_cache_dir, load_corpus
 from s2ca_hf.data.cache import FrameCache, cache_key
 from s2ca_hf.data.corpora import corpus_videos
 from s2ca_hf.retrieval.evaluation import evaluate_corpus
-from s2ca_hf.utils import ArgumentParser, file_sha256, quiet_weight_loading
+from s2ca_hf.utils import ArgumentParser, file_sha256, first_paragraph, quiet_weight_loading
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--model", required=True, help="a folder saved with save_pretrained, or a Hub id")
     parser.add_argument("--revision", default=None, help="Hub revision (branch, tag or commit) to load")
     parser.add_argument("--trust_remote_code", action="store_true", help="load a Hub model's custom code")

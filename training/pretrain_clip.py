@@ -31,7 +31,7 @@ from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPTokenize
 
 from s2ca_hf.clip_bpe import byte_symbols, save_bpe_files
 from s2ca_hf.data import load_corpus
-from s2ca_hf.utils import ArgumentParser
+from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
 MARKER = "pretrain_clip.json"  # written last: its presence marks a complete checkpoint made with these arguments
@@ -178,7 +178,7 @@ def ensure_pretrained_clip(args: PretrainArguments, log=print) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     for name, value in asdict(PretrainArguments()).items():
         parser.add_argument(f"--{name}", type=type(value), default=value)
     args = PretrainArguments(**vars(parser.parse_args(argv)))

@@ -34,7 +34,7 @@ from results import WEIGHTS_NAME, ResultsError, check_results_for_model, load_re
 
 import s2ca_hf
 from s2ca_hf import S2CAModel, S2CAProcessor, VideoTextRetrievalPipeline, register_for_auto_class
-from s2ca_hf.utils import ArgumentParser, file_sha256
+from s2ca_hf.utils import ArgumentParser, file_sha256, first_paragraph
 
 
 CARD_DIR = Path(__file__).resolve().parents[1] / "hub_cards"
@@ -139,7 +139,7 @@ def upload(
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=first_paragraph(__doc__), formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="saved model and processor (folder or Hub id)")
     parser.add_argument("--repo_id", required=True, help="target Hub repository, org/name")
     parser.add_argument("--results", action="append", default=[], help="results JSON of training/evaluate_model.py")

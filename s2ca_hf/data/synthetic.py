@@ -50,7 +50,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 
-from ..utils import ArgumentParser
+from ..utils import ArgumentParser, first_paragraph
 
 # The scene plan and the drawing are re-exported: `s2ca_hf.data.synthetic` is where users and the benchmarks import
 # the corpus's vocabulary, `Clip`, `query_error` and `oracle_r1` from.
@@ -325,7 +325,7 @@ def ensure_synthetic_corpus(data_dir: str | os.PathLike, **arguments) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=first_paragraph(__doc__))
     parser.add_argument("--out", required=True, help="the folder to write (created)")
     parser.add_argument("--num-videos", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)

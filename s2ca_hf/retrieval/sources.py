@@ -84,7 +84,8 @@ def corpus_videos(
 
 
 def resolve_videos(spec: str | os.PathLike, video_dir: str | None = None) -> tuple[list[VideoItem], dict[str, Any]]:
-    """The videos named by `--videos`: a folder (searched recursively) or `corpus:NAME:DATA_DIR:SPLIT`."""
+    """The videos named by `--videos`: a folder (searched recursively), one video file, or
+    `corpus:NAME:DATA_DIR:SPLIT`."""
     spec = os.fspath(spec)
     if spec.startswith("corpus:"):
         parts = spec[len("corpus:") :].split(":")
@@ -94,6 +95,11 @@ def resolve_videos(spec: str | os.PathLike, video_dir: str | None = None) -> tup
             )
         name, split, data_dir = parts[0], parts[-1], ":".join(parts[1:-1])
         return corpus_videos(name, data_dir, split, video_dir)
+    if os.path.isfile(spec):  # one video file: an index of one (grown later from its folder, or kept as it is)
+        path = os.path.abspath(spec)
+        if not path.lower().endswith(tuple(ext.lower() for ext in VIDEO_EXTENSIONS)):
+            raise VideoIndexError(f"{path} is not a video file ({', '.join(VIDEO_EXTENSIONS)}) nor a folder of them.")
+        return [VideoItem(id=os.path.basename(path), path=path)], {"kind": "file", "root": os.path.dirname(path)}
     items = folder_videos(spec)
     return items, {"kind": "folder", "root": os.path.abspath(spec)}
 
