@@ -27,8 +27,9 @@ class ConceptMap:
     """
 
     text: str
-    words: list[str]  # the text's concept tokens (words and end-of-text), as the tokenizer split them
+    words: list[str]  # the text's concept tokens (words, pieces of words and end-of-text), as the tokenizer split them
     word_concepts: list[int]  # the concept of each of them
+    ends_word: list[bool]  # whether a token ends a word (a BPE piece inside a word is drawn joined to the next)
     frames: np.ndarray  # (F, H, W, 3) uint8: the frames the model saw, normalisation undone
     frame_concepts: np.ndarray  # (F,): the concept of each frame's refined [CLS] token
     patch_concepts: np.ndarray | None  # (F, side, side): the concept of each patch; None with video_tokens="frames"
@@ -54,10 +55,11 @@ def _undo_scaling(pixels: torch.Tensor, video_processor) -> np.ndarray:
     return frames.clamp(0, 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
-def _word(token: str, tokenizer) -> str:
+def _word(token: str, tokenizer) -> tuple[str, bool]:
+    """A token as shown, and whether it ends a word (CLIP's BPE marks a word's last piece with `</w>`)."""
     if token == tokenizer.eos_token:
-        return "[end]"
-    return token.replace("</w>", "")
+        return "[end]", True
+    return token.replace("</w>", ""), token.endswith("</w>")
 
 
 @torch.inference_mode()
@@ -73,7 +75,8 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
 
     token_mask = encoded_text.token_mask[0].bool()
     ids = inputs["input_ids"][0][token_mask].tolist()
-    words = [_word(token, processor.tokenizer) for token in processor.tokenizer.convert_ids_to_tokens(ids)]
+    shown = [_word(token, processor.tokenizer) for token in processor.tokenizer.convert_ids_to_tokens(ids)]
+    words, ends_word = [word for word, _ in shown], [ends for _, ends in shown]
     word_concepts = encoded_text.concepts.allocation[0].argmax(dim=0)[token_mask].tolist()
 
     real = inputs["frame_mask"][0].bool()
@@ -89,6 +92,7 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
         text=text,
         words=words,
         word_concepts=word_concepts,
+        ends_word=ends_word,
         frames=_undo_scaling(inputs["pixel_values_videos"][0][real].cpu(), processor.video_processor),
         frame_concepts=token_concepts[:, 0].cpu().numpy(),
         patch_concepts=patch_concepts,
@@ -144,9 +148,10 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
     words_axis = figure.add_subplot(grid[1, :])
     words_axis.axis("off")
     # Monospace, so that a word's width is its length and the layout needs no renderer.
-    total = sum(len(word) + 1 for word in concepts.words)
+    # The pieces of one word touch (each in its concept's colour); words are a space apart.
+    total = sum(len(word) + int(ends) for word, ends in zip(concepts.words, concepts.ends_word))
     position = 0
-    for word, concept in zip(concepts.words, concepts.word_concepts):
+    for word, concept, ends in zip(concepts.words, concepts.word_concepts, concepts.ends_word):
         words_axis.text(
             position / max(total, 1),
             0.5,
@@ -156,7 +161,7 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
             va="center",
             bbox={"facecolor": colours[concept], "alpha": 0.55, "edgecolor": "none", "pad": 2},
         )
-        position += len(word) + 1
+        position += len(word) + int(ends)
 
     bars_axis = figure.add_subplot(grid[2, :])
     labels = ["s_inst"] + [f"c{k + 1}" for k in range(concepts.num_concepts)]

@@ -85,6 +85,13 @@ def test_plot_draws_every_frame_word_and_concept(processor, tmp_path):
     heights = [bar.get_height() for bar in bars_axis.patches]
     assert np.allclose(heights, [concepts.instance_score, *concepts.concept_scores], atol=1e-6)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # A word the vocabulary splits into pieces ("reddog": r, e, d, dog) is drawn joined, not as four words.
+    pieces = concept_map(seeded(), processor, frames(), "the reddog")
+    assert pieces.words == ["the", "r", "e", "d", "dog", "[end]"]
+    assert pieces.ends_word == [True, False, False, False, True, True]
+    starts = [t.get_position()[0] for t in plot_concept_map(pieces).axes[NUM_FRAMES].texts]
+    total = len("the reddog [end]")
+    assert np.allclose(starts, [0, 4 / total, 5 / total, 6 / total, 7 / total, 11 / total])
     again = tmp_path / "again.png"
     plot_concept_map(concept_map(seeded(), processor, frames(), "a red circle moves left"), str(again))
     assert again.read_bytes() == path.read_bytes()  # deterministic
