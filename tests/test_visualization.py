@@ -90,7 +90,7 @@ def test_plot_draws_every_frame_word_and_concept(processor, tmp_path):
     assert pieces.words == ["the", "r", "e", "d", "dog", "[end]"]
     assert pieces.ends_word == [True, False, False, False, True, True]
     starts = [t.get_position()[0] for t in plot_concept_map(pieces).axes[NUM_FRAMES].texts]
-    total = len("the reddog [end]")
+    total = len("the reddog [end] ")  # each word takes its length and one space
     assert np.allclose(starts, [0, 4 / total, 5 / total, 6 / total, 7 / total, 11 / total])
     again = tmp_path / "again.png"
     plot_concept_map(concept_map(seeded(), processor, frames(), "a red circle moves left"), str(again))
