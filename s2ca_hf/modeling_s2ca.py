@@ -63,6 +63,7 @@ class _NestedModelOutput(ModelOutput):
 # The pipeline every saved model carries (`S2CAPreTrainedModel.save_pretrained`), and its task.
 PIPELINE_FILE = "pipeline_s2ca.py"
 PIPELINE_TASK = "video-text-retrieval"
+HANDLER_FILE = "handler.py"  # the Inference Endpoints handler every saved model carries too
 
 
 @dataclass
@@ -663,14 +664,19 @@ class S2CAPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["CLIPTextEmbeddings", "CLIPEncoderLayer", "CLIPVisionEmbeddings", "S2CATemporalLayer"]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`, and the folder is a pipeline too: `pipeline_s2ca.py` beside the model
-        code and `custom_pipelines` in the config, so that `pipeline(model=folder, trust_remote_code=True)` loads any
-        saved model (a training run's `final/`, `push_to_hub`) where this package is not installed."""
-        sources = [os.path.join(os.path.dirname(os.path.abspath(__file__)), PIPELINE_FILE)]  # the package's file
-        if os.path.isdir(str(self.name_or_path)):  # remote code loaded from a folder: that folder's copy
-            sources.append(os.path.join(str(self.name_or_path), PIPELINE_FILE))
-        source = next((path for path in sources if os.path.isfile(path)), None)
-        if source is not None:
+        """`PreTrainedModel.save_pretrained`, and the folder is a pipeline and an endpoint too: `pipeline_s2ca.py`
+        beside the model code with `custom_pipelines` in the config, so that `pipeline(model=folder,
+        trust_remote_code=True)` loads any saved model (a training run's `final/`, `push_to_hub`) where this package
+        is not installed, and `handler.py`, the custom handler of Inference Endpoints."""
+        folders = [os.path.dirname(os.path.abspath(__file__))]  # the package, or the remote code's module copy
+        if os.path.isdir(str(self.name_or_path)):  # remote code loaded from a folder: that folder's copies
+            folders.append(str(self.name_or_path))
+        sources = {}
+        for name in (PIPELINE_FILE, HANDLER_FILE):
+            found = [os.path.join(folder, name) for folder in folders if os.path.isfile(os.path.join(folder, name))]
+            if found:
+                sources[name] = found[0]
+        if PIPELINE_FILE in sources:
             self.config.custom_pipelines = {
                 PIPELINE_TASK: {"impl": f"{PIPELINE_FILE[:-3]}.VideoTextRetrievalPipeline", "pt": ["AutoModel"],
                                 "type": "multimodal"},
@@ -678,10 +684,11 @@ class S2CAPreTrainedModel(PreTrainedModel):
         elif hasattr(self.config, "custom_pipelines"):  # no file to point it at: the folder claims no pipeline
             del self.config.custom_pipelines
         super().save_pretrained(save_directory, *args, **kwargs)
-        if source is not None and kwargs.get("is_main_process", True):
-            target = os.path.join(save_directory, PIPELINE_FILE)
-            if not os.path.isfile(target) or not os.path.samefile(source, target):
-                shutil.copyfile(source, target)
+        if kwargs.get("is_main_process", True):
+            for name, source in sources.items():
+                target = os.path.join(save_directory, name)
+                if not os.path.isfile(target) or not os.path.samefile(source, target):
+                    shutil.copyfile(source, target)
 
     def _init_weights(self, module: nn.Module):
         # The CLIP towers are sub-models and are initialised by CLIP's own `_init_weights`.

@@ -26,6 +26,7 @@ EXPORTED_FILES = {
     "video_io.py",
     "processing_s2ca.py",
     "pipeline_s2ca.py",
+    "handler.py",
     "processor_config.json",
     "tokenizer.json",
     "tokenizer_config.json",

@@ -237,7 +237,9 @@ def test_card_renders_results_from_a_results_file(loaded, trained, tmp_path):
     dsl = entries[("text-to-video-retrieval", "R@1 (DSL)")]
     assert dsl.metric_value == 49.5 and dsl.metric_config == "dsl"
     assert entries[("text-to-video-retrieval", "R@1")].dataset_split == "test"
-    assert reparsed.data.datasets == ["msrvtt"] and reparsed.data.base_model == "openai/clip-vit-base-patch32"
+    # The corpus key is named in the text; only Hub ids go into the metadata, which the Hub links.
+    assert reparsed.data.datasets is None and reparsed.data.base_model == "openai/clip-vit-base-patch32"
+    assert "Data: MSR-VTT." in reparsed.text
     assert reparsed.data.library_name == "transformers" and reparsed.data.license == "apache-2.0"
     text = reparsed.text
     assert "| text-to-video | 44.1 | 71.0 | 80.9 | 95.0 | 2 | 15.3 |" in text
@@ -249,6 +251,20 @@ def test_card_renders_results_from_a_results_file(loaded, trained, tmp_path):
     assert 'repo_id, revision = "org/s2ca-msrvtt", "v0.1.0"' in text
     assert "trust_remote_code=True, revision=revision" in text
     assert "reconstruction" in text and "10.1016/j.neucom.2024.128851" in text and "Neurocomputing" in text
+
+
+def test_card_links_only_hub_ids(loaded, tmp_path):
+    model, processor = loaded
+    local = tmp_path / "my-clip"
+    local.mkdir()
+    card = model_card.render_model_card(
+        model, processor, "org/s2ca", "0" * 64, [], base_model=str(local), datasets=["synthetic", "org/my-videos"]
+    )
+    reparsed = ModelCard(str(card))
+    assert reparsed.data.base_model is None and reparsed.data.datasets == ["org/my-videos"]
+    assert f"Initialised from a local CLIP checkpoint (`{local}`), not on the Hub." in reparsed.text
+    assert "huggingface.co/" + str(local) not in reparsed.text
+    assert "the s2ca-hf built-in synthetic corpus" in reparsed.text
 
 
 def test_card_without_results_says_the_model_is_unevaluated(loaded, tmp_path):

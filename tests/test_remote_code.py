@@ -25,6 +25,7 @@ MODEL_FILES = [
     "video_io.py",
     "processing_s2ca.py",
     "pipeline_s2ca.py",
+    "handler.py",
 ]
 
 
@@ -97,3 +98,50 @@ def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "REMOTE-CODE-OK" in result.stdout
     assert "are not S2CA fields" not in result.stderr  # the package's own export trips no unknown-key warning
+
+
+def test_the_endpoint_handler_serves_an_export_in_a_process_without_s2ca_hf(tmp_path):
+    import base64
+
+    processor = tiny_processor(str(tmp_path / "tokenizer"))
+    torch.manual_seed(0)
+    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).eval()
+    export = tmp_path / "export"
+    model.save_pretrained(export)
+    processor.save_pretrained(export)
+    assert (export / "handler.py").is_file()
+    first = write_video(str(tmp_path / "first.mp4"), num_frames=25, fps=10)
+    second = write_video(str(tmp_path / "second.mp4"), num_frames=15, fps=5, size=40)
+    texts = ["the dog", "a cat runs fast"]
+    inputs = processor(text=texts, videos=[first, second], return_tensors="pt")
+    with torch.no_grad():
+        expected = model(**inputs).logits_per_text
+    encoded = base64.b64encode(open(second, "rb").read()).decode()  # the second video as bytes, not a path
+    child = WITHOUT_S2CA + textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {str(export)!r})
+        from handler import EndpointHandler
+        handler = EndpointHandler({str(export)!r})
+        out = handler({{"inputs": {{"text": {texts!r}, "videos": [{first!r}, {encoded!r}]}}}})
+        print(json.dumps(out))
+        no_text = {{"inputs": {{"text": [], "videos": [{first!r}]}}}}
+        for bad in (no_text, {{"inputs": {{"text": ["a"], "videos": ["%%%"]}}}}):
+            try:
+                handler(bad)
+            except ValueError as error:
+                print("REFUSED", error)
+        """
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    result = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    lines = result.stdout.strip().splitlines()
+    out = json.loads(lines[0])
+    torch.testing.assert_close(torch.tensor(out["logits_per_text"]), expected, atol=1e-4, rtol=1e-4)
+    for t, ranked in enumerate(out["text_to_video"]):
+        assert [r["video"] for r in ranked] == expected[t].argsort(descending=True).tolist()
+        assert abs(sum(r["score"] for r in ranked) - 1) < 1e-5
+    assert [r["text"] for r in out["video_to_text"][1]] == expected[:, 1].argsort(descending=True).tolist()
+    assert 'REFUSED "inputs.text" must be a non-empty list' in lines[1]
+    assert "REFUSED Video 0 is neither an http(s) URL, a file here, nor base64 bytes." in lines[2]

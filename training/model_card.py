@@ -3,6 +3,7 @@
 (`results.py`), never typed in. No results file: no results section, and the card says the model is unevaluated."""
 
 import os
+import re
 from pathlib import Path
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -44,6 +45,15 @@ TAGS = ["s2ca", "text-video-retrieval", "video-text-retrieval", "zero-shot-video
 
 def corpus_name(corpus: str) -> str:
     return CORPUS_NAMES.get(corpus.lower(), corpus)
+
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_hub_id(name: str | None) -> bool:
+    """`org/name`, and no folder here of that name: what the card's metadata may link to (a local path or a corpus
+    key such as `synthetic` is no Hub repository; the card's text names it instead)."""
+    return bool(name) and HUB_ID.fullmatch(name) is not None and not os.path.exists(name)
 
 
 def _format(value: float, key: str) -> str:
@@ -199,8 +209,8 @@ def render_model_card(
         pipeline_tag=PIPELINE_TAG,
         license=license,
         tags=TAGS,
-        datasets=dataset_names or None,
-        base_model=base_model,
+        datasets=[name for name in dataset_names if is_hub_id(name)] or None,
+        base_model=base_model if is_hub_id(base_model) else None,
         eval_results=eval_results(all_results) or None,
     )
     recipe = recipe_name = recipe_language = None
@@ -233,6 +243,7 @@ def render_model_card(
         recipe_language=recipe_language,
         datasets=[corpus_name(name) for name in dataset_names],
         base_model=base_model,
+        base_model_on_hub=is_hub_id(base_model),
         sha256=weights_sha256,
         num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
         parity_statement=parity_statement,
