@@ -146,6 +146,41 @@ def training_loss(
     return loss.loss + atr.loss, loss.value + atr.value
 
 
+def own_data_sources(data_args: DataArguments) -> dict[str, str] | None:
+    """train / val / test -> where your own pairs are (a file, or a split of `dataset_name`); None for a corpus."""
+    if data_args.train_file is None and data_args.dataset_name is None:
+        return None
+    if data_args.train_file is not None and data_args.dataset_name is not None:
+        raise ValueError("Give --train_file (with --validation_file, --test_file) or --dataset_name, not both.")
+    if data_args.train_file is not None:
+        files = {"train": data_args.train_file, "val": data_args.validation_file, "test": data_args.test_file}
+        return {split: path for split, path in files.items() if path is not None}
+    from datasets import get_dataset_split_names, load_from_disk
+
+    name = data_args.dataset_name
+    if os.path.isfile(os.path.join(name, "dataset_dict.json")):
+        available = list(load_from_disk(name).keys())
+    else:
+        available = get_dataset_split_names(name, data_args.dataset_config_name)
+    wanted = {"train": "train", "val": "validation", "test": "test"}
+    if "train" not in available:
+        raise ValueError(f"--dataset_name {name} has no train split (its splits: {available}).")
+    return {split: hub_split for split, hub_split in wanted.items() if hub_split in available}
+
+
+def load_own_split(data_args: DataArguments, sources: dict[str, str], split: str):
+    from s2ca_hf.data import load_pairs
+
+    columns = dict(
+        video_column=data_args.video_column, caption_column=data_args.caption_column, video_dir=data_args.video_dir
+    )
+    if data_args.dataset_name is not None:
+        return load_pairs(
+            data_args.dataset_name, sources[split], dataset_config_name=data_args.dataset_config_name, **columns
+        )
+    return load_pairs(sources[split], **columns)
+
+
 def synthetic_split_sizes(data_args: DataArguments, log) -> dict:
     """The evaluation split sizes to generate the synthetic corpus with. They only apply when the corpus is made: an
     existing corpus keeps its own, and a difference is logged (the recipe's sizes suit its number of clips)."""
@@ -217,17 +252,27 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
     os.makedirs(output_dir, exist_ok=True)
 
     # 3. Corpus, CLIP and processor. The synthetic corpus and its small CLIP are made on first use (main first).
+    own = own_data_sources(data_args)
+    if own is not None:  # your own pairs: evaluated on the splits given, selected on val if there is one
+        data_args.eval_splits = [split for split in ("val", "test") if split in own]
+        data_args.selection_split = "val" if "val" in own else "test"
+        if not data_args.eval_splits and args.eval_strategy != "no":
+            log("No validation or test pairs given (--validation_file, --test_file): the run is not evaluated.")
+            args.eval_strategy, args.early_stopping_patience = "no", 0
     protocol = dict(item.split("=", 1) for item in data_args.protocol)
     if data_args.corpus == "synthetic":
         protocol["num_videos"] = data_args.synthetic_num_videos
         protocol.update(synthetic_split_sizes(data_args, log))
     with accelerator.main_process_first():
-        train_set = load_corpus(
-            data_args.corpus, data_args.data_dir, data_args.train_split, video_dir=data_args.video_dir, **protocol
-        )
+        if own is not None:
+            train_set = load_own_split(data_args, own, "train")
+        else:
+            train_set = load_corpus(
+                data_args.corpus, data_args.data_dir, data_args.train_split, video_dir=data_args.video_dir, **protocol
+            )
         clip = model_args.clip
         if clip is None:
-            if data_args.corpus != "synthetic":
+            if own is not None or data_args.corpus != "synthetic":
                 raise ValueError(
                     "Recipe field `clip` is required for a real corpus (e.g. openai/clip-vit-base-patch32)."
                 )
@@ -258,9 +303,12 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
             train_cache = build_frame_cache(train_set, processor, **cache_kwargs)
             train_set = train_cache.filter_corpus(train_set)
         for split in data_args.eval_splits:
-            dataset = load_corpus(
-                data_args.corpus, data_args.data_dir, split, video_dir=data_args.video_dir, **eval_protocol
-            )
+            if own is not None:
+                dataset = load_own_split(data_args, own, split)
+            else:
+                dataset = load_corpus(
+                    data_args.corpus, data_args.data_dir, split, video_dir=data_args.video_dir, **eval_protocol
+                )
             eval_sets[split] = (
                 dataset,
                 build_frame_cache(dataset, processor, **cache_kwargs) if data_args.frame_cache else None,

@@ -22,6 +22,7 @@ from s2ca_hf import S2CAConfig
 
 CONFIG_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "configs")
 DEFAULT_RECIPE = os.path.join(CONFIG_DIR, "synthetic.yaml")
+OWN_DATA_RECIPE = os.path.join(CONFIG_DIR, "own_data.yaml")  # the default with --train_file or --dataset_name
 # The HF example scripts' names for our flags: `--model_name_or_path` names the CLIP to start from.
 ALIASES = {"--model_name_or_path": "--clip", "--model-name-or-path": "--clip"}
 
@@ -58,6 +59,15 @@ class DataArguments:
     data_dir: str = "data/synthetic"
     video_dir: str | None = None
     protocol: list[str] = field(default_factory=list, metadata={"help": "corpus options KEY=VALUE (train_csv=7k)"})
+    train_file: str | None = field(default=None, metadata={"help": "your own pairs: a CSV or JSON-lines file"})
+    validation_file: str | None = field(default=None, metadata={"help": "your own val pairs (selection split)"})
+    test_file: str | None = field(default=None, metadata={"help": "your own test pairs"})
+    dataset_name: str | None = field(
+        default=None, metadata={"help": "your own pairs as a datasets dataset (Hub id or folder)"}
+    )
+    dataset_config_name: str | None = None
+    video_column: str = field(default="video", metadata={"help": "own pairs: the column of video paths"})
+    caption_column: str = field(default="caption", metadata={"help": "own pairs: the column of captions"})
     train_split: str = "train"
     eval_splits: list[str] = field(default_factory=lambda: ["test"])
     selection_split: str = "test"
@@ -248,6 +258,9 @@ def parse_arguments(argv: list[str] | None) -> tuple[ModelArguments, DataArgumen
     if tokens and not tokens[0].startswith("-") and tokens[0].endswith((".yaml", ".yml")):
         tokens = ["--config", *tokens]  # `train.py recipe.yaml`, as the HF example scripts take a config file
     tokens = [ALIASES.get(token, token) for token in tokens]
+    flags = {token[2:].replace("-", "_").split("=")[0] for token in tokens if token.startswith("--")}
+    if flags & {"train_file", "dataset_name"} and "config" not in flags:
+        tokens = ["--config", OWN_DATA_RECIPE, *tokens]  # your own pairs: the recipe for them, not the built-in one
     tokens = [t for token in tokens for t in (["--disable_tqdm", "true"] if token == "--quiet" else [token])]
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=DEFAULT_RECIPE)

@@ -14,6 +14,7 @@ from .corpora import (
     msvd_youtube_id,
     reindex_videos,
 )
+from .own_data import load_pairs
 from .sampler import GroupBatchSampler
 from .synthetic import ensure_synthetic_corpus, generate_synthetic_corpus
 
@@ -33,6 +34,7 @@ __all__ = [
     "ensure_synthetic_corpus",
     "generate_synthetic_corpus",
     "load_corpus",
+    "load_pairs",
     "msvd_youtube_id",
     "reindex_videos",
 ]
