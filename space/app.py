@@ -135,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
         "unless it exists already",
     )
     parser.add_argument("--captions", help="a text file of candidate captions, one per line, for the second tab")
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=7860)
+    # A Space sets GRADIO_SERVER_NAME=0.0.0.0 (and the port): the environment decides unless a flag is given.
+    parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
     args = parser.parse_args(argv)
     if not args.index:
         parser.error("--index (or S2CA_INDEX) is required: build one with s2ca-index.")

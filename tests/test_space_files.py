@@ -122,3 +122,16 @@ def test_an_upload_that_does_not_decode_gets_its_reason(app_module, saved_model,
     upload.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"not a video" * 20)
     with pytest.raises(gr.Error, match="Could not decode video .*upload.mp4"):
         demo.rank_captions(str(upload), "a dog\na cat")
+
+
+def test_the_server_address_comes_from_the_environment_a_space_sets(app_module, monkeypatch):
+    launched = {}
+    monkeypatch.setattr(app_module, "Demo", lambda *args, **kwargs: None)
+    monkeypatch.setattr(app_module, "build_app", lambda demo: None)
+    monkeypatch.setattr(app_module, "launch", lambda app, host, port: launched.update(host=host, port=port))
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    app_module.main(["--index", "some-index"])
+    assert launched == {"host": "0.0.0.0", "port": 7861}
+    app_module.main(["--index", "some-index", "--host", "127.0.0.1"])  # a flag still wins
+    assert launched["host"] == "127.0.0.1"

@@ -79,7 +79,9 @@ def step_metrics_table(results: dict[str, dict], step: int) -> str:
     return f"\nRetrieval metrics at step {step}:\n{table}"
 
 
-def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -> dict[str, dict]:
+def evaluate(
+    accelerator, module, processor, eval_sets: dict, batch_size: int, progress: bool = True
+) -> dict[str, dict]:
     """Every eval split on the main process with `evaluate_corpus` (encode once, score by blocks)."""
     results = {}
     if accelerator.is_main_process:
@@ -87,7 +89,7 @@ def evaluate(accelerator, module, processor, eval_sets: dict, batch_size: int) -
         with accelerator.autocast():
             for split, (dataset, cache) in eval_sets.items():
                 out = evaluate_corpus(
-                    student, processor, dataset, frame_cache=cache, batch_size=batch_size, progress=False
+                    student, processor, dataset, frame_cache=cache, batch_size=batch_size, progress=progress
                 )
                 results[split] = out["metrics"]
         module.train()
@@ -420,7 +422,9 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
     videos, clock, running = 0, time.time(), []
 
     def run_evaluation():
-        results = evaluate(accelerator, module, processor, eval_sets, args.per_device_eval_batch_size)
+        results = evaluate(
+            accelerator, module, processor, eval_sets, args.per_device_eval_batch_size, progress=not args.disable_tqdm
+        )
         if accelerator.is_main_process and results:
             log(step_metrics_table(results, global_step))
             direction, _, metric = args.metric_for_best_model.partition("/")

@@ -187,12 +187,19 @@ def generate_synthetic_corpus(
     jobs = [("clip", c, os.path.join(out, "videos", f"{c.video_id}.mp4"), size, num_frames, fps) for c in clips]
     jobs += [("still", s, os.path.join(out, "stills", s.image), size, num_frames, fps) for s in stills]
     num_proc = min(num_proc or os.cpu_count() or 1, len(jobs))
-    if num_proc > 1:
-        with ProcessPoolExecutor(num_proc) as pool:
-            list(pool.map(_write_clip, jobs, chunksize=max(1, len(jobs) // (8 * num_proc))))
-    else:
-        for job in jobs:
-            _write_clip(job)
+    from tqdm.auto import tqdm
+
+    # A bar: generating thousands of clips takes minutes (TQDM_DISABLE=1 silences it).
+    with tqdm(total=len(jobs), desc=f"generating the built-in corpus in {out}", unit="file") as bar:
+        if num_proc > 1:
+            with ProcessPoolExecutor(num_proc) as pool:
+                chunksize = max(1, len(jobs) // (8 * num_proc))
+                for _ in pool.map(_write_clip, jobs, chunksize=chunksize):
+                    bar.update(1)
+        else:
+            for job in jobs:
+                _write_clip(job)
+                bar.update(1)
 
     duration = num_frames / fps
     data = {
