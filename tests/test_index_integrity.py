@@ -376,11 +376,25 @@ def test_the_index_and_the_frame_cache_take_the_same_frames_of_a_clip_window(tmp
     assert all(20 <= b <= 31 for b in brightness), brightness  # inside the window
 
 
-def test_a_cosine_or_normalising_search_is_refused():
-    vectors = torch.randn(5, 8)
-    with pytest.raises(ValueError, match="not unit vectors"):
-        exact_search(vectors[:1], vectors, k=2, metric="cosine")
+def test_cosine_is_refused_when_norms_differ_and_ranks_as_the_inner_product_when_they_do_not():
+    generator = torch.Generator().manual_seed(0)
+    vectors = torch.randn(50, 8, generator=generator)
+    queries = torch.randn(3, 8, generator=generator)
+    with pytest.raises(ValueError, match="norms range from .* to .*sqrt.1 . lambda_e."):
+        exact_search(queries, vectors, k=5, metric="cosine")
+    with pytest.raises(ValueError, match="norms range from"):
+        build_faiss_index(vectors, 8, metric="cosine")
     with pytest.raises(ValueError, match="normalises the vectors"):
         build_faiss_index(vectors, 8, "L2norm,Flat")
-    with pytest.raises(ValueError, match="not unit vectors"):
-        build_faiss_index(vectors, 8, metric="cosine")
+    with pytest.raises(ValueError, match="metric='euclidean' is not supported"):
+        exact_search(queries, vectors, k=5, metric="euclidean")
+    # One norm, as psi has with usage weights (sqrt 2 for lambda_e = 1): cosine is allowed and ranks alike.
+    same = torch.nn.functional.normalize(vectors, dim=1) * 2**0.5
+    ip_scores, ip_rows = exact_search(queries, same, k=5)
+    cos_scores, cos_rows = exact_search(queries, same, k=5, metric="cosine")
+    assert torch.equal(cos_rows, ip_rows)
+    expected = torch.nn.functional.cosine_similarity(queries[:, None], same[cos_rows], dim=-1)
+    torch.testing.assert_close(cos_scores, expected, atol=1e-5, rtol=1e-5)
+    chunks = [same[:20].half(), same[20:].half()]  # streamed float16 chunks: within the tolerance of one norm
+    assert torch.equal(exact_search(queries, chunks, k=5, metric="cosine")[1], ip_rows)
+    build_faiss_index(same, 8, metric="cosine")

@@ -13,15 +13,41 @@ import torch
 
 
 COSINE_REFUSED = (
-    "phi and psi are not unit vectors (their norm depends on the concepts an item uses) and S2CA's score is their "
-    "plain inner product: a cosine or normalised vectors would rank differently."
+    "S2CA's score is the plain inner product phi . psi, and cosine ranks like it only when every stored vector has "
+    "one norm (with the default usage weights every psi has norm sqrt(1 + lambda_e)); other weightings give norms "
+    "that depend on the concepts an item uses, where a cosine would rank differently."
 )
+NORM_TOLERANCE = 1e-3  # relative spread of the norms below which they count as one (float16 storage: ~5e-4)
 
 
-def check_metric(metric: str) -> None:
-    """Only the inner product is S2CA's score; anything else is refused rather than silently re-ranking."""
-    if metric not in ("inner_product", "ip", "dot"):
-        raise ValueError(f"metric={metric!r} is not supported: {COSINE_REFUSED} Use metric='inner_product'.")
+def vector_norm_range(vectors: torch.Tensor | Iterable[torch.Tensor]) -> tuple[float, float]:
+    """The smallest and largest row norm of a `(N, E)` tensor or of re-iterable chunks (read once)."""
+    chunks = [vectors] if isinstance(vectors, torch.Tensor) else vectors
+    low, high = math.inf, 0.0
+    for chunk in chunks:
+        if len(chunk):
+            norms = torch.linalg.vector_norm(chunk.float(), dim=1)
+            low, high = min(low, float(norms.min())), max(high, float(norms.max()))
+    return low, high
+
+
+def check_metric(metric: str, vectors: torch.Tensor | Iterable[torch.Tensor] | None = None) -> float | None:
+    """None for the inner product (S2CA's score). For `"cosine"`, the one norm of the stored `vectors` (cosine then
+    ranks as the inner product does, and scores are the inner products over the norms); vectors whose norms differ
+    are refused, with their range."""
+    if metric in ("inner_product", "ip", "dot"):
+        return None
+    if metric != "cosine":
+        raise ValueError(f"metric={metric!r} is not supported: use 'inner_product' (or 'cosine'). {COSINE_REFUSED}")
+    if vectors is None:
+        raise ValueError(f"metric='cosine' needs the stored vectors to check their norms. {COSINE_REFUSED}")
+    low, high = vector_norm_range(vectors)
+    if high - low > NORM_TOLERANCE * high:
+        raise ValueError(
+            f"metric='cosine' is refused: the stored vectors' norms range from {low:.4f} to {high:.4f}. "
+            + COSINE_REFUSED
+        )
+    return high
 
 
 def check_queries(queries: torch.Tensor) -> None:
@@ -108,9 +134,10 @@ def exact_search(
     bfloat16 (on a GPU), the product runs in that dtype for speed, a margin of candidates is kept, and the final
     top-k is re-scored in float32, so the result is that of float32 arithmetic except where half precision
     reorders a near-tie across the candidate cut. On the CPU, half-precision chunks are computed in float32
-    (`half_products` forces either way). Ties are ordered by row number.
+    (`half_products` forces either way). Ties are ordered by row number. `metric="cosine"` is accepted when every
+    stored vector has one norm (`check_metric`): the same ranking, scores divided by both norms.
     """
-    check_metric(metric)
+    norm = check_metric(metric, vectors if metric == "cosine" else None)
     check_queries(queries)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}.")
@@ -172,6 +199,8 @@ def exact_search(
         all_scores.append(scores[:, :k])
         all_indices.append(indices[:, :k])
     scores, indices = sort_hits(torch.cat(all_scores), torch.cat(all_indices))
+    if norm is not None:  # cosine: the inner products over both norms (the order is the inner product's)
+        scores = scores / (torch.linalg.vector_norm(queries, dim=1, keepdim=True).clamp(min=1e-12) * norm)
     return scores.cpu(), indices.cpu()
 
 
@@ -219,7 +248,7 @@ def build_faiss_index(
     Approximate factories (`"IVF4096,SQfp16"`, `"HNSW32"`, ...) are for collections past a few million videos;
     they are trained on the first `train_size` vectors.
     """
-    check_metric(metric)
+    check_metric(metric, vectors if metric == "cosine" else None)  # cosine: one norm, so inner products rank alike
     if "l2norm" in factory.lower():
         raise ValueError(f"The FAISS factory {factory!r} normalises the vectors: {COSINE_REFUSED}")
     faiss = import_faiss()
