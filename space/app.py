@@ -23,8 +23,15 @@ from s2ca_hf.visualization import concept_map, plot_concept_map
 class Demo:
     """What the app does, without the app: search, rank captions, explain a pair (the browser test drives both)."""
 
-    def __init__(self, index: str, model: str | None = None, captions: list[str] | None = None, k: int = 6):
-        self.index = VideoIndex.load(index, device="cpu")
+    def __init__(
+        self,
+        index: str,
+        model: str | None = None,
+        captions: list[str] | None = None,
+        k: int = 6,
+        videos_root: str | None = None,
+    ):
+        self.index = VideoIndex.load(index, device="cpu", videos_root=videos_root)
         self.model, self.processor = self.index.load_model(model)
         self.captions = captions or []
         self.k = k
@@ -135,6 +142,11 @@ def main(argv: list[str] | None = None) -> None:
         "unless it exists already",
     )
     parser.add_argument("--captions", help="a text file of candidate captions, one per line, for the second tab")
+    parser.add_argument(
+        "--videos_root",
+        default=os.environ.get("S2CA_VIDEOS_ROOT"),
+        help="where the indexed folder's videos are here (an index built elsewhere); default: the folder indexed",
+    )
     # A Space sets GRADIO_SERVER_NAME=0.0.0.0 (and the port): the environment decides unless a flag is given.
     parser.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
     parser.add_argument("--port", type=int, default=int(os.environ.get("GRADIO_SERVER_PORT", 7860)))
@@ -149,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         if index_main(["--model", args.model, "--videos", args.videos, "--out", args.index]) != 0:
             sys.exit(2)
     captions = open(args.captions, encoding="utf-8").read().splitlines() if args.captions else None
-    demo = Demo(args.index, args.model, captions)
+    demo = Demo(args.index, args.model, captions, videos_root=args.videos_root)
     launch(build_app(demo), args.host, args.port)
 
 

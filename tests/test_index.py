@@ -392,3 +392,64 @@ def test_one_video_file_is_an_index_of_one_and_a_non_video_is_named(saved_model,
     notes = video_folder / "notes.txt"
     assert index_main(["--model", saved_model, "--videos", str(notes), "--out", str(tmp_path / "x")]) == 2
     assert "notes.txt is not a video file" in capsys.readouterr().err
+
+
+def test_paths_are_stored_relative_to_the_indexed_folder_and_resolved_where_the_videos_are(
+    saved_model, video_folder, tmp_path, capsys
+):
+    import json
+    import shutil
+
+    from s2ca_hf.retrieval.cli import index_main, search_main
+
+    videos = shutil.copytree(video_folder, tmp_path / "place" / "videos")
+    out = tmp_path / "place" / "index"
+    assert index_main(["--model", saved_model, "--videos", str(videos), "--out", str(out), "--quiet"]) == 0
+    stored = VideoIndex.load(out).table.column("path").to_pylist()
+    assert all(not os.path.isabs(path) for path in stored) and "sub/dir/v1.mp4" in stored
+
+    def hit_paths(index):
+        return [hit.path for hit in index.search("the dog", k=3)[0]]
+
+    here = hit_paths(VideoIndex.load(out))
+    assert all(path.startswith(str(videos)) and os.path.isfile(path) for path in here)
+    # Moved together (the indexed folder no longer exists): the paths follow, seen from the index.
+    shutil.move(str(tmp_path / "place"), str(tmp_path / "moved"))
+    moved = hit_paths(VideoIndex.load(tmp_path / "moved" / "index"))
+    assert moved == [path.replace(str(tmp_path / "place"), str(tmp_path / "moved")) for path in here]
+    assert all(os.path.isfile(path) for path in moved)
+    # The index alone elsewhere, its videos somewhere else: --videos_root says where.
+    shutil.move(str(tmp_path / "moved" / "videos"), str(tmp_path / "elsewhere"))
+    capsys.readouterr()
+    argv = ["--index", str(tmp_path / "moved" / "index"), "the dog", "-k", "3", "--json"]
+    assert search_main([*argv, "--videos-root", str(tmp_path / "elsewhere")]) == 0
+    found = [hit["path"] for hit in json.loads(capsys.readouterr().out)["results"][0]["hits"]]
+    assert found == [path.replace(str(tmp_path / "place" / "videos"), str(tmp_path / "elsewhere")) for path in here]
+    assert all(os.path.isfile(path) for path in found)
+
+
+def test_an_index_with_absolute_paths_loads_as_it_is(built):
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out, folder = built
+    index = VideoIndex.load(out)
+    # What an index written before relative paths holds: absolute paths in the table, no videos_root.
+    table = index.table.set_column(
+        index.table.schema.get_field_index("path"),
+        "path",
+        pa.array([index.video_path(p) for p in index.table.column("path").to_pylist()], pa.string()),
+    )
+    old = os.path.join(os.path.dirname(out), "old-index")
+    import shutil
+
+    shutil.copytree(out, old)
+    pq.write_table(table, os.path.join(old, "videos.parquet"))
+    manifest = json.load(open(os.path.join(old, "manifest.json")))
+    del manifest["videos_root"], manifest["videos_root_from_index"]
+    json.dump(manifest, open(os.path.join(old, "manifest.json"), "w"))
+    loaded = VideoIndex.load(old)
+    assert [h.path for h in loaded.search("the dog", k=3)[0]] == [h.path for h in index.search("the dog", k=3)[0]]
+    assert all(os.path.isabs(h.path) for h in loaded.search("the dog", k=3)[0])

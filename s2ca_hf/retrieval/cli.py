@@ -240,6 +240,10 @@ def _search_parser() -> argparse.ArgumentParser:
         "--stream", action="store_true", help="read the shards from disk at search time instead of loading them"
     )
     parser.add_argument(
+        "--videos_root",
+        help="where the indexed folder's videos are now (an index built elsewhere); default: the folder indexed",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         help="CPU threads for encoding the queries and exact search (default: torch's); with several searching "
@@ -311,7 +315,9 @@ def search_main(argv: list[str] | None = None) -> int:
         if not torch.cuda.is_available():
             parser.error(f"--device {args.device}: no CUDA device is available here (use --device cpu)")
     try:
-        index = VideoIndex.load(args.index, device=args.device, in_memory=not args.stream)
+        index = VideoIndex.load(
+            args.index, device=args.device, in_memory=not args.stream, videos_root=args.videos_root
+        )
         if args.model is not None:
             index.load_model(args.model, args.revision)
         search = dict(k=args.k, backend=args.backend, faiss_factory=args.faiss_factory, nprobe=args.nprobe)

@@ -29,7 +29,7 @@ from .errors import ModelMismatchError, VideoIndexError
 from .evaluation import encode_texts, encode_videos
 from .fingerprints import check_model, check_text_side, frame_policy, model_fingerprint
 from .search import build_faiss_index, exact_search, faiss_search
-from .store import SHARDS_DIR, TABLE_FILE, load_shard_vectors, read_manifest
+from .store import SHARDS_DIR, TABLE_FILE, load_shard_vectors, read_manifest, resolve_videos_root
 from .two_stage import FirstStage, MappedShards, build_first_stage, two_stage_search
 
 
@@ -75,6 +75,7 @@ class VideoIndex:
         self._faiss = {}
         self._first_stage: FirstStage | None | bool = False  # False: not looked for yet
         self._mapped: MappedShards | None = None
+        self.videos_root: str | None = None  # set by `load`
 
     @classmethod
     def load(
@@ -83,7 +84,11 @@ class VideoIndex:
         device: str | torch.device | None = None,
         in_memory: bool = True,
         chunk_size: int = 65536,
+        videos_root: str | os.PathLike | None = None,
     ) -> VideoIndex:
+        """Opens the index folder `path`. `videos_root`: where the indexed folder's videos are now (an index built
+        elsewhere, or videos moved); by default the folder that was indexed, or the same folder seen from the index
+        when the two were moved together. Old indexes, whose rows hold absolute paths, load as they are."""
         import pyarrow.parquet as pq
 
         path = os.path.abspath(os.fspath(path))
@@ -102,7 +107,13 @@ class VideoIndex:
             if not os.path.isfile(os.path.join(path, shard["file"])):
                 raise VideoIndexError(f"{path}: shard {shard['file']} is missing; run s2ca-index again to repair.")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        return cls(path, manifest, table, device, in_memory, chunk_size)
+        index = cls(path, manifest, table, device, in_memory, chunk_size)
+        index.videos_root = resolve_videos_root(path, manifest, videos_root)
+        return index
+
+    def video_path(self, stored: str) -> str:
+        """A table row's path as a file here (relative rows start at `videos_root`)."""
+        return stored if os.path.isabs(stored) or self.videos_root is None else os.path.join(self.videos_root, stored)
 
     def __len__(self) -> int:
         return self.manifest["count"]
@@ -356,7 +367,8 @@ class VideoIndex:
                     continue
                 record = by_row[row]
                 metadata = {key: record[key] for key in columns if record.get(key) is not None}
-                hits.append(SearchHit(len(hits) + 1, float(score), row, record["id"], record["path"], metadata))
+                path = self.video_path(record["path"])
+                hits.append(SearchHit(len(hits) + 1, float(score), row, record["id"], path, metadata))
             results.append(hits)
         return results
 

@@ -231,6 +231,10 @@ def commit_index(
 
     names = sorted(headers)
     content_id = sha256_json(names)[:32]
+    # A folder's (or one file's) videos are stored relative to it, so that an index copied with its videos, or
+    # searched with another `videos_root`, still names live files; other sources keep absolute paths.
+    source = settings.get("source") or {}
+    root = source.get("root") if source.get("kind") in ("folder", "file") else None
     columns: dict[str, list] = {name: [] for name, _ in TABLE_COLUMNS}
     shards, skipped = [], []
     owner: dict[str, str] = {}
@@ -247,6 +251,7 @@ def commit_index(
             for key in columns:
                 columns[key].append(row.get(key))
             columns["shard"][-1], columns["shard_row"][-1] = name, position
+            columns["path"][-1] = relative_to(row["path"], root)
         checksum = file_sha256(os.path.join(out, SHARDS_DIR, name))
         if name not in written and previous.get(name, checksum) != checksum:  # a recorded shard has changed since
             raise VideoIndexError(
@@ -274,6 +279,10 @@ def commit_index(
         "encoding_dtype": settings["encoding_dtype"],
         "frame_policy": settings["frame_policy"],
         "source": settings["source"],
+        # Where relative paths in the table start: the source root, and the same folder seen from the index (for
+        # an index moved together with its videos).
+        "videos_root": root,
+        "videos_root_from_index": os.path.relpath(root, out) if root else None,
         "windows": settings.get("windows"),
         "shards": shards,
         "skipped": [{"id": s["id"], "path": s["path"], "reason": s["reason"]} for s in skipped],
@@ -286,6 +295,28 @@ def commit_index(
         handle.write("\n")
     _fsync_replace(tmp, manifest_path)
     return manifest
+
+
+def relative_to(path: str, root: str | None) -> str:
+    """`path` relative to `root` when it lies inside it, else as it is."""
+    if root is None or not os.path.isabs(path):
+        return path
+    relative = os.path.relpath(path, root)
+    return path if relative == os.pardir or relative.startswith(os.pardir + os.sep) else relative
+
+
+def resolve_videos_root(index_path: str, manifest: dict, videos_root: str | None = None) -> str | None:
+    """Where the table's relative paths start: `videos_root` when given; else the source root if it exists; else
+    the same folder seen from the index (an index moved with its videos); else the recorded root (paths then name
+    files that are not here, as an index of absolute paths would)."""
+    if videos_root is not None:
+        return os.path.abspath(os.fspath(videos_root))
+    recorded = manifest.get("videos_root")
+    if recorded is None or os.path.isdir(recorded):
+        return recorded
+    beside = manifest.get("videos_root_from_index")
+    moved = os.path.normpath(os.path.join(index_path, beside)) if beside else None
+    return moved if moved is not None and os.path.isdir(moved) else recorded
 
 
 def write_vector_index(out: str, chunks, settings: dict, extra: dict | None = None) -> dict[str, Any]:
