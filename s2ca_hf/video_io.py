@@ -246,7 +246,7 @@ def _decode_by_timestamp(container, stream, targets: list[int], keyframes: list[
             sought = False
             last_timestamp = frame.pts
             if frame.pts in wanted:
-                decoded[frame.pts] = frame.to_ndarray(format="rgb24")
+                decoded[frame.pts] = _rgb(frame)
             if frame.pts >= target:
                 break
         else:
@@ -267,7 +267,7 @@ def _decode_sequentially(container, stream, wanted: list[int], by_timestamp: boo
         if key is None:
             continue
         if key in wanted_set:
-            decoded[key] = frame.to_ndarray(format="rgb24")
+            decoded[key] = _rgb(frame)
         if key >= last:
             break
     return decoded
@@ -276,6 +276,16 @@ def _decode_sequentially(container, stream, wanted: list[int], by_timestamp: boo
 # ---------------------------------------------------------------------------------------------------------------------
 # Writing videos (tests, the synthetic corpus)
 # ---------------------------------------------------------------------------------------------------------------------
+
+
+def _rgb(frame) -> np.ndarray:
+    """A decoded frame as `(H, W, 3)` uint8 RGB, converted by swscale on one thread: its automatic thread pool does
+    not survive `fork()` (with PyAV 18.1.1 / FFmpeg 8.1.3, a forked process such as a `datasets.map` worker building
+    the frame cache waits forever in the conversion once its parent has converted a frame). Same pixels."""
+    try:
+        return frame.reformat(format="rgb24", threads=1).to_ndarray()
+    except TypeError:  # a PyAV without `threads` (its conversion has no thread pool)
+        return frame.to_ndarray(format="rgb24")
 
 
 def rgb_to_yuv420p(image: np.ndarray) -> np.ndarray:

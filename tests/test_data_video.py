@@ -1,6 +1,8 @@
 """read_frames: the frames the policy selects, identified by content (docs/datasets.md), and one error for bad
 files."""
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -136,3 +138,20 @@ def test_invalid_policy():
         FramePolicy(slice_framepos="middle")
     with pytest.raises(ValueError, match="frame_sampling"):
         FramePolicy(frame_sampling="random")
+
+
+def test_a_forked_process_decodes_after_its_parent_did(tmp_path):
+    # datasets.map(num_proc=N) forks its workers: with PyAV 18.1.1 (FFmpeg 8.1.3) a child hung in the RGB conversion
+    # whenever the parent had converted a frame before the fork (swscale's automatic thread pool).
+    import signal
+
+    from s2ca_hf.video_io import write_video
+
+    path = write_video(str(tmp_path / "clip.mp4"), num_frames=24, fps=2, size=32)
+    expected = read_frames(path).frames
+    pid = os.fork()
+    if pid == 0:  # the child: decode, and say whether it got the parent's pixels (killed by the alarm if it hangs)
+        signal.alarm(30)
+        os._exit(0 if np.array_equal(read_frames(path).frames, expected) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert status == 0, "the forked process hung (SIGALRM) or decoded other pixels"
