@@ -242,8 +242,10 @@ class S2CAConfig(PretrainedConfig):
         unknown = [
             key
             for key in kwargs
-            # auto_map and custom_pipelines: where the Hub custom code of the model and its pipeline live
+            # auto_map and custom_pipelines: where the Hub custom code of the model and its pipeline live; a leading
+            # underscore: transformers' own bookkeeping (`_commit_hash` in older releases)
             if key not in ("model_type", "auto_map", "custom_pipelines")
+            and not key.startswith("_")
             and not hasattr(PretrainedConfig, key)
             and key not in PretrainedConfig.__annotations__
         ]

@@ -109,7 +109,8 @@ def test_a_misspelt_field_is_refused_and_an_unknown_key_named(caplog):
     hf_logging.enable_propagation()
     try:
         with caplog.at_level("WARNING"):
-            config = S2CAConfig(my_experiment_note="x")
+            config = S2CAConfig(my_experiment_note="x", _commit_hash="abc")  # the second: transformers' bookkeeping
     finally:
         hf_logging.disable_propagation()
     assert "my_experiment_note" in caplog.text and config.num_concepts == 16
+    assert "_commit_hash" not in caplog.text
