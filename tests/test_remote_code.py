@@ -36,14 +36,20 @@ def test_model_files_import_only_torch_transformers_torchvision_numpy():
         assert third_party <= {"torch", "transformers", "torchvision", "numpy"}, (name, third_party)
 
 
-def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
+def tiny_export(tmp_path):
+    """A seeded tiny model and its processor, and the folder a plain `save_pretrained` of both writes (as training's
+    final/ and best/ are written: importing s2ca_hf made it carry the code)."""
     processor = tiny_processor(str(tmp_path / "tokenizer"))
     torch.manual_seed(0)
     model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).eval()
-    # A plain save_pretrained, as training's final/ and best/ are written: importing s2ca_hf made it carry the code.
     export = tmp_path / "export"
     model.save_pretrained(export)
     processor.save_pretrained(export)
+    return model, processor, export
+
+
+def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
+    model, processor, export = tiny_export(tmp_path)
     for name in MODEL_FILES:  # the pipeline's file too: any saved model is a pipeline
         assert (export / name).is_file(), name
     config = json.loads((export / "config.json").read_text())
@@ -103,12 +109,7 @@ def test_trust_remote_code_round_trip_in_a_process_without_s2ca_hf(tmp_path):
 def test_the_endpoint_handler_serves_an_export_in_a_process_without_s2ca_hf(tmp_path):
     import base64
 
-    processor = tiny_processor(str(tmp_path / "tokenizer"))
-    torch.manual_seed(0)
-    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).eval()
-    export = tmp_path / "export"
-    model.save_pretrained(export)
-    processor.save_pretrained(export)
+    model, processor, export = tiny_export(tmp_path)
     assert (export / "handler.py").is_file()
     first = write_video(str(tmp_path / "first.mp4"), num_frames=25, fps=10)
     second = write_video(str(tmp_path / "second.mp4"), num_frames=15, fps=5, size=40)
