@@ -77,7 +77,7 @@ def test_the_app_serves_the_shown_videos_and_nothing_beside_them(app_module, sav
     base = f"http://127.0.0.1:{port}"
     app_module.launch(server, "127.0.0.1", port, block=False)
     try:
-        gallery, _ = call(base, "run_search", "the dog")
+        gallery, _, _ = call(base, "run_search", "the dog")
         shown = urls(gallery)
         assert len(shown) == 3
         indexed = {path.read_bytes() for path in video_folder.rglob("*.mp4")}
