@@ -49,23 +49,26 @@ def run_training(arguments: list[str]) -> dict:
     """One `training/train.py` run in its own process, as a user runs it (a long-lived process that forks data
     workers after heavy torch work can hang), returning its `eval_results.json` summary.
 
-    A run whose folder holds a finished run with the same arguments is reused, so an interrupted benchmark
-    continues where it stopped."""
+    A run whose folder holds a finished run with the same arguments is reused, and an interrupted one with the same
+    arguments continues from its last checkpoint (`--resume_from_checkpoint latest`), so that a benchmark stopped
+    mid-run loses at most the steps since that checkpoint."""
     output_dir = arguments[arguments.index("--output_dir") + 1]
     marker = os.path.join(output_dir, RUN_MARKER)
-    if os.path.isfile(marker):
-        with open(marker) as f:
-            if json.load(f) == arguments:
-                with open(os.path.join(output_dir, "eval_results.json")) as f:
-                    return json.load(f)
-    # A benchmark run replaces what an earlier run of the same benchmark left in its folder.
-    command = [
-        sys.executable,
-        os.path.join(REPO, "training", "train.py"),
-        *arguments,
-        "--overwrite_output_dir",
-        "true",
-    ]
+    if _recorded(marker) == arguments:
+        with open(os.path.join(output_dir, "eval_results.json")) as f:
+            return json.load(f)
+    # Beside the run's folder, which train.py empties when it starts a run afresh.
+    started = os.path.join(
+        os.path.dirname(os.path.abspath(output_dir)), f".{os.path.basename(output_dir)}.started.json"
+    )
+    checkpoints = os.path.join(output_dir, "checkpoints")
+    resumable = _recorded(started) == arguments and os.path.isdir(checkpoints) and os.listdir(checkpoints)
+    # A benchmark run otherwise replaces what an earlier run of the same benchmark left in its folder.
+    continuation = ["--resume_from_checkpoint", "latest"] if resumable else ["--overwrite_output_dir", "true"]
+    command = [sys.executable, os.path.join(REPO, "training", "train.py"), *arguments, *continuation]
+    os.makedirs(os.path.dirname(started), exist_ok=True)
+    with open(started, "w") as f:
+        json.dump(arguments, f)
     completed = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     if completed.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{completed.stderr[-4000:]}")
@@ -73,7 +76,16 @@ def run_training(arguments: list[str]) -> dict:
         summary = json.load(f)
     with open(marker, "w") as f:
         json.dump(arguments, f)
+    os.remove(started)
     return summary
+
+
+def _recorded(path: str):
+    """The JSON in `path`, or None if there is none."""
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
 
 
 def selected(summary: dict) -> tuple[dict, str]:

@@ -188,3 +188,34 @@ def test_goal_table_reads_the_gaps_off_the_rows():
     rows = [row(m, s, *(values[m] if m != "seqTransf" else (62.0, 1.0))) for m in values for s in accuracy.SPLITS]
     assert "+4.0 (std 2.0): not met" in accuracy.goal_lines({"rows": rows, "diagnostics": diagnostics})[3]
     assert accuracy.goal_lines({"rows": rows[:3], "diagnostics": {}}) == []  # no baselines: no goal table
+
+
+def test_an_interrupted_benchmark_run_continues_from_its_checkpoint(tmp_path, monkeypatch):
+    commands = []
+
+    def fake_train(command, **kwargs):
+        commands.append(command)
+        output_dir = command[command.index("--output_dir") + 1]
+        if len(commands) == 1:  # killed after its first checkpoint
+            (tmp_path / "run" / "checkpoints" / "checkpoint-750").mkdir(parents=True)
+            raise KeyboardInterrupt
+        (tmp_path / "run" / "eval_results.json").write_text(json.dumps({"output_dir": output_dir}))
+        return type("Completed", (), {"returncode": 0, "stderr": ""})()
+
+    monkeypatch.setattr(runs.subprocess, "run", fake_train)
+    arguments = ["--seed", "1", "--output_dir", str(tmp_path / "run")]
+    with pytest.raises(KeyboardInterrupt):
+        runs.run_training(arguments)
+    assert commands[0][-2:] == ["--overwrite_output_dir", "true"]  # a new run starts afresh
+    assert runs.run_training(arguments) == {"output_dir": str(tmp_path / "run")}
+    assert commands[1][-2:] == ["--resume_from_checkpoint", "latest"]  # the same run, interrupted: continued
+    assert runs.run_training(arguments) and len(commands) == 2  # finished: reused, not run again
+    assert not list(tmp_path.glob(".*started*"))
+    with pytest.raises(KeyboardInterrupt):  # other arguments: not that run, start afresh
+        commands.clear()
+        (tmp_path / "run" / runs.RUN_MARKER).unlink()
+        import shutil
+
+        shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)
+        runs.run_training([*arguments, "--learning_rate", "1e-4"])
+    assert commands[0][-2:] == ["--overwrite_output_dir", "true"]
