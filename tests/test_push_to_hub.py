@@ -265,6 +265,15 @@ def test_card_links_only_hub_ids(loaded, tmp_path):
     assert f"Initialised from a local CLIP checkpoint (`{local}`), not on the Hub." in reparsed.text
     assert "huggingface.co/" + str(local) not in reparsed.text
     assert "the s2ca-hf built-in synthetic corpus" in reparsed.text
+    assert "spaces/" not in reparsed.text  # no demo Space given: none linked
+
+
+def test_card_links_the_demo_space(loaded, tmp_path):
+    model, processor = loaded
+    card = model_card.render_model_card(model, processor, "org/s2ca", "0" * 64, [], space="org/s2ca-search")
+    assert "[org/s2ca-search](https://huggingface.co/spaces/org/s2ca-search)" in " ".join(str(card).split())
+    with pytest.raises(ValueError, match="not a Hub id"):
+        model_card.render_model_card(model, processor, "org/s2ca", "0" * 64, [], space=str(tmp_path))
 
 
 def test_card_without_results_says_the_model_is_unevaluated(loaded, tmp_path):

@@ -195,8 +195,12 @@ def render_model_card(
     recipe_path: str | None = None,
     parity_statement: str = "",
     template_path: str | os.PathLike = TEMPLATE_PATH,
+    space: str | None = None,
 ) -> ModelCard:
-    """Renders the model card. Every results file must be for `weights_sha256`; none means an unevaluated card."""
+    """Renders the model card. Every results file must be for `weights_sha256`; none means an unevaluated card.
+    `space` is the Hub id of a demo Space serving the model (`space/build_space.py`), linked from the card."""
+    if space is not None and not is_hub_id(space):
+        raise ValueError(f"space={space!r} is not a Hub id (org/name): the card can only link a Space on the Hub.")
     all_results = list(all_results or [])
     for results in all_results:
         check_results_for_model(results, weights_sha256)
@@ -247,6 +251,7 @@ def render_model_card(
         sha256=weights_sha256,
         num_parameters=f"{sum(p.numel() for p in model.parameters()):,}",
         parity_statement=parity_statement,
+        space=space,
     )
 
 

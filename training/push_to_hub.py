@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from huggingface_hub import HfApi
 from huggingface_hub.errors import RepositoryNotFoundError
-from model_card import parity_statement, render_model_card
+from model_card import is_hub_id, parity_statement, render_model_card
 from parity import ParityError, check_parity
 from results import WEIGHTS_NAME, ResultsError, check_results_for_model, load_results
 
@@ -158,6 +158,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--dataset", action="append", default=[], help="training dataset (Hub id or name) for the card"
     )
     parser.add_argument("--recipe", help="the training recipe file (YAML/JSON), shown in the card as is")
+    parser.add_argument("--space", help="the Hub id of a demo Space serving the model (space/build_space.py), linked")
     parser.add_argument("--commit_message")
     parser.add_argument("--parity_atol", type=float, default=0.0, help="allowed max |difference| (default 0: exact)")
     parser.add_argument("--card_dir", default=str(CARD_DIR), help="where the published card is kept")
@@ -166,6 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error(f"--repo_id must be org/name, got {args.repo_id!r}")
     if args.recipe and not os.path.isfile(args.recipe):
         parser.error(f"--recipe: no such file {args.recipe}")
+    if args.space and not is_hub_id(args.space):
+        parser.error(f"--space must be the Hub id of a Space (org/name), got {args.space!r}")
     return args
 
 
@@ -209,6 +212,7 @@ def main(argv: list[str] | None = None) -> dict:
             datasets=args.dataset,
             recipe_path=args.recipe,
             parity_statement=parity_statement(differences),
+            space=args.space,
         )
         card.save(folder / "README.md")
         summary = {
