@@ -4,12 +4,17 @@ concept, empty concepts, concepts shared by a true pair) and R@1 from s_inst alo
 `accuracy.py` and `s2ca_diagnosis.py`; the tables it renders are explained by the legends below.
 """
 
+import json
+import os
 import statistics
+from collections import Counter
 
+import numpy as np
 import torch
 from runs import SPLITS, cell, r1_cell
 
 from s2ca_hf.data.synthetic import ERROR_KINDS, QUERY_TYPES
+from s2ca_hf.data.synthetic_scenes import ALL_COLOURS, BACKGROUND_PHRASES, MOTION_PHRASES, PRETRAIN_SHAPES, SHAPES
 
 
 @torch.inference_mode()
@@ -33,7 +38,10 @@ def encode_split(model, processor, data_dir: str, split: str) -> dict:
                 logits, valid = concepts.allocation_logits, concepts.token_mask.bool()
                 noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
                 noisy = logits + model.config.gumbel_noise_scale * noise
+                # Each valid token's concept under evaluation's allocation (argmax over K), for the purity measures.
+                token_concepts = logits.argmax(1).masked_fill(~valid, -1)
                 part.update(
+                    token_concepts=list(token_concepts),
                     features=concepts.concept_features,
                     weights=concepts.concept_weights,
                     empty=concepts.empty_concepts,
@@ -42,12 +50,18 @@ def encode_split(model, processor, data_dir: str, split: str) -> dict:
                     spread=logits.std(1)[valid],
                 )
             parts[side].append(part)
-    encoded = {side: {k: torch.cat([p[k] for p in parts[side]]) for k in parts[side][0]} for side in parts}
+        parts["text"][-1]["input_ids"] = list(batch["input_ids"])
+    encoded = {side: {k: _concatenate([p[k] for p in parts[side]]) for k in parts[side][0]} for side in parts}
     encoded["video_ids"] = list(dataset["video_id"])
     column = {video_id: k for k, video_id in enumerate(encoded["video_ids"])}
     encoded["positives"] = [sorted(column[v] for v in ids) for ids in dataset["positive_video_ids"]]
     encoded["query_types"] = list(dataset["query_type"])
     return encoded
+
+
+def _concatenate(parts: list):
+    """One tensor from batch tensors, or one list from batch lists (rows of different lengths)."""
+    return [row for part in parts for row in part] if isinstance(parts[0], list) else torch.cat(parts)
 
 
 def scores(model, encoded: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -146,6 +160,100 @@ def concept_statistics(model, encoded: dict) -> dict:
     return stats
 
 
+# The attribute a caption word names, from the corpus's own vocabulary tables; function words name none.
+FUNCTION_WORDS = {"a", "an", "the", "to", "of", "on", "in", "and", "at", "from", "over", "against", "front", "off"}
+WORD_ATTRIBUTES = {
+    **{word: "background" for phrases in BACKGROUND_PHRASES.values() for p in phrases for word in p.split()},
+    **{word: "motion" for phrases in MOTION_PHRASES.values() for p in phrases for word in p.split()},
+    **{word: "colour" for word in ALL_COLOURS},
+    **{word: "shape" for word in SHAPES + PRETRAIN_SHAPES},
+}
+WORD_ATTRIBUTES = {word: kind for word, kind in WORD_ATTRIBUTES.items() if word not in FUNCTION_WORDS}
+
+
+def _purity(groups: list[tuple[list, list]], rng: np.random.Generator, per_group: bool) -> tuple[float | None, float]:
+    """The share of (owner, label) pairs whose label is their owner's most frequent one, owners pooled over the
+    groups (`per_group=False`) or told apart per group; and the same after shuffling the labels within each group
+    (what an allocation blind to the labels gets)."""
+
+    def majority_share(shuffle: bool) -> float | None:
+        counts: dict = {}
+        for group, (owners, labels) in enumerate(groups):
+            labels = rng.permutation(labels).tolist() if shuffle else labels
+            for owner, label in zip(owners, labels):
+                counts.setdefault((group, owner) if per_group else owner, Counter())[label] += 1
+        total = sum(sum(c.values()) for c in counts.values())
+        return sum(max(c.values()) for c in counts.values()) / total if total else None
+
+    return majority_share(False), majority_share(True)
+
+
+def patch_majority(labels: np.ndarray, side: int) -> np.ndarray:
+    """`(F, side * side)`: the label most pixels of each patch show (row-major, as CLIP orders its patches), from
+    pixel labels `(F, S, S)` >= -1; the frame is scaled to the patch grid as the processor scales it to the model."""
+    num_frames, size = labels.shape[0], labels.shape[1]
+    block = np.arange(size) * side // size  # each pixel's patch row (and column)
+    votes = np.zeros((num_frames, side, side, int(labels.max()) + 2), dtype=np.int64)
+    np.add.at(votes, (np.arange(num_frames)[:, None, None], block[:, None], block[None, :], labels + 1), 1)
+    return votes.argmax(-1).reshape(num_frames, -1) - 1
+
+
+def purity_statistics(model, processor, encoded: dict, clips: dict, data_dir: str) -> dict:
+    """How consistently each concept takes one attribute in text and one object in video (val split).
+
+    * `text_attribute_purity`: the caption words that name an attribute (colour, shape, motion or background, from
+      the corpus's vocabulary; BPE pieces take their word's), grouped by the concept evaluation allocates them to
+      over the whole split: the share of each concept's words that name its most frequent attribute;
+    * `video_object_purity`: the patches that show an object (where the corpus drew it in the frames the model saw),
+      per clip and concept: the share of the concept's object patches on its most frequent object;
+    * `video_object_concentration`: per clip and object, the share of its patches in the concept holding most of
+      them (1: each object is one concept's);
+    each with `_chance`, the same after shuffling the concepts among the words of a caption or the patches of a clip.
+    The video measures are None when no patch shows an object (objects smaller than half a patch).
+    """
+    from s2ca_hf.data.synthetic_render import object_labels
+    from s2ca_hf.frame_policy import FramePolicy
+
+    rng = np.random.default_rng(0)
+    words = []
+    for ids, concepts in zip(encoded["text"]["input_ids"], encoded["text"]["token_concepts"]):
+        tokens = processor.tokenizer.convert_ids_to_tokens(ids.tolist())
+        word, pieces, owners, labels = "", [], [], []
+        for token, concept in zip(tokens, concepts.tolist()):
+            if concept < 0:  # [SOT], padding: not allocated
+                word, pieces = "", []
+                continue
+            word, pieces = word + token.replace("</w>", ""), pieces + [concept]
+            if token.endswith("</w>"):  # a word ends: its pieces take its attribute
+                attribute = WORD_ATTRIBUTES.get(word.lower())
+                owners += pieces if attribute else []
+                labels += [attribute] * len(pieces) if attribute else []
+                word, pieces = "", []
+        words.append((owners, labels))
+    stats = {}
+    stats["text_attribute_purity"], stats["text_attribute_purity_chance"] = _purity(words, rng, per_group=False)
+    if model.config.video_tokens != "patches":
+        return stats
+    vision = model.config.vision_config
+    side = vision.image_size // vision.patch_size
+    with open(os.path.join(data_dir, "synthetic.json"), encoding="utf-8") as f:
+        arguments = json.load(f)["arguments"]
+    size, num_frames, fps = arguments["size"], arguments["num_frames"], arguments["fps"]
+    frames = FramePolicy.from_processor(processor).frame_indices(num_frames, fps)
+    patches, objects = [], []
+    for video_id, concepts in zip(encoded["video_ids"], encoded["video"]["token_concepts"]):
+        patch_labels = patch_majority(object_labels(clips[video_id], size, num_frames, frames), side)
+        token_concepts = concepts.view(-1, 1 + side * side)[: len(frames), 1:].numpy()  # the patches, not [CLS]
+        on_object = (patch_labels >= 0) & (token_concepts >= 0)
+        owner, label = token_concepts[on_object].tolist(), patch_labels[on_object].tolist()
+        patches.append((owner, label))
+        objects.append((label, owner))  # the same pairs, seen from the objects
+    stats["video_object_purity"], stats["video_object_purity_chance"] = _purity(patches, rng, per_group=True)
+    concentration = _purity(objects, rng, per_group=True)
+    stats["video_object_concentration"], stats["video_object_concentration_chance"] = concentration
+    return stats
+
+
 @torch.inference_mode()
 def diagnostics(model, processor, data_dir: str) -> dict:
     """Per split: the attribute error breakdown of the model's score and, with concepts, text->video R@1 from
@@ -173,6 +281,7 @@ def diagnostics(model, processor, data_dir: str) -> dict:
             if split == "val":
                 entry["lambda_e"] = {str(w): t2v_r1(instance + w * concept, positives) for w in LAMBDAS}
                 entry.update(concept_statistics(model, encoded))
+                entry.update(purity_statistics(model, processor, encoded, clips, data_dir))
         result[split] = entry
     return result
 
@@ -190,6 +299,9 @@ DIAGNOSTICS = (  # the allocation statistics that the tables show, as (text, vid
     ("train = eval t / v", "text_train_eval_agreement", "video_train_eval_agreement"),
     ("shared pair / other", "shared_concepts_matched", "shared_concepts_unmatched"),
     ("cos pair / other", "concept_cosine_matched", "concept_cosine_unmatched"),
+    ("purity words / chance", "text_attribute_purity", "text_attribute_purity_chance"),
+    ("purity objects / chance", "video_object_purity", "video_object_purity_chance"),
+    ("object whole / chance", "video_object_concentration", "video_object_concentration_chance"),
 )
 R1_DIAGNOSTICS = ("t2v_R@1_instance_only", "t2v_R@1_concept_only", "t2v_R@1_combined")
 DIAGNOSTICS_LEGEND = (
@@ -197,7 +309,11 @@ DIAGNOSTICS_LEGEND = (
     "share of an item's tokens in its fullest concept; Z std = spread of the allocation logits over the concepts; "
     "train = eval = how often training's noisy allocation argmax(Z + g) picks evaluation's argmax(Z) (chance 1/K; "
     "– for soft allocation, which has no noise); shared = concepts non-empty on both sides (true pair / any other "
-    "pair); cos = mean concept cosine over shared concepts (true pair / other pairs); R@1 inst / con / both = "
+    "pair); cos = mean concept cosine over shared concepts (true pair / other pairs); purity words = share of a "
+    "concept's attribute words (colour, shape, motion, background) that name its most frequent attribute, over the "
+    "split; purity objects = share of a concept's object patches (per clip, where the corpus drew the objects) on its "
+    "most frequent object; object whole = share of an object's patches in the concept holding most of them; each with "
+    "its chance level (the concepts shuffled within a caption or clip); R@1 inst / con / both = "
     "text->video R@1 from s_inst alone, s_con alone, and s_inst + lambda_e s_con (the model's score), on val, test "
     "and compositional; best lambda_e = the concept score weight with the best val R@1 (of "
     + ", ".join(str(w) for w in LAMBDAS)

@@ -70,6 +70,10 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     assert 0 <= stats["prototype_abs_cosine"] <= 1 and set(stats["lambda_e"]) == {"0.25", "0.5", "1.0", "2.0", "4.0"}
     for name in ("matched", "unmatched"):
         assert 0 <= stats[f"shared_concepts_{name}"] <= 4 and -1 <= stats[f"concept_cosine_{name}"] <= 1
+    assert 0 < stats["text_attribute_purity"] <= 1 and 0 < stats["text_attribute_purity_chance"] <= 1
+    for purity in ("video_object_purity", "video_object_concentration"):  # None: no patch shows an object (16 px)
+        assert stats[purity] is None or 0 < stats[purity] <= 1, purity
+    assert "purity objects / chance" in (tmp_path / "results" / "accuracy.md").read_text()
     # The diagnostics re-score each split from the concept outputs of the checkpoint selected on val; their combined
     # score must rank exactly as the model's phi . psi did in train.py's own evaluation of the same weights.
     evaluated = json.loads((tmp_path / "runs" / "S2CA_default-seed1" / "eval_results.json").read_text())
@@ -219,3 +223,24 @@ def test_an_interrupted_benchmark_run_continues_from_its_checkpoint(tmp_path, mo
         shutil.rmtree(tmp_path / "run" / "checkpoints", ignore_errors=True)
         runs.run_training([*arguments, "--learning_rate", "1e-4"])
     assert commands[0][-2:] == ["--overwrite_output_dir", "true"]
+
+
+def test_purity_counts_each_owners_most_frequent_label():
+    import model_diagnostics
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    groups = [([0, 0, 0, 1], ["colour", "colour", "shape", "shape"]), ([0, 1], ["colour", "motion"])]
+    pooled, _ = model_diagnostics._purity(groups, rng, per_group=False)  # concept 0: 3 colour + 1 shape; 1: 1 + 1
+    assert pooled == (3 + 1) / 6
+    separate, _ = model_diagnostics._purity(groups, rng, per_group=True)  # (0, 0): 2 of 3; the rest pure
+    assert separate == (2 + 1 + 1 + 1) / 6
+    pure = [([k % 4 for k in range(40)], [k % 4 for k in range(40)])]
+    value, chance = model_diagnostics._purity(pure, rng, per_group=True)
+    assert value == 1.0 and chance < 0.6  # shuffled, the labels no longer follow the owners
+    labels = np.full((1, 4, 4), -1)
+    labels[0, :2, :2] = 0  # object 0 fills the top-left patch of a 2 x 2 grid
+    labels[0, :2, 2:] = [[1, 1], [1, -1]]  # object 1 covers 3 of the top-right patch's 4 pixels
+    labels[0, 2, 2] = 0  # one pixel of the bottom-right patch: the background wins there
+    assert model_diagnostics.patch_majority(labels, 2).tolist() == [[0, 1, -1, -1]]  # row-major
+    assert model_diagnostics.WORD_ATTRIBUTES["red"] == "colour" and "the" not in model_diagnostics.WORD_ATTRIBUTES

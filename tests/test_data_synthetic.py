@@ -156,6 +156,19 @@ def test_trajectories_never_overlap_and_stay_in_the_frame(plan):
                 assert all(abs(int(frame.sum()) - int(full)) <= 0.2 * full for frame in mask), clip.video_id
 
 
+def test_object_labels_mark_exactly_each_objects_pixels(plan):
+    from s2ca_hf.data.synthetic_render import object_labels
+
+    clips, _ = plan
+    for clip in [c for c in clips if len(c.objects) >= 2][:10]:
+        frames = [0, 5, 11]
+        labels = object_labels(clip, 64, 12, frames)
+        for number, mask in enumerate(object_masks(clip, 64, 12)):
+            assert np.array_equal(labels == number, mask[frames]), clip.video_id
+        assert ((labels >= 0) == (render_clip(clip, 64, 12)[frames] != render_clip(
+            Clip("v", "train", clip.background, (), (), ""), 64, 12)[frames]).any(-1)).all()  # fmt: skip
+
+
 def test_training_captions_name_part_of_what_the_clip_shows():
     rng = np.random.default_rng(0)
     clips, _ = plan_corpus(300, seed=1, captions_per_video=6)

@@ -50,45 +50,64 @@ def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray, r: float) -> np.ndarra
     return (v <= 0.5 * r) & (v >= -r + 1.7 * np.abs(u))
 
 
-def _draw(frame: np.ndarray, shape: str, colour: str, x: float, y: float, r: float, angle: float, grid) -> None:
+def _draw(frame: np.ndarray, shape: str, value, x: float, y: float, r: float, angle: float, grid) -> None:
     yy, xx = grid
     dx, dy = xx - x, yy - y
     cos, sin = np.cos(angle), np.sin(angle)
-    frame[_shape_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy, r)] = ALL_COLOURS[colour]
+    frame[_shape_mask(shape, cos * dx + sin * dy, -sin * dx + cos * dy, r)] = value
+
+
+def _pose(obj, frame_index: int, num_frames: int, size: int) -> tuple[float, float, float, float] | None:
+    """(x, y, radius, angle) in pixels of an object in one frame of a clip, or None while it is blinked off. Its
+    (x, y) is its place half-way through; a moving object crosses `TRAVEL` of the frame, a growing one goes from half
+    to one and a half its radius."""
+    t = frame_index / max(num_frames - 1, 1)
+    base, travel = obj.radius * size, TRAVEL * size
+    x, y, r, angle = obj.x * size, obj.y * size, base, 0.0
+    if obj.motion == "left":
+        x += (0.5 - t) * travel
+    elif obj.motion == "right":
+        x += (t - 0.5) * travel
+    elif obj.motion == "up":
+        y += (0.5 - t) * travel
+    elif obj.motion == "down":
+        y += (t - 0.5) * travel
+    elif obj.motion == "grow":
+        r = base * (0.5 + t)
+    elif obj.motion == "shrink":
+        r = base * (1.5 - t)
+    elif obj.motion == "rotate":
+        angle = 2 * np.pi * t
+    # Three frames on, three off: out of step with one-frame-per-second sampling at 4 fps, so that sampled frames
+    # show both states.
+    if obj.motion == "blink" and (frame_index // 3) % 2 == 1:
+        return None
+    return x, y, r, angle
 
 
 def render_clip(clip: Clip, size: int, num_frames: int) -> np.ndarray:
-    """`(num_frames, size, size, 3)` uint8 frames of a clip. Each object's (x, y) is its place half-way through;
-    a moving object crosses `TRAVEL` of the frame, a growing one goes from half to one and a half its radius."""
-    background = _background(clip.background, size)
+    """`(num_frames, size, size, 3)` uint8 frames of a clip: its objects drawn in order on its background."""
     grid = np.mgrid[0:size, 0:size].astype(np.float32)
-    frames = np.repeat(background[None], num_frames, axis=0)
-    travel = TRAVEL * size
+    frames = np.repeat(_background(clip.background, size)[None], num_frames, axis=0)
     for frame_index in range(num_frames):
-        t = frame_index / max(num_frames - 1, 1)
         for obj in clip.objects:
-            base = obj.radius * size
-            x, y, r, angle = obj.x * size, obj.y * size, base, 0.0
-            if obj.motion == "left":
-                x += (0.5 - t) * travel
-            elif obj.motion == "right":
-                x += (t - 0.5) * travel
-            elif obj.motion == "up":
-                y += (0.5 - t) * travel
-            elif obj.motion == "down":
-                y += (t - 0.5) * travel
-            elif obj.motion == "grow":
-                r = base * (0.5 + t)
-            elif obj.motion == "shrink":
-                r = base * (1.5 - t)
-            elif obj.motion == "rotate":
-                angle = 2 * np.pi * t
-            # Three frames on, three off: out of step with one-frame-per-second sampling at 4 fps, so that sampled
-            # frames show both states.
-            if obj.motion == "blink" and (frame_index // 3) % 2 == 1:
-                continue
-            _draw(frames[frame_index], obj.shape, obj.colour, x, y, r, angle, grid)
+            pose = _pose(obj, frame_index, num_frames, size)
+            if pose is not None:
+                _draw(frames[frame_index], obj.shape, ALL_COLOURS[obj.colour], *pose, grid)
     return frames
+
+
+def object_labels(clip: Clip, size: int, num_frames: int, frame_indices: list[int]) -> np.ndarray:
+    """`(len(frame_indices), size, size)` int8: which object each pixel of those frames shows (its index in
+    `clip.objects`, the last drawn where they overlap, as `render_clip` paints), -1 for the background."""
+    grid = np.mgrid[0:size, 0:size].astype(np.float32)
+    labels = np.full((len(frame_indices), size, size), -1, dtype=np.int8)
+    for row, frame_index in enumerate(frame_indices):
+        for number, obj in enumerate(clip.objects):
+            pose = _pose(obj, frame_index, num_frames, size)
+            if pose is not None:
+                _draw(labels[row], obj.shape, number, *pose, grid)
+    return labels
 
 
 def render_still(still: Still, size: int) -> np.ndarray:
@@ -96,7 +115,7 @@ def render_still(still: Still, size: int) -> np.ndarray:
     frame = _background(still.background, size)
     grid = np.mgrid[0:size, 0:size].astype(np.float32)
     for obj in still.objects:
-        _draw(frame, obj.shape, obj.colour, obj.x * size, obj.y * size, obj.radius * size, 0.0, grid)
+        _draw(frame, obj.shape, ALL_COLOURS[obj.colour], obj.x * size, obj.y * size, obj.radius * size, 0.0, grid)
     return frame
 
 
