@@ -15,6 +15,7 @@ from runs import SPLITS, cell, r1_cell
 
 from s2ca_hf.data.synthetic import ERROR_KINDS, QUERY_TYPES
 from s2ca_hf.data.synthetic_scenes import ALL_COLOURS, BACKGROUND_PHRASES, MOTION_PHRASES, PRETRAIN_SHAPES, SHAPES
+from s2ca_hf.visualization import token_concepts
 
 
 @torch.inference_mode()
@@ -38,10 +39,8 @@ def encode_split(model, processor, data_dir: str, split: str) -> dict:
                 logits, valid = concepts.allocation_logits, concepts.token_mask.bool()
                 noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
                 noisy = logits + model.config.gumbel_noise_scale * noise
-                # Each valid token's concept under evaluation's allocation (argmax over K), for the purity measures.
-                token_concepts = logits.argmax(1).masked_fill(~valid, -1)
                 part.update(
-                    token_concepts=list(token_concepts),
+                    token_concepts=list(token_concepts(concepts)),  # each token's concept, for the purity measures
                     features=concepts.concept_features,
                     weights=concepts.concept_weights,
                     empty=concepts.empty_concepts,

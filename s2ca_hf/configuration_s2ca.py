@@ -19,7 +19,7 @@ logger = logging.get_logger(__name__)
 
 _CHOICES = {
     "temporal_module": ("mean", "transformer"),
-    "allocation": ("gumbel", "soft", "relaxed"),
+    "allocation": ("gumbel", "soft", "relaxed", "expert_choice"),
     "concept_weighting": ("uniform", "usage"),
     "video_tokens": ("patches", "frames", "temporal_patches"),
     "retrieval_loss": ("separate", "combined", "separate+combined", "residual"),
@@ -79,6 +79,11 @@ class S2CAConfig(PretrainedConfig):
             gradient in training, argmax (no noise) in evaluation. `"relaxed"`: the relaxed Gumbel-softmax, the soft
             sample softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard
             argmax one-hot in evaluation, so the allocation matrices are discrete where the model is used.
+            `"expert_choice"`: binary in training and evaluation alike, no noise. Each video concept picks its
+            `tokens_per_concept` best tokens in every frame (expert-choice routing, so a video concept is never
+            empty and its picks trace where it is frame by frame); each text token goes to its best concept (an
+            empty text concept is one the caption does not mention, and the score ignores it). The gradient is the
+            straight-through one of the softmax over the frame's tokens (video) or over the concepts (text).
         gumbel_tau (`float`, *optional*, defaults to 1.0):
             Temperature of the Gumbel-softmax at the start of training.
         gumbel_tau_min (`float`, *optional*):
@@ -149,6 +154,12 @@ class S2CAConfig(PretrainedConfig):
             * S_con)`, sg a stop-gradient: the instance score is trained alone, and the concept score is trained on
             what the instance score still gets wrong (boosting), so that it adds to it rather than copying it (the
             default since rounds 10 and 11 of `benchmarks/s2ca_diagnosis.py`).
+        tokens_per_concept (`int`, *optional*, defaults to 4):
+            With `allocation="expert_choice"`: how many tokens of each frame every video concept picks.
+        entropy_loss_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the entropy regulariser of lookup-free quantisation on each token's softmax over the
+            concepts: the mean per-token entropy (each token sure of its concept) minus the entropy of the batch's
+            mean distribution (every concept used), averaged over the two modalities.
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):
@@ -205,6 +216,8 @@ class S2CAConfig(PretrainedConfig):
     concept_gradient_scale: float | int = 0.0
     concept_adapter_layers: int = 0
     share_concept_projections: bool = True
+    tokens_per_concept: int = 4
+    entropy_loss_weight: float | int = 0.0
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
     concept_weighting: str = "usage"
@@ -290,6 +303,7 @@ class S2CAConfig(PretrainedConfig):
             "temporal_num_attention_heads",
             "temporal_intermediate_size",
             "temporal_max_position_embeddings",
+            "tokens_per_concept",
         )
         for field in positive_ints:
             value = getattr(self, field)
@@ -317,6 +331,7 @@ class S2CAConfig(PretrainedConfig):
             "concept_loss_weight",
             "diversity_loss_weight",
             "balance_loss_weight",
+            "entropy_loss_weight",
         )
         for field in non_negative:
             value = getattr(self, field)

@@ -421,6 +421,7 @@ class S2CAConceptAllocator(nn.Module):
         self.weighting = config.concept_weighting
         self.eps = config.concept_eps
         self.noise_scale = config.gumbel_noise_scale
+        self.tokens_per_concept = config.tokens_per_concept
         self.scale = width**-0.5
         self.norm_prototypes = nn.LayerNorm(width)
         self.norm_tokens = nn.LayerNorm(width)
@@ -430,9 +431,19 @@ class S2CAConceptAllocator(nn.Module):
         self.o_proj = nn.Linear(width, width)
         self.norm_out = nn.LayerNorm(width)
 
-    def allocate(self, logits: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-        """Returns the allocation A `(B, K, N)` and the hard one-hot it stands for (no gradient)."""
+    def allocate(
+        self,
+        logits: torch.Tensor,
+        tau: float,
+        token_mask: torch.Tensor | None = None,
+        num_frames: int | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the allocation A `(B, K, N)` and the hard one-hot it stands for (no gradient). `num_frames`: the
+        tokens are video tokens, that many frames of equally many tokens each (`token_mask` `(B, N)`: which are
+        real; default all)."""
         num_concepts = logits.shape[1]
+        if self.allocation == "expert_choice":
+            return self.expert_choice(logits, tau, token_mask, num_frames)
         if self.allocation == "soft":
             allocation = logits.softmax(dim=1)
             return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
@@ -453,6 +464,32 @@ class S2CAConceptAllocator(nn.Module):
         hard = F.one_hot(logits.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
         return hard, hard
 
+    def expert_choice(
+        self, logits: torch.Tensor, tau: float, token_mask: torch.Tensor | None, num_frames: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Binary allocation, the same in training and evaluation. Video (`num_frames` given): every concept picks its
+        `tokens_per_concept` highest-scoring tokens of each frame, so it is never empty and its picks follow it
+        through the clip; a token may serve several concepts or none. Text: each token goes to its best concept.
+        The backward pass is the straight-through gradient of the matching softmax (over a frame's tokens for
+        video, scaled to the same total; over the concepts for text)."""
+        if num_frames is None:
+            soft = (logits / tau).softmax(dim=1)
+            hard = F.one_hot(logits.argmax(dim=1), logits.shape[1]).transpose(1, 2).to(logits.dtype)
+            return hard - soft.detach() + soft, hard
+        batch, num_concepts, num_tokens = logits.shape
+        per_frame = logits.view(batch, num_concepts, num_frames, num_tokens // num_frames)
+        picks = min(self.tokens_per_concept, per_frame.shape[-1])
+        # Padding (whole padded frames) cannot be picked; its column is zeroed by the caller anyway.
+        masked = per_frame
+        if token_mask is not None:
+            valid = token_mask.view(batch, 1, num_frames, -1).bool()
+            masked = per_frame.masked_fill(~valid, torch.finfo(logits.dtype).min)
+        chosen = masked.topk(picks, dim=-1).indices
+        hard = torch.zeros_like(per_frame).scatter_(-1, chosen, 1.0)
+        soft = picks * (masked / tau).softmax(dim=-1)
+        allocation = (hard - soft.detach() + soft).view_as(logits)
+        return allocation, hard.view_as(logits)
+
     def forward(
         self,
         prototypes: torch.Tensor,
@@ -466,7 +503,7 @@ class S2CAConceptAllocator(nn.Module):
         normed_tokens = self.norm_tokens(tokens)
         queries = self.q_proj(self.norm_prototypes(prototypes))
         logits = torch.einsum("kd,bnd->bkn", queries, self.k_proj(normed_tokens)) * self.scale
-        allocation, hard = self.allocate(logits, tau)
+        allocation, hard = self.allocate(logits, tau, token_mask, num_frames)
         # Padding is removed after the softmax over K: -inf in Z would turn a padded token's column into NaN.
         allocation = allocation * token_mask.unsqueeze(1)
         hard = hard * token_mask.unsqueeze(1)
@@ -596,7 +633,7 @@ class S2CAConceptModule(nn.Module):
         if self.adapters is not None:
             tokens = self.adapters[modality](tokens)
         allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
-        if modality == "video" and self.tracks is not None:
+        if modality == "video":
             return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
         return allocator(self.prototypes, tokens, token_mask, tau)
 
@@ -635,6 +672,25 @@ def balance_loss_from_statistics(
 ) -> torch.Tensor:
     num_tokens = num_tokens.clamp(min=1.0)
     return counts.shape[0] * ((counts / num_tokens) * (probability_sums / num_tokens)).sum()
+
+
+def entropy_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The sums behind the entropy regulariser over a batch's valid tokens: the entropy of each token's softmax over
+    the concepts, summed `()`; that softmax summed over the tokens `(K,)`; the token count. Sums, as for L_bal."""
+    log_probabilities = concepts.allocation_logits.log_softmax(dim=1)
+    probabilities = log_probabilities.exp() * concepts.token_mask.unsqueeze(1)
+    entropy_sum = -(probabilities * log_probabilities).sum()
+    return entropy_sum, probabilities.sum(dim=(0, 2)), concepts.token_mask.sum()
+
+
+def entropy_loss_from_statistics(
+    entropy_sum: torch.Tensor, probability_sums: torch.Tensor, num_tokens: torch.Tensor
+) -> torch.Tensor:
+    """L_ent = mean per-token entropy - entropy of the mean distribution (lookup-free quantisation's entropy loss):
+    low when each token is sure of one concept and the batch uses every concept alike."""
+    num_tokens = num_tokens.clamp(min=1.0)
+    mean = probability_sums / num_tokens
+    return entropy_sum / num_tokens + (mean * mean.clamp(min=1e-12).log()).sum()
 
 
 def balance_loss(concepts: S2CAConceptOutput) -> torch.Tensor:
@@ -1146,6 +1202,11 @@ class S2CAModel(S2CAPreTrainedModel):
                 diversity = self.concepts.diversity_loss()
                 balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
                 loss = loss + self.config.diversity_loss_weight * diversity + self.config.balance_loss_weight * balance
+                if self.config.entropy_loss_weight > 0:
+                    entropy = 0.5 * sum(
+                        entropy_loss_from_statistics(*entropy_statistics(side.concepts)) for side in (text, video)
+                    )
+                    loss = loss + self.config.entropy_loss_weight * entropy
 
         output = S2CAOutput(
             loss=loss,

@@ -28,7 +28,7 @@ class ConceptMap:
 
     text: str
     words: list[str]  # the text's concept tokens (words, pieces of words and end-of-text), as the tokenizer split them
-    word_concepts: list[int]  # the concept of each of them
+    word_concepts: list[int]  # the concept of each of them (-1: none took it)
     ends_word: list[bool]  # whether a token ends a word (a BPE piece inside a word is drawn joined to the next)
     frames: np.ndarray  # (F, H, W, 3) uint8: the frames the model saw, normalisation undone
     frame_concepts: np.ndarray  # (F,): the concept of each frame's refined [CLS] token
@@ -62,6 +62,14 @@ def _word(token: str, tokenizer) -> tuple[str, bool]:
     return token.replace("</w>", ""), token.endswith("</w>")
 
 
+def token_concepts(concepts) -> torch.Tensor:
+    """`(B, N)`: the concept each token went to, -1 for none. A token that several concepts picked (expert-choice
+    allocation) is shown in the one with the highest allocation logit; one that none picked, or padding, is -1."""
+    picked = (concepts.allocation > 0) & concepts.token_mask.bool().unsqueeze(1)
+    best = concepts.allocation_logits.masked_fill(~picked, torch.finfo(concepts.allocation_logits.dtype).min)
+    return best.argmax(dim=1).masked_fill(~picked.any(dim=1), -1)
+
+
 @torch.inference_mode()
 def concept_map(model, processor, video, text: str) -> ConceptMap:
     """The concept map of one pair: `video` is anything the processor takes (a path, a URL, decoded frames)."""
@@ -77,15 +85,15 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
     ids = inputs["input_ids"][0][token_mask].tolist()
     shown = [_word(token, processor.tokenizer) for token in processor.tokenizer.convert_ids_to_tokens(ids)]
     words, ends_word = [word for word, _ in shown], [ends for _, ends in shown]
-    word_concepts = encoded_text.concepts.allocation[0].argmax(dim=0)[token_mask].tolist()
+    word_concepts = token_concepts(encoded_text.concepts)[0][token_mask].tolist()
 
     real = inputs["frame_mask"][0].bool()
     num_frames = real.shape[0]
-    token_concepts = encoded_video.concepts.allocation[0].argmax(dim=0).view(num_frames, -1)[real]
+    video_concepts = token_concepts(encoded_video.concepts)[0].view(num_frames, -1)[real]
     patch_concepts = None
-    if token_concepts.shape[1] > 1:  # [CLS] then the patch grid, row-major, in every frame
+    if video_concepts.shape[1] > 1:  # [CLS] then the patch grid, row-major, in every frame
         side = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        patch_concepts = token_concepts[:, 1:].reshape(-1, side, side).cpu().numpy()
+        patch_concepts = video_concepts[:, 1:].reshape(-1, side, side).cpu().numpy()
 
     instance, per_concept = model.score_parts(encoded_text.embeds, encoded_video.embeds)
     return ConceptMap(
@@ -94,7 +102,7 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
         word_concepts=word_concepts,
         ends_word=ends_word,
         frames=_undo_scaling(inputs["pixel_values_videos"][0][real].cpu(), processor.video_processor),
-        frame_concepts=token_concepts[:, 0].cpu().numpy(),
+        frame_concepts=video_concepts[:, 0].cpu().numpy(),
         patch_concepts=patch_concepts,
         instance_score=float(instance[0, 0]),
         concept_scores=per_concept[0, 0].float().cpu().numpy(),
@@ -125,7 +133,8 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
     frame token's concept, the caption's words in their concepts' colours, and a bar per concept with its share of
     the score next to s_inst. Saves a PNG when `path` is given; returns the matplotlib figure."""
     plt = _pyplot()
-    colours = concept_colours(concepts.num_concepts)
+    # One more colour, transparent, at index -1: a token no concept took is left untinted.
+    colours = np.vstack([concept_colours(concepts.num_concepts), np.zeros((1, 4))])
     num_frames = len(concepts.frames)
     figure = plt.figure(figsize=(max(2.0 * num_frames, 8.0), 6.2), dpi=100)
     grid = figure.add_gridspec(3, num_frames, height_ratios=[2.2, 0.7, 2.0], hspace=0.45)
@@ -143,7 +152,8 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
             spine.set_linewidth(4)
         axis.set_xticks([])
         axis.set_yticks([])
-        axis.set_title(f"frame {f + 1}: c{concepts.frame_concepts[f] + 1}", fontsize=9)
+        frame_concept = concepts.frame_concepts[f]
+        axis.set_title(f"frame {f + 1}: " + (f"c{frame_concept + 1}" if frame_concept >= 0 else "none"), fontsize=9)
 
     words_axis = figure.add_subplot(grid[1, :])
     words_axis.axis("off")
@@ -166,7 +176,7 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
     bars_axis = figure.add_subplot(grid[2, :])
     labels = ["s_inst"] + [f"c{k + 1}" for k in range(concepts.num_concepts)]
     values = [concepts.instance_score, *concepts.concept_scores.tolist()]
-    bars_axis.bar(labels, values, color=["0.55", *colours])
+    bars_axis.bar(labels, values, color=["0.55", *colours[:-1]])
     bars_axis.axhline(0.0, color="black", linewidth=0.8)
     bars_axis.set_ylabel("share of the score")
     bars_axis.set_title(

@@ -64,7 +64,7 @@ def test_save_and_load_round_trip(tmp_path):
     [
         ({"num_concepts": 0}, "num_concepts", ">= 1"),
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
-        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed')"),
+        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed', 'expert_choice')"),
         ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames', 'temporal_patches')"),
         ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined', 'separate+combined', 'residual')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),

@@ -24,7 +24,7 @@ GLOBAL_BATCH = 4
 def build_model(**overrides) -> S2CAModel:
     torch.manual_seed(0)
     # Soft allocation keeps training mode noise-free, so two runs over the same data can be compared exactly.
-    return S2CAModel(tiny_config(prototype_init_std=1.0, allocation="soft", **overrides)).train()
+    return S2CAModel(tiny_config(**{"prototype_init_std": 1.0, "allocation": "soft", **overrides})).train()
 
 
 @pytest.mark.parametrize(
@@ -33,6 +33,7 @@ def build_model(**overrides) -> S2CAModel:
         {},
         {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"},
         {"routing_agreement_weight": 0.5, "retrieval_loss": "separate+combined"},
+        {"allocation": "expert_choice", "entropy_loss_weight": 0.5},
     ],
 )
 def test_one_process_equals_the_models_local_loss(overrides):

@@ -321,6 +321,61 @@ def test_straight_through_gradient_reaches_prototypes_and_projections(inputs):
     assert allocator.q_proj.weight.grad is None or allocator.q_proj.weight.grad.abs().sum() == 0
 
 
+def test_expert_choice_video_concepts_pick_tokens_in_every_real_frame(inputs):
+    model = seeded_model(tiny_config(allocation="expert_choice", tokens_per_concept=3, concept_tracks=True))
+    frames = inputs["frame_mask"]
+    for mode in ("train", "eval"):  # no noise: training allocates exactly as evaluation does
+        getattr(model, mode)()
+        concepts = model.encode_video(inputs["pixel_values_videos"], frames).concepts
+        allocation = concepts.allocation.detach()
+        assert torch.allclose(allocation, allocation.round(), atol=1e-6)  # binary (straight-through in training)
+        per_frame = allocation.view(*allocation.shape[:2], frames.shape[1], -1).sum(-1)  # (B, K, F)
+        assert torch.equal(
+            per_frame, 3.0 * frames[:, None, :].float().expand_as(per_frame)
+        )  # 3 picks, none in padding
+        logits = concepts.allocation_logits.view_as(allocation.view(*allocation.shape[:2], frames.shape[1], -1))
+        picked = allocation.view_as(logits).bool()
+        # the picks are the frame's best tokens for that concept
+        lowest_picked = logits.masked_fill(~picked, float("inf")).min(-1).values
+        highest_left = logits.masked_fill(picked, float("-inf")).max(-1).values
+        real = frames[:, None, :].bool().expand_as(lowest_picked)
+        assert (lowest_picked[real] >= highest_left[real]).all()
+        assert concepts.empty_concepts.sum() == 0  # a video concept is never empty
+        if mode == "train":
+            first = allocation
+    assert torch.equal(first, allocation)
+
+
+def test_expert_choice_text_tokens_take_their_best_concept_and_the_gradient_flows(inputs):
+    model = seeded_model(tiny_config(allocation="expert_choice", prototype_init_std=1.0, entropy_loss_weight=0.1))
+    model.train()
+    text = model.encode_text(inputs["input_ids"], inputs["attention_mask"]).concepts
+    expected = F.one_hot(text.allocation_logits.argmax(1), K).transpose(1, 2).float() * text.token_mask[:, None]
+    assert torch.equal(text.allocation.detach(), expected)  # one concept per word, no noise
+    assert torch.equal(text.empty_concepts, (expected.sum(-1) == 0).float())
+    assert torch.equal(text.concept_weights == 0, text.empty_concepts.bool())  # an unmentioned concept counts 0
+    model(**inputs, return_loss=True).loss.backward()
+    allocator = model.concepts.allocators[0]
+    for parameter in (model.concepts.prototypes, allocator.q_proj.weight, allocator.k_proj.weight):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+
+
+def test_entropy_loss_is_low_for_sure_tokens_that_use_every_concept():
+    from s2ca_hf.modeling_s2ca import entropy_loss_from_statistics, entropy_statistics
+
+    def loss(logits):  # (1, K, N) logits of N tokens
+        concepts = S2CAConceptOutput(allocation_logits=logits, token_mask=torch.ones(1, logits.shape[-1]))
+        return float(entropy_loss_from_statistics(*entropy_statistics(concepts)))
+
+    sure_and_spread = 50.0 * torch.eye(K).unsqueeze(0)  # token k sure of concept k: 0 - log K
+    assert loss(sure_and_spread) == pytest.approx(-math.log(K), abs=1e-4)
+    sure_and_collapsed = torch.zeros(1, K, K)
+    sure_and_collapsed[0, 0] = 50.0  # every token sure of concept 0: 0 - 0
+    assert loss(sure_and_collapsed) == pytest.approx(0.0, abs=1e-4)
+    unsure = torch.zeros(1, K, K)  # every token uniform: log K - log K
+    assert loss(unsure) == pytest.approx(0.0, abs=1e-4)
+
+
 def test_soft_allocation_ablation():
     model = seeded_model(tiny_config(allocation="soft"))
     inputs = make_inputs()

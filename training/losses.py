@@ -24,6 +24,8 @@ from s2ca_hf.modeling_s2ca import (
     balance_statistics,
     concept_similarity,
     concept_usage,
+    entropy_loss_from_statistics,
+    entropy_statistics,
     per_concept_contrastive_loss,
     routing_agreement_loss,
 )
@@ -194,6 +196,14 @@ class S2CALoss(nn.Module):
                 )
             balance = 0.5 * (balances[0] + balances[1])
             per_process = per_process + config.balance_loss_weight * balance
+            if config.entropy_loss_weight > 0:
+                entropies = [
+                    entropy_loss_from_statistics(
+                        *(sum_with_grad(part, self.rank, self.world_size) for part in entropy_statistics(concepts))
+                    )
+                    for concepts in (outputs.text_concepts, outputs.video_concepts)
+                ]
+                per_process = per_process + config.entropy_loss_weight * 0.5 * (entropies[0] + entropies[1])
             # The prototypes are the same on every process: their term needs no scaling.
             diversity = model.concepts.diversity_loss()
         shared = 0.0 if diversity is None else config.diversity_loss_weight * diversity
