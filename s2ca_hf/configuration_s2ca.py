@@ -160,6 +160,11 @@ class S2CAConfig(PretrainedConfig):
             Weight of the entropy regulariser of lookup-free quantisation on each token's softmax over the
             concepts: the mean per-token entropy (each token sure of its concept) minus the entropy of the batch's
             mean distribution (every concept used), averaged over the two modalities.
+        late_interaction_weight (`float`, *optional*, defaults to 0.0):
+            Weight of the contrastive loss of the late-interaction re-ranker; above 0 the model has one
+            (`S2CAModel.late_interaction_scores`): the second stage of a search scores each caption token against the
+            video's best-matching concept, read from psi, with learned token weights, and re-ranks the first
+            stage's top candidates.
         diversity_loss_weight (`float`, *optional*, defaults to 0.01):
             Weight of the prototype diversity regulariser (mean squared cosine between distinct prototypes).
         balance_loss_weight (`float`, *optional*, defaults to 0.01):
@@ -218,6 +223,7 @@ class S2CAConfig(PretrainedConfig):
     share_concept_projections: bool = True
     tokens_per_concept: int = 4
     entropy_loss_weight: float | int = 0.0
+    late_interaction_weight: float | int = 0.0
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
     concept_weighting: str = "usage"
@@ -332,6 +338,7 @@ class S2CAConfig(PretrainedConfig):
             "diversity_loss_weight",
             "balance_loss_weight",
             "entropy_loss_weight",
+            "late_interaction_weight",
         )
         for field in non_negative:
             value = getattr(self, field)

@@ -87,6 +87,11 @@ class S2CAConceptOutput(_NestedModelOutput):
         Z: the cross-attention logits between the prototypes and the tokens, before noise.
     token_mask (`torch.FloatTensor` of shape `(B, N)`):
         1.0 for the tokens that take part in the allocation.
+    token_features (`torch.FloatTensor` of shape `(B, N, D)`, *optional*):
+        Text with the late-interaction re-ranker (`late_interaction_weight > 0`) only: each token as a concept of
+        its own (the feature its concept would have if it held that token alone), normalised; zero for padding.
+    token_weights (`torch.FloatTensor` of shape `(B, N)`, *optional*):
+        With `token_features`: the learned weight of each token in the late-interaction score (sums to 1).
     """
 
     concept_features: torch.FloatTensor | None = None
@@ -96,6 +101,8 @@ class S2CAConceptOutput(_NestedModelOutput):
     allocation: torch.FloatTensor | None = None
     allocation_logits: torch.FloatTensor | None = None
     token_mask: torch.FloatTensor | None = None
+    token_features: torch.FloatTensor | None = None
+    token_weights: torch.FloatTensor | None = None
 
 
 @dataclass
@@ -259,6 +266,17 @@ def concept_similarity(
     if weighting == "usage":
         return text_weighted @ video_weighted.t()
     return 0.5 * (text_weighted @ video_features.flatten(1).t() + text_features.flatten(1) @ video_weighted.t())
+
+
+def late_interaction_score(
+    token_features: torch.Tensor, token_weights: torch.Tensor, video_concepts: torch.Tensor
+) -> torch.Tensor:
+    """The second-stage score `(T, V)`: each text token's best-matching video concept (max-sim, as ColBERT and DRL's
+    word-to-concept interaction do), weighted by the token's learned weight: sum_n w_n max_k <x_n, c^v_k>. Takes the
+    token features `(T, N, D)` and weights `(T, N)` of `S2CAConceptOutput` and the video concepts `(V, K, D)`
+    (normalised; zero for an empty one, which then scores 0)."""
+    similarities = torch.einsum("tnd,vkd->tvnk", token_features, video_concepts)
+    return (similarities.max(dim=-1).values * token_weights[:, None, :]).sum(dim=-1)
 
 
 def per_concept_contrastive_loss(
@@ -498,6 +516,7 @@ class S2CAConceptAllocator(nn.Module):
         tau: float,
         tracks: "S2CAConceptTracks | None" = None,
         num_frames: int | None = None,
+        with_token_features: bool = False,
     ) -> S2CAConceptOutput:
         token_mask = token_mask.to(tokens.dtype)
         normed_tokens = self.norm_tokens(tokens)
@@ -531,6 +550,11 @@ class S2CAConceptAllocator(nn.Module):
             empty = (hard.sum(dim=-1) == 0).to(tokens.dtype)
         present = 1.0 - empty
         features = present.unsqueeze(-1) * F.normalize(features, dim=-1)
+        token_features = None
+        if with_token_features:
+            # Each token aggregated alone into the concept it went to (the same value and output maps as above).
+            own = prototypes[hard.argmax(dim=1)] + self.o_proj(values / (1.0 + self.eps))
+            token_features = token_mask.unsqueeze(-1) * F.normalize(self.norm_out(own), dim=-1)
         if self.weighting == "usage":
             # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.
             share = token_counts / token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
@@ -545,6 +569,7 @@ class S2CAConceptAllocator(nn.Module):
             allocation=allocation,
             allocation_logits=logits,
             token_mask=token_mask,
+            token_features=token_features,
         )
 
 
@@ -625,6 +650,8 @@ class S2CAConceptModule(nn.Module):
                 }
             )
         self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
+        # The late-interaction re-ranker's token weights (DRL's text weight branch): a linear map of each token.
+        self.token_weights = nn.Linear(config.projection_dim, 1) if config.late_interaction_weight > 0 else None
 
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
@@ -635,7 +662,13 @@ class S2CAConceptModule(nn.Module):
         allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
         if modality == "video":
             return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
-        return allocator(self.prototypes, tokens, token_mask, tau)
+        if self.token_weights is None:
+            return allocator(self.prototypes, tokens, token_mask, tau)
+        concepts = allocator(self.prototypes, tokens, token_mask, tau, with_token_features=True)
+        weight_logits = self.token_weights(concepts.token_features).squeeze(-1)
+        lowest = torch.finfo(weight_logits.dtype).min
+        concepts.token_weights = weight_logits.masked_fill(~token_mask.bool(), lowest).softmax(dim=-1)
+        return concepts
 
     def diversity_loss(self) -> torch.Tensor:
         """L_div: mean over k != l of the squared cosine between prototypes k and l."""
@@ -1097,6 +1130,25 @@ class S2CAModel(S2CAPreTrainedModel):
         )
         return instance, concept
 
+    def video_concepts_from_embeds(self, video_embeds: torch.Tensor) -> torch.Tensor:
+        """The normalised video concept features `(V, K, D)` that psi `(V, E)` stores (the block after the instance
+        feature, whatever the concept weights; an empty concept stays zero): what a search index holds already."""
+        width, num_concepts = self.config.projection_dim, self.config.num_concepts
+        blocks = video_embeds[:, width : width * (1 + num_concepts)].reshape(-1, num_concepts, width)
+        return F.normalize(blocks, dim=-1)
+
+    def late_interaction_scores(self, text_concepts: S2CAConceptOutput, video_embeds: torch.Tensor) -> torch.Tensor:
+        """The second-stage score `(T, V)` of encoded texts (`encode_text(...).concepts`) against psi `(V, E)`
+        (`late_interaction_score`); needs `late_interaction_weight > 0`. A search re-ranks the first stage's top
+        candidates by `score + late_interaction_scores`."""
+        if self.config.late_interaction_weight <= 0:
+            raise ValueError("This model has no late-interaction re-ranker (config.late_interaction_weight is 0).")
+        if text_concepts is None or text_concepts.token_weights is None:
+            raise ValueError("The texts were not encoded by a model with the late-interaction re-ranker.")
+        return late_interaction_score(
+            text_concepts.token_features, text_concepts.token_weights, self.video_concepts_from_embeds(video_embeds)
+        )
+
     def logit_scale_value(self) -> torch.Tensor:
         # Clamped at ln(100), as CLIP and CLIP4Clip do, so the temperature cannot collapse during training.
         return self.logit_scale.clamp(max=self.config.logit_scale_max).exp()
@@ -1202,6 +1254,11 @@ class S2CAModel(S2CAPreTrainedModel):
                 diversity = self.concepts.diversity_loss()
                 balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
                 loss = loss + self.config.diversity_loss_weight * diversity + self.config.balance_loss_weight * balance
+                if self.config.late_interaction_weight > 0:
+                    late = self.late_interaction_scores(text.concepts, video.embeds)
+                    loss = loss + self.config.late_interaction_weight * contrastive_loss(
+                        self.logit_scale_value() * late
+                    )
                 if self.config.entropy_loss_weight > 0:
                     entropy = 0.5 * sum(
                         entropy_loss_from_statistics(*entropy_statistics(side.concepts)) for side in (text, video)

@@ -33,7 +33,7 @@ def build_model(**overrides) -> S2CAModel:
         {},
         {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"},
         {"routing_agreement_weight": 0.5, "retrieval_loss": "separate+combined"},
-        {"allocation": "expert_choice", "entropy_loss_weight": 0.5},
+        {"allocation": "expert_choice", "entropy_loss_weight": 0.5, "late_interaction_weight": 0.5},
     ],
 )
 def test_one_process_equals_the_models_local_loss(overrides):

@@ -360,6 +360,40 @@ def test_expert_choice_text_tokens_take_their_best_concept_and_the_gradient_flow
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0
 
 
+def test_late_interaction_scores_each_word_against_its_best_video_concept(inputs):
+    model = seeded_model(tiny_config(allocation="expert_choice", prototype_init_std=1.0, late_interaction_weight=1.0))
+    with torch.no_grad():
+        text = model.encode_text(inputs["input_ids"], inputs["attention_mask"]).concepts
+        video = model.encode_video(inputs["pixel_values_videos"], inputs["frame_mask"])
+        concepts = model.video_concepts_from_embeds(video.embeds)
+        assert torch.allclose(concepts, video.concepts.concept_features, atol=1e-6)  # psi holds them already
+        scores = model.late_interaction_scores(text, video.embeds)
+    assert (
+        torch.allclose(text.token_weights.sum(-1), torch.ones(3))
+        and (text.token_weights[text.token_mask == 0] == 0).all()
+    )
+    for t in range(3):
+        for v in range(3):
+            expected = 0.0
+            for n in range(text.token_mask.shape[1]):
+                if text.token_mask[t, n]:
+                    best = max(float(text.token_features[t, n] @ concepts[v, k]) for k in range(K))
+                    expected += float(text.token_weights[t, n]) * best
+            assert scores[t, v].item() == pytest.approx(expected, abs=1e-5)
+    # a word's feature is its concept's feature had it held that word alone
+    allocator = model.concepts.allocators[0]
+    tokens = model.encode_text(inputs["input_ids"], inputs["attention_mask"]).tokens.detach()
+    n = int(text.token_mask[0].nonzero()[0])
+    alone = allocator(model.concepts.prototypes, tokens[:1, n : n + 1], torch.ones(1, 1), 1.0)
+    concept = int(text.allocation_logits[0, :, n].argmax())
+    assert torch.allclose(alone.concept_features[0, concept], text.token_features[0, n], atol=1e-5)
+    model.train()
+    model(**inputs, return_loss=True).loss.backward()
+    assert model.concepts.token_weights.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="no late-interaction"):
+        seeded_model(tiny_config()).late_interaction_scores(text, video.embeds)
+
+
 def test_entropy_loss_is_low_for_sure_tokens_that_use_every_concept():
     from s2ca_hf.modeling_s2ca import entropy_loss_from_statistics, entropy_statistics
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 from s2ca_hf.modeling_s2ca import (
@@ -24,8 +25,10 @@ from s2ca_hf.modeling_s2ca import (
     balance_statistics,
     concept_similarity,
     concept_usage,
+    contrastive_loss,
     entropy_loss_from_statistics,
     entropy_statistics,
+    late_interaction_score,
     per_concept_contrastive_loss,
     routing_agreement_loss,
 )
@@ -126,7 +129,7 @@ class S2CALoss(nn.Module):
             also_correct = videos[:, None] == videos[None, :]
             if positive_video_index is not None:  # (B, W) video indices padded with -1
                 also_correct = also_correct | fits(self.gather(positive_video_index), videos)
-        foil_instance = foil_features = foil_weights = None
+        foil_instance = foil_features = foil_weights = foil_tokens = foil_token_weights = None
         if foil_input_ids is not None:
             foils = model.encode_text(foil_input_ids, foil_attention_mask)
             foil_instance, foil_mask = foils.instance_embeds, self.gather(foil_mask)
@@ -135,6 +138,7 @@ class S2CALoss(nn.Module):
                 foil_mask = foil_mask.bool()[:, None] & ~fits(self.gather(foil_positive_video_index), videos)
             if foils.concepts is not None:
                 foil_features, foil_weights = foils.concepts.concept_features, foils.concepts.concept_weights
+                foil_tokens, foil_token_weights = foils.concepts.token_features, foils.concepts.token_weights
 
         def texts_then_foils(text: torch.Tensor, foil: torch.Tensor | None) -> torch.Tensor:
             # The global batch's texts first (text i describes video i), then the global batch's foils.
@@ -160,9 +164,24 @@ class S2CALoss(nn.Module):
         retrieval = model.retrieval_loss(
             instance, concept, scale=scale, also_correct=also_correct, foil_mask=foil_mask
         )
+        late = None
+        if config.late_interaction_weight > 0:
+            # The re-ranker learns the same contrast, texts then foils against the batch's videos. Token rows are
+            # padded to the longest text the model takes, so that batches of any length gather and stack.
+            length = config.text_config.max_position_embeddings
+
+            def tokens(part: torch.Tensor | None) -> torch.Tensor | None:
+                return None if part is None else F.pad(part, (0, 0) * (part.dim() - 2) + (0, length - part.shape[1]))
+
+            late = late_interaction_score(
+                texts_then_foils(tokens(outputs.text_concepts.token_features), tokens(foil_tokens)),
+                texts_then_foils(tokens(outputs.text_concepts.token_weights), tokens(foil_token_weights)),
+                model.video_concepts_from_embeds(self.gather(outputs.video_embeds)),
+            )
+            late = contrastive_loss(scale * late, also_correct, foil_mask)
         # Terms that depend on this process's features: their gradient is summed over processes by the
         # scaling below (DDP averages it).
-        per_process = retrieval
+        per_process = retrieval if late is None else retrieval + config.late_interaction_weight * late
         if concept is not None and config.concept_contrastive_weight > 0:
             per_concept = per_concept_contrastive_loss(
                 text_features[:batch],
