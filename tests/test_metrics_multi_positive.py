@@ -400,3 +400,35 @@ def test_evaluate_corpus_names_a_bad_positive_video_ids_column(tiny_model):
     with pytest.raises(ValueError, match=r"Row 3's `positive_video_ids` lists \['clip9'\], which are no videos"):
         evaluate_corpus(model, processor, dataset, progress=False)
     evaluate_corpus(model, processor, dataset, progress=False, multi_positive=False)  # ignored: no check
+
+
+def test_evaluate_corpus_reports_the_reranked_two_stage_search(tiny_model):
+    from s2ca_hf import S2CAModel
+    from s2ca_hf.retrieval.evaluation import encode_text_tokens, evaluate_corpus, reranked_scores
+    from s2ca_hf.tiny import tiny_config
+
+    root, _, processor = tiny_model
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(processor.tokenizer), allocation="expert_choice", late_interaction_weight=1.0)
+    model = S2CAModel(config).eval()
+    dataset, paths = tiny_split(root, positive_ids_of(TEXT_POSITIVES))
+    texts = list(dataset["text"])
+    phi, psi = direct_features(model, processor, texts, paths)
+    features, weights = encode_text_tokens(model, processor, texts)
+    with torch.no_grad():
+        encoded = model.encode_text(**{k: v for k, v in processor(text=texts, return_tensors="pt").items()})
+        late = model.late_interaction_scores(encoded.concepts, psi)
+    # Every video a candidate: the order is that of first stage + late interaction.
+    everything = reranked_scores(model, phi, psi, features, weights, candidates=psi.shape[0])
+    assert torch.equal(
+        everything.argsort(dim=1, descending=True), (phi @ psi.t() + late).argsort(dim=1, descending=True)
+    )
+    # Two candidates: only each text's first-stage top 2 move, and they stay on top.
+    two = reranked_scores(model, phi, psi, features, weights, candidates=2)
+    top2 = (phi @ psi.t()).topk(2, dim=1).indices
+    assert torch.equal(two.topk(2, dim=1).indices.sort(dim=1).values, top2.sort(dim=1).values)
+    result = evaluate_corpus(model, processor, dataset, batch_size=2, progress=False, rerank_candidates=2)
+    expected = retrieval_metrics(two, TEXT_VIDEOS, positives=TEXT_POSITIVES)["text_to_video"]
+    assert result["metrics"]["text_to_video_reranked"] == pytest.approx(expected)
+    plain = evaluate_corpus(tiny_model[1], processor, dataset, batch_size=2, progress=False)
+    assert "text_to_video_reranked" not in plain["metrics"]  # no re-ranker, no second stage

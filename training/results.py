@@ -23,6 +23,9 @@ import s2ca_hf
 WEIGHTS_NAME = "model.safetensors"  # results are keyed on the sha256 of this one file
 WRITER = "training/evaluate_model.py"
 DIRECTIONS = {"text_to_video": "text-to-video", "video_to_text": "video-to-text"}
+# A model with the late-interaction re-ranker also reports text-to-video after re-ranking the first stage's top
+# candidates (`evaluate_corpus`); tables show it when it is there.
+RERANKED = "text_to_video_reranked"
 # The metrics every results file must hold for both directions (std_rank is written too, but not required).
 METRIC_KEYS = ("R@1", "R@5", "R@10", "R@50", "MdR", "MnR")
 
@@ -66,7 +69,7 @@ def metrics_table(blocks: dict[str, dict], label: str, keys: tuple[str, ...] = M
     its metrics, `{"text_to_video": {"R@1": ...}, "video_to_text": {...}}`."""
     lines = [f"| {label} | direction | " + " | ".join(keys) + " |", "|---|---|" + "---|" * len(keys)]
     for name, metrics in blocks.items():
-        for direction in DIRECTIONS:
+        for direction in [d for d in (*DIRECTIONS, RERANKED) if d in metrics]:
             values = " | ".join(f"{metrics[direction][key]:.{digits}f}" for key in keys)
             lines.append(f"| {name} | {direction.replace('_', ' ')} | {values} |")
     return "\n".join(lines)

@@ -62,6 +62,45 @@ def encode_videos(model, batches: Iterable[dict], total: int | None = None, prog
     return torch.cat(chunks)
 
 
+@torch.inference_mode()
+def encode_text_tokens(
+    model, processor, texts: Sequence[str], batch_size: int = 256, max_length: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The late-interaction re-ranker's view of every text: token features `(T, L, D)` and token weights `(T, L)`,
+    float32 on the CPU, padded to the longest text (`S2CAConceptOutput.token_features` / `token_weights`)."""
+    model.eval()
+    device = _device_of(model)
+    features, weights = [], []
+    for start in range(0, len(texts), batch_size):
+        batch = processor(text=list(texts[start : start + batch_size]), return_tensors="pt", max_length=max_length)
+        concepts = model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device)).concepts
+        features.append(concepts.token_features.float().cpu())
+        weights.append(concepts.token_weights.float().cpu())
+    length = max(part.shape[1] for part in features)
+    features = torch.cat([torch.nn.functional.pad(f, (0, 0, 0, length - f.shape[1])) for f in features])
+    weights = torch.cat([torch.nn.functional.pad(w, (0, length - w.shape[1])) for w in weights])
+    return features, weights
+
+
+def reranked_scores(
+    model, text_embeds: torch.Tensor, video_embeds: torch.Tensor, token_features, token_weights, candidates: int = 20
+) -> torch.Tensor:
+    """`(T, V)` scores of a two-stage search: the first stage `phi @ psi.T`; each text's top `candidates` videos
+    re-scored by first stage + late interaction and kept above every other video, so that re-ranking reorders the
+    shortlist and nothing else (what `s2ca-search --rerank` does over an index)."""
+    first = text_embeds @ video_embeds.t()
+    top = first.topk(min(candidates, first.shape[1]), dim=1).indices  # (T, C)
+    concepts = model.video_concepts_from_embeds(video_embeds)  # (V, K, D)
+    late = []
+    for start in range(0, first.shape[0], 128):  # (T, C, K, D) candidates' concepts, a block of texts at a time
+        rows = slice(start, start + 128)
+        similarities = torch.einsum("tnd,tckd->tcnk", token_features[rows], concepts[top[rows]])
+        late.append((similarities.max(dim=-1).values * token_weights[rows, None, :]).sum(dim=-1))
+    late = torch.cat(late)
+    lift = float(first.max() - first.min()) + float(late.abs().max()) + 1.0
+    return first.scatter(1, top, first.gather(1, top) + late + lift)
+
+
 def processor_video_batches(processor, videos: Sequence, batch_size: int = 16) -> Iterator[dict]:
     """Model-ready batches from video file paths or decoded frames, through the processor (decodes on the fly)."""
     for start in range(0, len(videos), batch_size):
@@ -136,6 +175,7 @@ def evaluate_corpus(
     post_processing: Sequence[str] = (),
     query_bank_texts: Sequence[str] | None = None,
     multi_positive: bool | None = None,
+    rerank_candidates: int = 20,
     **metric_kwargs,
 ) -> dict:
     """Encodes every text and every unique video of a corpus split once and computes the retrieval metrics.
@@ -150,6 +190,10 @@ def evaluate_corpus(
     videos its caption fits, its own included) rather than its own video alone. `None` uses the column when the
     split has it, `False` ignores it, `True` requires it. The result's `protocol` says which (`"positives"`), and
     with the column how many listed positives were left out with their unevaluated videos (`"positives_left_out"`).
+
+    A model with the late-interaction re-ranker (`late_interaction_weight > 0`) is also evaluated as a two-stage
+    search: each text's top `rerank_candidates` videos re-ranked (`reranked_scores`), reported as the metrics'
+    `"text_to_video_reranked"`.
 
     Returns `{"metrics": {...}, "post_processing": {name: {...}}, "counts": {"texts", "videos",
     "skipped_videos", "skipped_texts"}, "protocol": {...}, "embeddings": {"text", "video", "text_to_video",
@@ -193,6 +237,15 @@ def evaluate_corpus(
     text_embeds = encode_texts(model, processor, texts, batch_size=text_batch_size, progress=progress)
 
     result = evaluate_embeddings(text_embeds, video_embeds, text_to_video, positives, **metric_kwargs)
+    metrics = {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]}
+    if getattr(model.config, "late_interaction_weight", 0) > 0:
+        token_features, token_weights = encode_text_tokens(model, processor, texts, batch_size=text_batch_size)
+        reranked = reranked_scores(
+            model, text_embeds, video_embeds, token_features, token_weights, candidates=rerank_candidates
+        )
+        metrics["text_to_video_reranked"] = retrieval_metrics(
+            reranked, text_to_video, positives=positives, **metric_kwargs
+        )["text_to_video"]
     extra = {}
     for method in post_processing:
         kwargs = dict(metric_kwargs, post_processing=method)
@@ -205,7 +258,7 @@ def evaluate_corpus(
         post = evaluate_embeddings(text_embeds, video_embeds, text_to_video, positives, **kwargs)
         extra[method] = {"text_to_video": post["text_to_video"], "video_to_text": post["video_to_text"]}
     return {
-        "metrics": {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]},
+        "metrics": metrics,
         "post_processing": extra,
         "protocol": {
             **result["protocol"],
@@ -231,5 +284,7 @@ __all__ = [
     "encode_videos",
     "evaluate_corpus",
     "evaluate_embeddings",
+    "encode_text_tokens",
+    "reranked_scores",
     "processor_video_batches",
 ]
