@@ -176,7 +176,7 @@ class S2CALoss(nn.Module):
             late = late_interaction_score(
                 texts_then_foils(tokens(outputs.text_concepts.token_features), tokens(foil_tokens)),
                 texts_then_foils(tokens(outputs.text_concepts.token_weights), tokens(foil_token_weights)),
-                model.video_concepts_from_embeds(self.gather(outputs.video_embeds)),
+                video_features,
             )
             late = contrastive_loss(scale * late, also_correct, foil_mask)
         # Terms that depend on this process's features: their gradient is summed over processes by the
