@@ -27,7 +27,7 @@ from s2ca_hf.retrieval.cli import index_main, search_main
 from s2ca_hf.retrieval.errors import ModelMismatchError
 from s2ca_hf.retrieval.index import VideoIndex
 from s2ca_hf.retrieval.store import read_manifest
-from s2ca_hf.tiny import tiny_config
+from s2ca_hf.tiny import tiny_config, tiny_processor
 
 
 # The fixtures saved_model, video_folder and built, shared with the other index test module.
@@ -453,3 +453,44 @@ def test_an_index_with_absolute_paths_loads_as_it_is(built):
     loaded = VideoIndex.load(old)
     assert [h.path for h in loaded.search("the dog", k=3)[0]] == [h.path for h in index.search("the dog", k=3)[0]]
     assert all(os.path.isabs(h.path) for h in loaded.search("the dog", k=3)[0])
+
+
+def test_rerank_reorders_the_shortlist_by_the_late_interaction_score(video_folder, tmp_path, capsys):
+    folder = tmp_path / "model"
+    torch.manual_seed(0)
+    processor = tiny_processor(str(folder))
+    config = tiny_config(vocab_size=len(processor.tokenizer), allocation="expert_choice", late_interaction_weight=1.0)
+    S2CAModel(config).eval().save_pretrained(folder)
+    processor.save_pretrained(folder)
+    out = str(tmp_path / "index")
+    assert index_main(["--model", str(folder), "--videos", str(video_folder), "--out", out, "--quiet"]) == 0
+    index = VideoIndex.load(out, device="cpu")
+    model, processor = index.load_model()
+    psi = index.vectors  # as stored (float16, read as float32)
+    with torch.inference_mode():
+        encoded = model.encode_text(**processor(text=TEXTS, return_tensors="pt"))
+        expected = encoded.embeds @ psi.t() + model.late_interaction_scores(encoded.concepts, psi)
+    everything = index.search(TEXTS, k=NUM_VIDEOS, rerank=NUM_VIDEOS)
+    for hits, row in zip(everything, expected):
+        assert [hit.row for hit in hits] == row.argsort(descending=True).tolist()
+        torch.testing.assert_close(torch.tensor([hit.score for hit in hits]), row.sort(descending=True).values)
+    # A shortlist of 3: the first stage's best 3, reordered; the rest never enters.
+    first = index.search(TEXTS, k=3)
+    short = index.search(TEXTS, k=3, rerank=3)
+    for plain, reranked in zip(first, short):
+        assert sorted(h.row for h in plain) == sorted(h.row for h in reranked)
+    streamed = VideoIndex.load(out, device="cpu", in_memory=False)
+    streamed.load_model()
+    assert [[h.row for h in hits] for hits in streamed.search(TEXTS, k=3, rerank=5)] == [
+        [h.row for h in hits] for hits in index.search(TEXTS, k=3, rerank=5)
+    ]
+    capsys.readouterr()
+    assert search_main(["--index", out, "--json", "-k", "2", "--rerank", "5", TEXTS[0]]) == 0
+    printed = json.loads(capsys.readouterr().out)["results"][0]["hits"]
+    assert [hit["id"] for hit in printed] == [h.id for h in index.search(TEXTS[:1], k=2, rerank=5)[0]]
+
+
+def test_rerank_needs_a_model_with_a_re_ranker(built):
+    index = VideoIndex.load(built[0], device="cpu")
+    with pytest.raises(ValueError, match="no late-interaction re-ranker"):
+        index.search(TEXTS[:1], k=2, rerank=4)

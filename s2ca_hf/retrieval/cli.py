@@ -234,6 +234,12 @@ def _search_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--exact", action="store_true", help="scan every vector (the same as --backend exact)")
     parser.add_argument("--candidates", type=int, help="two-stage: candidates per query (default: the index's)")
+    parser.add_argument(
+        "--rerank",
+        type=int,
+        metavar="N",
+        help="re-rank the best N videos with the model's late-interaction re-ranker (models trained with one)",
+    )
     parser.add_argument("--faiss-factory", default="SQfp16", help="FAISS index factory string (default SQfp16)")
     parser.add_argument("--nprobe", type=int, help="IVF lists visited, for --backend faiss or the first stage")
     parser.add_argument(
@@ -303,6 +309,8 @@ def search_main(argv: list[str] | None = None) -> int:
         parser.error("--nprobe applies to --backend faiss and the two-stage first stage, not to exact search")
     if args.candidates is not None and (args.candidates < 1 or args.backend in ("exact", "faiss")):
         parser.error("--candidates must be >= 1 and applies to the two-stage search only")
+    if args.rerank is not None and (args.rerank < 1 or args.video or args.video_id):
+        parser.error("--rerank must be >= 1 and applies to text queries")
     if args.threads is not None:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
@@ -323,6 +331,8 @@ def search_main(argv: list[str] | None = None) -> int:
         search = dict(k=args.k, backend=args.backend, faiss_factory=args.faiss_factory, nprobe=args.nprobe)
         if args.candidates is not None:
             search["candidates"] = args.candidates
+        if args.rerank is not None:
+            search["rerank"] = args.rerank
         if rank_texts:
             texts = list(args.texts or [])
             if args.texts_file:

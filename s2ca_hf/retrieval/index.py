@@ -267,6 +267,7 @@ class VideoIndex:
         faiss_factory: str = "SQfp16",
         nprobe: int | None = None,
         candidates: int | None = None,
+        rerank: int | None = None,
     ) -> list[list[SearchHit]]:
         """The top-k videos for each query, best first: a list (one per query) of `SearchHit`.
 
@@ -276,6 +277,11 @@ class VideoIndex:
         exact), `"exact"` (chunked matrix products over every vector), `"two_stage"` or `"faiss"` (a FAISS index
         over the full vectors, built in memory). `candidates` and `nprobe` set the two-stage search (defaults: the
         first stage's settings).
+
+        `rerank`: with a model that has the late-interaction re-ranker and text queries, the search's best `rerank`
+        videos (at least k) are re-scored by score + late interaction, each caption token against the video's
+        concepts as psi stores them (`S2CAModel.late_interaction_scores`), and the best k of them returned with
+        that score.
         """
         if len(self) == 0:
             raise VideoIndexError(f"The index at {self.path} holds no video (see `skipped` in its manifest).")
@@ -290,8 +296,33 @@ class VideoIndex:
                 )
         else:
             vectors = self.encode_texts(queries)
-        scores, rows = self.search_vectors(vectors, k, backend, faiss_factory, nprobe, candidates)
-        return self._hits(scores, rows)
+        if rerank is None:
+            scores, rows = self.search_vectors(vectors, k, backend, faiss_factory, nprobe, candidates)
+            return self._hits(scores, rows)
+        if isinstance(queries, torch.Tensor):
+            raise ValueError("rerank needs text queries: the re-ranker reads each caption's tokens.")
+        model, processor = self._require_model()
+        if model.config.late_interaction_weight <= 0:
+            raise ValueError(f"rerank: the model of {self.path} has no late-interaction re-ranker to re-rank with.")
+        shortlist = min(max(int(rerank), k), len(self))
+        scores, rows = self.search_vectors(vectors, shortlist, backend, faiss_factory, nprobe, candidates)
+        from .evaluation import encode_text_tokens
+
+        features, weights = encode_text_tokens(model, processor, list(queries))
+        found = rows.clamp(min=0)
+        if self.in_memory:
+            psi = self.vectors[found.to(self.device)].float().cpu()
+        else:
+            if self._mapped is None:
+                self._mapped = MappedShards(self.path, self.manifest)
+            psi = torch.from_numpy(self._mapped.gather(found.flatten().numpy())).view(*found.shape, -1)
+        concepts = model.video_concepts_from_embeds(psi.flatten(0, 1).to(model.device, torch.float32)).cpu()
+        concepts = concepts.view(*found.shape, *concepts.shape[1:])  # (Q, shortlist, K, D)
+        similarities = torch.einsum("qnd,qckd->qcnk", features, concepts).max(dim=-1).values
+        rescored = scores + (similarities * weights[:, None, :]).sum(dim=-1)
+        rescored = rescored.masked_fill(rows < 0, float("-inf"))  # a shortlist shorter than asked keeps its holes
+        best = rescored.topk(min(k, shortlist), dim=1).indices
+        return self._hits(rescored.gather(1, best), rows.gather(1, best))
 
     def search_vectors(
         self,
