@@ -70,6 +70,9 @@ class S2CAConfig(PretrainedConfig):
             by `temporal_module`): the score is the instance score alone.
         num_concepts (`int`, *optional*, defaults to 16):
             K, the number of shared concept prototypes (16 ranked above 4 and 8 on val; diagnosis rounds 3 and 5).
+        concept_dim (`int`, *optional*):
+            d_c, the width of the concept features (at most `projection_dim`; default `projection_dim`). psi stores
+            D + K d_c numbers per video (with usage weights), so a narrower concept width shrinks every index.
         allocation (`str`, *optional*, defaults to `"soft"`):
             How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
             (the default since the diagnosis rounds: every discrete allocation tried left most concepts empty at
@@ -130,9 +133,9 @@ class S2CAConfig(PretrainedConfig):
             lambda_e, the weight of the concept similarity in the retrieval score `s = s_inst + lambda_e * s_con`.
         concept_weighting (`str`, *optional*, defaults to `"usage"`):
             How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
-            / (non-empty concepts), phi and psi of size D (1 + 2K). `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
+            / (non-empty concepts), phi and psi of size D + 2 K d_c. `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
             sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
-            size D (1 + K). The default since the diagnosis rounds: of the discrete allocations tried it ranked best on
+            size D + K d_c. The default since the diagnosis rounds: of the discrete allocations tried it ranked best on
             the built-in corpus's val split (`benchmarks/results/diagnosis/s2ca_diagnosis_round1.md`).
         concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
@@ -211,6 +214,7 @@ class S2CAConfig(PretrainedConfig):
     temporal_hidden_act: str = "quick_gelu"
     use_concepts: bool = True
     num_concepts: int = 16
+    concept_dim: int | None = None
     allocation: str = "soft"
     gumbel_tau: float | int = 1.0
     gumbel_tau_min: float | int | None = None
@@ -249,6 +253,8 @@ class S2CAConfig(PretrainedConfig):
             kwargs.pop("custom_pipelines", None)
         if self.temporal_intermediate_size is None:  # derived, as a transformer block's MLP usually is
             self.temporal_intermediate_size = 4 * self.projection_dim
+        if self.concept_dim is None:
+            self.concept_dim = self.projection_dim
         self.text_config = self._build_sub_config("text_config", self.text_config, CLIPTextConfig)
         self.vision_config = self._build_sub_config("vision_config", self.vision_config, CLIPVisionConfig)
         self._check_values()
@@ -310,6 +316,7 @@ class S2CAConfig(PretrainedConfig):
             "temporal_intermediate_size",
             "temporal_max_position_embeddings",
             "tokens_per_concept",
+            "concept_dim",
         )
         for field in positive_ints:
             value = getattr(self, field)
@@ -367,6 +374,15 @@ class S2CAConfig(PretrainedConfig):
                 f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "
                 f"`projection_dim` ({self.projection_dim})."
             )
+        if self.concept_dim > self.projection_dim:
+            raise ValueError(
+                f"`concept_dim` ({self.concept_dim}) must be <= `projection_dim` ({self.projection_dim})."
+            )
+        if self.concept_tracks and self.concept_dim % self.temporal_num_attention_heads:
+            raise ValueError(
+                f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide `concept_dim` "
+                f"({self.concept_dim}): the concept tracks' temporal transformer runs at the concept width."
+            )
         if self.num_frames > self.temporal_max_position_embeddings:
             raise ValueError(
                 f"`num_frames` ({self.num_frames}) must be <= `temporal_max_position_embeddings` "
@@ -375,12 +391,12 @@ class S2CAConfig(PretrainedConfig):
 
     @property
     def embedding_dim(self) -> int:
-        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D (1 + 2K), or
-        D (1 + K) with `concept_weighting="usage"`."""
+        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D + 2 K d_c, or
+        D + K d_c with `concept_weighting="usage"` (d_c = `concept_dim`)."""
         if not self.use_concepts:
             return self.projection_dim
         blocks = 1 if self.concept_weighting == "usage" else 2
-        return self.projection_dim * (1 + blocks * self.num_concepts)
+        return self.projection_dim + blocks * self.num_concepts * self.concept_dim
 
 
 __all__ = ["S2CAConfig"]

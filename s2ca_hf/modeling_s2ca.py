@@ -382,13 +382,15 @@ class S2CATemporalMLP(nn.Module):
 class S2CATemporalLayer(nn.Module):
     """A pre-norm transformer block over frames (CLIP's residual attention block, as CLIP4Clip's `transformerClip`)."""
 
-    def __init__(self, config: S2CAConfig):
+    def __init__(self, config: S2CAConfig, width: int | None = None):
         super().__init__()
-        width = config.projection_dim
+        width = width or config.projection_dim
+        # The MLP keeps its ratio to the width (4 D unless set) at another width (the concept tracks').
+        intermediate = config.temporal_intermediate_size * width // config.projection_dim
         self.norm1 = nn.LayerNorm(width)
         self.attn = S2CATemporalAttention(width, config.temporal_num_attention_heads)
         self.norm2 = nn.LayerNorm(width)
-        self.mlp = S2CATemporalMLP(width, config.temporal_intermediate_size, config.temporal_hidden_act)
+        self.mlp = S2CATemporalMLP(width, intermediate, config.temporal_hidden_act)
 
     def forward(self, hidden_states: torch.Tensor, key_mask: torch.Tensor) -> torch.Tensor:
         hidden_states = hidden_states + self.attn(self.norm1(hidden_states), key_mask)
@@ -398,10 +400,13 @@ class S2CATemporalLayer(nn.Module):
 class S2CATemporalTransformer(nn.Module):
     """CLIP4Clip's seqTransf: frame position embeddings, a few transformer layers, and a residual to the input."""
 
-    def __init__(self, config: S2CAConfig):
+    def __init__(self, config: S2CAConfig, width: int | None = None):
         super().__init__()
-        self.position_embedding = nn.Embedding(config.temporal_max_position_embeddings, config.projection_dim)
-        self.layers = nn.ModuleList([S2CATemporalLayer(config) for _ in range(config.temporal_num_hidden_layers)])
+        width = width or config.projection_dim
+        self.position_embedding = nn.Embedding(config.temporal_max_position_embeddings, width)
+        self.layers = nn.ModuleList(
+            [S2CATemporalLayer(config, width) for _ in range(config.temporal_num_hidden_layers)]
+        )
         self.gradient_checkpointing = False
 
     def forward(self, frame_features: torch.Tensor, frame_mask: torch.Tensor) -> torch.Tensor:
@@ -434,7 +439,7 @@ class S2CAConceptAllocator(nn.Module):
 
     def __init__(self, config: S2CAConfig):
         super().__init__()
-        width = config.projection_dim
+        width, concept_width = config.projection_dim, config.concept_dim
         self.allocation = config.allocation
         self.weighting = config.concept_weighting
         self.eps = config.concept_eps
@@ -445,9 +450,11 @@ class S2CAConceptAllocator(nn.Module):
         self.norm_tokens = nn.LayerNorm(width)
         self.q_proj = nn.Linear(width, width)
         self.k_proj = nn.Linear(width, width)
-        self.v_proj = nn.Linear(width, width)
-        self.o_proj = nn.Linear(width, width)
-        self.norm_out = nn.LayerNorm(width)
+        self.v_proj = nn.Linear(width, concept_width)
+        self.o_proj = nn.Linear(concept_width, concept_width)
+        # A concept feature starts from its prototype; at a narrower concept width, from its projection.
+        self.prototype_proj = nn.Linear(width, concept_width, bias=False) if concept_width != width else nn.Identity()
+        self.norm_out = nn.LayerNorm(concept_width)
 
     def allocate(
         self,
@@ -531,7 +538,7 @@ class S2CAConceptAllocator(nn.Module):
         if tracks is None:
             aggregated = torch.einsum("bkn,bnd->bkd", allocation, values)
             aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
-            features = self.norm_out(prototypes + self.o_proj(aggregated))
+            features = self.norm_out(self.prototype_proj(prototypes) + self.o_proj(aggregated))
         else:
             # Video tokens are frame-major (F frames of T tokens each): aggregate frame by frame into a track.
             batch, num_concepts = allocation.shape[:2]
@@ -540,7 +547,7 @@ class S2CAConceptAllocator(nn.Module):
                 "bkft,bftd->bkfd", per_frame, values.view(batch, num_frames, -1, values.shape[-1])
             )
             aggregated = aggregated / (per_frame.sum(dim=-1, keepdim=True) + self.eps)
-            states = prototypes[:, None] + self.o_proj(aggregated)
+            states = self.prototype_proj(prototypes)[:, None] + self.o_proj(aggregated)
             frame_mask = token_mask.view(batch, num_frames, -1)[:, :, 0]
             features = self.norm_out(tracks(states, per_frame, frame_mask))
         # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
@@ -553,7 +560,7 @@ class S2CAConceptAllocator(nn.Module):
         token_features = None
         if with_token_features:
             # Each token aggregated alone into the concept it went to (the same value and output maps as above).
-            own = prototypes[hard.argmax(dim=1)] + self.o_proj(values / (1.0 + self.eps))
+            own = self.prototype_proj(prototypes)[hard.argmax(dim=1)] + self.o_proj(values / (1.0 + self.eps))
             token_features = token_mask.unsqueeze(-1) * F.normalize(self.norm_out(own), dim=-1)
         if self.weighting == "usage":
             # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.
@@ -585,8 +592,8 @@ class S2CAConceptTracks(nn.Module):
 
     def __init__(self, config: S2CAConfig):
         super().__init__()
-        self.geometry_proj = nn.Linear(3, config.projection_dim)
-        self.temporal = S2CATemporalTransformer(config)
+        self.geometry_proj = nn.Linear(3, config.concept_dim)
+        self.temporal = S2CATemporalTransformer(config, config.concept_dim)
 
     @staticmethod
     def geometry(per_frame_allocation: torch.Tensor) -> torch.Tensor:
@@ -651,7 +658,7 @@ class S2CAConceptModule(nn.Module):
             )
         self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
         # The late-interaction re-ranker's token weights (DRL's text weight branch): a linear map of each token.
-        self.token_weights = nn.Linear(config.projection_dim, 1) if config.late_interaction_weight > 0 else None
+        self.token_weights = nn.Linear(config.concept_dim, 1) if config.late_interaction_weight > 0 else None
 
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
@@ -1060,12 +1067,12 @@ class S2CAModel(S2CAPreTrainedModel):
         r"""
         Returns a [`BaseModelOutputWithPooling`] whose `pooler_output` is phi(text), `(T, E)` with E =
         `config.embedding_dim` (the transformers v5 convention of `CLIPModel.get_text_features`); `last_hidden_state`,
-        `hidden_states` and `attentions` are the CLIP text tower's. E is D (1 + K) with usage weights (the default),
-        D (1 + 2K) with uniform weights, D without concepts.
+        `hidden_states` and `attentions` are the CLIP text tower's. E is D + K d_c with usage weights (the default),
+        D + 2 K d_c with uniform weights, D without concepts (d_c = `concept_dim`, D unless set).
 
         Layout (D = `projection_dim`, K = `num_concepts`), t the normalised instance feature, c_k the normalised
         concept features (zero if empty): with `concept_weighting="usage"`, `[t (D) ; sqrt(lambda_e) * a_k * c_k for
-        k = 1..K (K*D)]`, a_k = sqrt(share of the text's tokens in k); with `"uniform"`, r = sqrt(lambda_e / 2),
+        k = 1..K (K*d_c)]`, a_k = sqrt(share of the text's tokens in k); with `"uniform"`, r = sqrt(lambda_e / 2),
         `[t ; r * alpha_k * c_k for k = 1..K ; r * c_k for k = 1..K]`. `phi @ psi.T` (both
         `pooler_output`s) is the retrieval score (unscaled). The vector is not unit-norm: compare with a
         plain inner product, never a cosine.
@@ -1110,8 +1117,8 @@ class S2CAModel(S2CAPreTrainedModel):
         if self.concepts is None:
             return instance, instance.new_zeros(*instance.shape, 0)
         blocks = 1 if self.config.concept_weighting == "usage" else 2
-        text_blocks = text_embeds[:, width:].view(-1, blocks, num_concepts, width)
-        video_blocks = video_embeds[:, width:].view(-1, blocks, num_concepts, width)
+        text_blocks = text_embeds[:, width:].view(-1, blocks, num_concepts, self.config.concept_dim)
+        video_blocks = video_embeds[:, width:].view(-1, blocks, num_concepts, self.config.concept_dim)
         return instance, torch.einsum("tbkd,vbkd->tvk", text_blocks, video_blocks)
 
     def similarities(
@@ -1133,8 +1140,12 @@ class S2CAModel(S2CAPreTrainedModel):
     def video_concepts_from_embeds(self, video_embeds: torch.Tensor) -> torch.Tensor:
         """The normalised video concept features `(V, K, D)` that psi `(V, E)` stores (the block after the instance
         feature, whatever the concept weights; an empty concept stays zero): what a search index holds already."""
-        width, num_concepts = self.config.projection_dim, self.config.num_concepts
-        blocks = video_embeds[:, width : width * (1 + num_concepts)].reshape(-1, num_concepts, width)
+        width, num_concepts, concept_width = (
+            self.config.projection_dim,
+            self.config.num_concepts,
+            self.config.concept_dim,
+        )
+        blocks = video_embeds[:, width : width + num_concepts * concept_width].reshape(-1, num_concepts, concept_width)
         return F.normalize(blocks, dim=-1)
 
     def late_interaction_scores(self, text_concepts: S2CAConceptOutput, video_embeds: torch.Tensor) -> torch.Tensor:

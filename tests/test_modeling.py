@@ -966,3 +966,28 @@ def test_concept_adapters_start_as_the_identity_and_learn(inputs):
     assert last.abs().max() == 0 and last.grad.abs().max() > 0
     with pytest.raises(ValueError, match="concept_adapter_layers"):
         tiny_config(concept_adapter_layers=-1)
+
+
+@pytest.mark.parametrize("weighting", ["usage", "uniform"])
+def test_a_narrower_concept_width_shrinks_psi_and_keeps_the_score(inputs, weighting):
+    config = tiny_config(
+        concept_dim=8, concept_weighting=weighting, allocation="expert_choice", concept_tracks=True,
+        late_interaction_weight=1.0, prototype_init_std=1.0,
+    )  # fmt: skip
+    model = seeded_model(config)
+    blocks = 1 if weighting == "usage" else 2
+    assert config.embedding_dim == D + blocks * K * 8
+    with torch.no_grad():
+        out = model(**inputs)
+        video = model.encode_video(inputs["pixel_values_videos"], inputs["frame_mask"])
+        text = model.encode_text(inputs["input_ids"], inputs["attention_mask"])
+    assert out.video_embeds.shape == (3, D + blocks * K * 8) and out.video_concepts.concept_features.shape[-1] == 8
+    torch.testing.assert_close(
+        model.logit_scale_value() * (out.text_embeds @ out.video_embeds.t()), out.logits_per_text
+    )
+    instance, per_concept = model.score_parts(out.text_embeds, out.video_embeds)
+    torch.testing.assert_close(instance + per_concept.sum(-1), out.text_embeds @ out.video_embeds.t())
+    torch.testing.assert_close(model.video_concepts_from_embeds(video.embeds), video.concepts.concept_features)
+    assert model.late_interaction_scores(text.concepts, video.embeds).shape == (3, 3)
+    with pytest.raises(ValueError, match="concept_dim"):
+        tiny_config(concept_dim=D + 1)
