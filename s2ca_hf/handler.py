@@ -9,10 +9,12 @@ returns the scores of every text against every video, and each text's videos and
      "video_to_text": [[{"text": 0, "score": ..., "logit": ...}, ...]]}
 
 `score` is the softmax of the logits over the candidates (per text over the videos, per video over the texts);
-`logit` is the scaled dot product phi . psi, comparable across calls. Videos are `http(s)` URLs (fetched with the
-processor's size cap and deadline), base64-encoded file bytes, or paths on the endpoint's machine; every one is
-opened with the processor's safe set of container formats. This file imports only torch, transformers and the
-standard library: it runs where the package is not installed, loading the folder's own model code.
+`logit` is the scaled dot product phi . psi, comparable across calls; with `"parameters": {"rerank": true}` and a
+model that has the late-interaction re-ranker, the late-interaction score is added to it (scaled alike). Videos are
+`http(s)` URLs (fetched with the processor's size cap and deadline), base64-encoded file bytes, or paths on the
+endpoint's machine; every one is opened with the processor's safe set of container formats. This file imports only
+torch, transformers and the standard library: it runs where the package is not installed, loading the folder's own
+model code.
 """
 
 import base64
@@ -43,9 +45,15 @@ class EndpointHandler:
         for name, values in (("text", texts), ("videos", videos)):
             if not isinstance(values, list) or not values or not all(isinstance(v, str) and v.strip() for v in values):
                 raise ValueError(f'"inputs.{name}" must be a non-empty list of non-empty strings.')
+        rerank = (data.get("parameters") or {}).get("rerank", False)
+        if not isinstance(rerank, bool):
+            raise ValueError(f'"parameters.rerank" must be true or false, got {rerank!r}.')
+        if rerank and self.model.config.late_interaction_weight <= 0:
+            raise ValueError('"parameters.rerank": this model has no late-interaction re-ranker.')
         with torch.inference_mode():
             encoded = self.processor(text=texts, return_tensors="pt")
-            phi = self.model.get_text_features(encoded["input_ids"], encoded["attention_mask"]).pooler_output
+            text = self.model.encode_text(encoded["input_ids"], encoded["attention_mask"])
+            phi = text.embeds
             psi = []
             with tempfile.TemporaryDirectory(prefix="s2ca-endpoint-") as folder:
                 files = [_video_file(video, folder, index) for index, video in enumerate(videos)]
@@ -53,7 +61,11 @@ class EndpointHandler:
                     batch = self.processor(videos=files[start : start + VIDEO_BATCH], return_tensors="pt")
                     features = self.model.get_video_features(batch["pixel_values_videos"], batch["frame_mask"])
                     psi.append(features.pooler_output)
-            logits = (phi @ torch.cat(psi).t()) * self.model.logit_scale_value()
+            psi = torch.cat(psi)
+            scores = phi @ psi.t()
+            if rerank:
+                scores = scores + self.model.late_interaction_scores(text.concepts, psi)
+            logits = scores * self.model.logit_scale_value()
         return {
             "logits_per_text": logits.tolist(),
             "text_to_video": [_ranked(row, "video") for row in logits],

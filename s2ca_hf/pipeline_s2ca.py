@@ -60,6 +60,9 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
         hypothesis_template (`str`, *optional*, defaults to `"{}"`): formats each candidate label into the text
             that is scored (`"a video of {}."` turns class names into captions).
         top_k (`int`, *optional*): keep only the best `top_k` entries.
+        rerank (`bool`, *optional*, defaults to `False`): with a model that has the late-interaction re-ranker
+            (`late_interaction_weight > 0`), score every pair by score + late interaction (each caption token
+            against the video's best-matching concept), as `s2ca-search --rerank` re-ranks a shortlist.
 
     `score` is the softmax of the logits over the candidates of one call, so it sums to 1 and depends on which
     candidates were given; `logit` does not.
@@ -98,7 +101,9 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
             kwargs["videos"] = videos
         return super().__call__(inputs, **kwargs)
 
-    def _sanitize_parameters(self, candidate_labels=None, videos=None, hypothesis_template=None, top_k=None, **kwargs):
+    def _sanitize_parameters(
+        self, candidate_labels=None, videos=None, hypothesis_template=None, top_k=None, rerank=None, **kwargs
+    ):
         if kwargs:
             raise TypeError(f"Unexpected arguments for the video-text-retrieval pipeline: {sorted(kwargs)}.")
         preprocess_params = {}
@@ -113,7 +118,14 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
             if not isinstance(top_k, int) or top_k < 1:
                 raise ValueError(f"`top_k` must be a positive integer, got {top_k!r}.")
             postprocess_params["top_k"] = top_k
-        return preprocess_params, {}, postprocess_params
+        forward_params = {}
+        if rerank is not None:
+            if not isinstance(rerank, bool):
+                raise ValueError(f"`rerank` must be True or False, got {rerank!r}.")
+            if rerank and self.model.config.late_interaction_weight <= 0:
+                raise ValueError("`rerank=True` needs a model with the late-interaction re-ranker; this one has none.")
+            forward_params["rerank"] = rerank
+        return preprocess_params, forward_params, postprocess_params
 
     def _process_videos(self, videos: list) -> dict[str, torch.Tensor]:
         # Bytes (what an inference endpoint receives) go through a temporary file: the processor decodes paths.
@@ -166,7 +178,7 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
                 "is_last": index == len(videos) - 1,
             }
 
-    def _forward(self, inputs):
+    def _forward(self, inputs, rerank: bool = False):
         # With batch_size 1 a chunk arrives as preprocess made it; batched, its non-tensor values arrive as lists.
         candidates = inputs["candidate"] if isinstance(inputs["candidate"], list) else [inputs["candidate"]]
         videos = {"pixel_values_videos": inputs["pixel_values_videos"], "frame_mask": inputs["frame_mask"]}
@@ -176,12 +188,20 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
             # Every video of a call has the same candidate texts: they are encoded once per batch of videos.
             if any(c.names != candidates[0].names for c in candidates):
                 raise ValueError("The videos of one batch have different candidate labels.")
-            logits = self.model(**texts[0], **videos).logits_per_video  # (videos, texts)
+            outputs = self.model(**texts[0], **videos)
+            logits = outputs.logits_per_video  # (videos, texts)
+            if rerank:
+                late = self.model.late_interaction_scores(outputs.text_concepts, outputs.video_embeds)
+                logits = logits + self.model.logit_scale_value() * late.t()
         else:
             text = {"input_ids": inputs["input_ids"], "attention_mask": inputs["attention_mask"]}
             # Chunk i pairs a candidate video with its input's text (the chunks of a batch may come from several
             # inputs): the logit of chunk i is the diagonal entry.
-            logits = self.model(**text, **videos).logits_per_text.diagonal()  # (videos,)
+            outputs = self.model(**text, **videos)
+            logits = outputs.logits_per_text.diagonal()  # (videos,)
+            if rerank:
+                late = self.model.late_interaction_scores(outputs.text_concepts, outputs.video_embeds).diagonal()
+                logits = logits + self.model.logit_scale_value() * late
         # "logits" first: the pipeline reads the size of a batch from the first value.
         return {"logits": logits, "candidate": candidates, "is_last": inputs["is_last"]}
 

@@ -153,3 +153,53 @@ def test_batch_size_4_gives_the_rankings_and_scores_of_batch_size_1(retrieval, t
         assert [e["index"] for e in ranking] == row.argsort(descending=True).tolist()
         for entry in ranking:
             assert entry["logit"] == pytest.approx(row[entry["index"]].item(), abs=1e-5)
+
+
+def test_rerank_adds_the_late_interaction_score_in_both_directions(processor):
+    torch.manual_seed(0)
+    config = tiny_config(
+        vocab_size=len(processor.tokenizer), allocation="expert_choice", late_interaction_weight=1.0,
+        prototype_init_std=1.0,
+    )  # fmt: skip
+    model = S2CAModel(config)
+    pipe = pipeline("video-text-retrieval", model=model, processor=processor)
+    videos = [numbered_frames(3), numbered_frames(6), numbered_frames(7)[::-1].copy()]
+    with torch.no_grad():
+        inputs = processor(text=TEXTS, videos=videos, return_tensors="pt")
+        out = model(**inputs)
+        late = model.late_interaction_scores(out.text_concepts, out.video_embeds)
+        expected = out.logits_per_text + model.logit_scale_value() * late  # (texts, videos)
+    ranked = pipe("the dog", videos=videos, rerank=True)
+    assert [entry["index"] for entry in ranked] == expected[0].argsort(descending=True).tolist()
+    for entry in ranked:
+        assert entry["logit"] == pytest.approx(expected[0, entry["index"]].item(), abs=1e-4)
+    labels = pipe(videos[1], candidate_labels=TEXTS, rerank=True)
+    for entry in labels:
+        assert entry["logit"] == pytest.approx(expected[TEXTS.index(entry["label"]), 1].item(), abs=1e-4)
+    plain = pipe("the dog", videos=videos)
+    assert {e["index"]: e["logit"] for e in plain} != {e["index"]: e["logit"] for e in ranked}
+    with pytest.raises(ValueError, match="late-interaction re-ranker"):
+        pipeline("video-text-retrieval", model=S2CAModel(tiny_config(vocab_size=len(processor.tokenizer))),
+                 processor=processor)("the dog", videos=videos, rerank=True)  # fmt: skip
+
+
+def test_the_endpoint_handler_reranks_when_asked(processor, tmp_path):
+    from s2ca_hf.handler import EndpointHandler
+
+    torch.manual_seed(0)
+    config = tiny_config(vocab_size=len(processor.tokenizer), allocation="expert_choice", late_interaction_weight=1.0)
+    model = S2CAModel(config).eval()
+    model.save_pretrained(tmp_path / "model")
+    processor.save_pretrained(tmp_path / "model")
+    videos = [write_video(str(tmp_path / f"{i}.mp4"), num_frames=10 + 5 * i, fps=5) for i in range(3)]
+    with torch.no_grad():
+        out = model(**processor(text=TEXTS, videos=videos, return_tensors="pt"))
+        late = model.late_interaction_scores(out.text_concepts, out.video_embeds)
+    handler = EndpointHandler(str(tmp_path / "model"))
+    request = {"inputs": {"text": TEXTS, "videos": videos}}
+    plain = torch.tensor(handler(request)["logits_per_text"])
+    reranked = torch.tensor(handler({**request, "parameters": {"rerank": True}})["logits_per_text"])
+    torch.testing.assert_close(plain, out.logits_per_text, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(reranked, out.logits_per_text + model.logit_scale_value() * late, atol=1e-4, rtol=1e-4)
+    with pytest.raises(ValueError, match="must be true or false"):
+        handler({**request, "parameters": {"rerank": "yes"}})
