@@ -272,10 +272,10 @@ def late_interaction(encoded: dict) -> torch.Tensor:
 def reranked(first: torch.Tensor, encoded: dict, candidates: int = 20) -> torch.Tensor:
     """The two-stage score, as `evaluate_corpus` reports it: each text's top `candidates` re-scored by first stage +
     late interaction, kept above the rest."""
-    late = late_interaction(encoded)
-    top = first.topk(min(candidates, first.shape[1]), dim=1).indices
-    lift = float(first.max() - first.min()) + float(late.abs().max()) + 1.0
-    return first.scatter(1, top, first.gather(1, top) + late.gather(1, top) + lift)
+    from s2ca_hf.retrieval.evaluation import pad_tokens, reranked_scores
+
+    features, weights = pad_tokens(encoded["text"]["token_features"], encoded["text"]["token_weights"])
+    return reranked_scores(first, encoded["video"]["features"], features, weights, candidates)
 
 
 @torch.inference_mode()

@@ -271,11 +271,13 @@ def concept_similarity(
 def late_interaction_score(
     token_features: torch.Tensor, token_weights: torch.Tensor, video_concepts: torch.Tensor
 ) -> torch.Tensor:
-    """The second-stage score `(T, V)`: each text token's best-matching video concept (max-sim, as ColBERT and DRL's
+    """The second-stage score: each text token's best-matching video concept (max-sim, as ColBERT and DRL's
     word-to-concept interaction do), weighted by the token's learned weight: sum_n w_n max_k <x_n, c^v_k>. Takes the
-    token features `(T, N, D)` and weights `(T, N)` of `S2CAConceptOutput` and the video concepts `(V, K, D)`
-    (normalised; zero for an empty one, which then scores 0)."""
-    similarities = torch.einsum("tnd,vkd->tvnk", token_features, video_concepts)
+    token features `(T, N, D)` and weights `(T, N)` of `S2CAConceptOutput` and the video concepts (normalised; zero
+    for an empty one, which then scores 0): `(V, K, D)` scores every text against every video `(T, V)`; `(T, C, K, D)`
+    scores each text against its own C candidates `(T, C)` (a search's shortlist)."""
+    pattern = "tnd,vkd->tvnk" if video_concepts.dim() == 3 else "tnd,tvkd->tvnk"
+    similarities = torch.einsum(pattern, token_features, video_concepts)
     return (similarities.max(dim=-1).values * token_weights[:, None, :]).sum(dim=-1)
 
 

@@ -419,12 +419,12 @@ def test_evaluate_corpus_reports_the_reranked_two_stage_search(tiny_model):
         encoded = model.encode_text(**{k: v for k, v in processor(text=texts, return_tensors="pt").items()})
         late = model.late_interaction_scores(encoded.concepts, psi)
     # Every video a candidate: the order is that of first stage + late interaction.
-    everything = reranked_scores(model, phi, psi, features, weights, candidates=psi.shape[0])
+    everything = reranked_scores(phi @ psi.t(), model.video_concepts_from_embeds(psi), features, weights, psi.shape[0])
     assert torch.equal(
         everything.argsort(dim=1, descending=True), (phi @ psi.t() + late).argsort(dim=1, descending=True)
     )
     # Two candidates: only each text's first-stage top 2 move, and they stay on top.
-    two = reranked_scores(model, phi, psi, features, weights, candidates=2)
+    two = reranked_scores(phi @ psi.t(), model.video_concepts_from_embeds(psi), features, weights, 2)
     top2 = (phi @ psi.t()).topk(2, dim=1).indices
     assert torch.equal(two.topk(2, dim=1).indices.sort(dim=1).values, top2.sort(dim=1).values)
     result = evaluate_corpus(model, processor, dataset, batch_size=2, progress=False, rerank_candidates=2)

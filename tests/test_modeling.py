@@ -14,6 +14,7 @@ from s2ca_hf.modeling_s2ca import (
     concept_similarity,
     concept_usage,
     contrastive_loss,
+    late_interaction_score,
     routing_agreement_loss,
     sinkhorn,
 )
@@ -380,6 +381,10 @@ def test_late_interaction_scores_each_word_against_its_best_video_concept(inputs
                     best = max(float(text.token_features[t, n] @ concepts[v, k]) for k in range(K))
                     expected += float(text.token_weights[t, n]) * best
             assert scores[t, v].item() == pytest.approx(expected, abs=1e-5)
+    # a search's shortlist form: each text against its own candidates (T, C, K, D) gives the same entries
+    candidates = torch.tensor([[2, 0], [1, 1], [0, 2]])
+    shortlist = late_interaction_score(text.token_features, text.token_weights, concepts[candidates])
+    assert torch.allclose(shortlist, scores.gather(1, candidates), atol=1e-6)
     # a word's feature is its concept's feature had it held that word alone
     allocator = model.concepts.allocators[0]
     tokens = model.encode_text(inputs["input_ids"], inputs["attention_mask"]).tokens.detach()

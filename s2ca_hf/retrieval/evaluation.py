@@ -13,6 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..modeling_s2ca import late_interaction_score
 from .metrics import retrieval_metrics
 
 
@@ -76,6 +77,14 @@ def encode_text_tokens(
         concepts = model.encode_text(batch["input_ids"].to(device), batch["attention_mask"].to(device)).concepts
         features.append(concepts.token_features.float().cpu())
         weights.append(concepts.token_weights.float().cpu())
+    return pad_tokens(features, weights)
+
+
+def pad_tokens(features: Sequence[torch.Tensor], weights: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batches (or single texts) of token features `(..., L_i, D)` and weights `(..., L_i)` stacked into `(T, L, D)`
+    and `(T, L)`, padded with zeros to the longest (a padded token has weight 0, so it adds nothing to a score)."""
+    features = [f if f.dim() == 3 else f[None] for f in features]
+    weights = [w if w.dim() == 2 else w[None] for w in weights]
     length = max(part.shape[1] for part in features)
     features = torch.cat([torch.nn.functional.pad(f, (0, 0, 0, length - f.shape[1])) for f in features])
     weights = torch.cat([torch.nn.functional.pad(w, (0, length - w.shape[1])) for w in weights])
@@ -83,20 +92,19 @@ def encode_text_tokens(
 
 
 def reranked_scores(
-    model, text_embeds: torch.Tensor, video_embeds: torch.Tensor, token_features, token_weights, candidates: int = 20
+    first: torch.Tensor, video_concepts: torch.Tensor, token_features, token_weights, candidates: int = 20
 ) -> torch.Tensor:
-    """`(T, V)` scores of a two-stage search: the first stage `phi @ psi.T`; each text's top `candidates` videos
-    re-scored by first stage + late interaction and kept above every other video, so that re-ranking reorders the
-    shortlist and nothing else (what `s2ca-search --rerank` does over an index)."""
-    first = text_embeds @ video_embeds.t()
+    """`(T, V)` scores of a two-stage search from the first stage's `(T, V)` scores (`phi @ psi.T`) and the videos'
+    concepts `(V, K, D)` (`S2CAModel.video_concepts_from_embeds(psi)`): each text's top `candidates` videos re-scored
+    by first stage + late interaction and kept above every other video, so that re-ranking reorders the shortlist
+    and nothing else (what `s2ca-search --rerank` does over an index)."""
     top = first.topk(min(candidates, first.shape[1]), dim=1).indices  # (T, C)
-    concepts = model.video_concepts_from_embeds(video_embeds)  # (V, K, D)
-    late = []
-    for start in range(0, first.shape[0], 128):  # (T, C, K, D) candidates' concepts, a block of texts at a time
-        rows = slice(start, start + 128)
-        similarities = torch.einsum("tnd,tckd->tcnk", token_features[rows], concepts[top[rows]])
-        late.append((similarities.max(dim=-1).values * token_weights[rows, None, :]).sum(dim=-1))
-    late = torch.cat(late)
+    late = torch.cat(  # (T, C): a block of texts at a time, each against its candidates' concepts (128, C, K, D)
+        [
+            late_interaction_score(token_features[rows], token_weights[rows], video_concepts[top[rows]])
+            for rows in (slice(start, start + 128) for start in range(0, first.shape[0], 128))
+        ]
+    )
     lift = float(first.max() - first.min()) + float(late.abs().max()) + 1.0
     return first.scatter(1, top, first.gather(1, top) + late + lift)
 
@@ -240,9 +248,9 @@ def evaluate_corpus(
     metrics = {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]}
     if getattr(model.config, "late_interaction_weight", 0) > 0:
         token_features, token_weights = encode_text_tokens(model, processor, texts, batch_size=text_batch_size)
-        reranked = reranked_scores(
-            model, text_embeds, video_embeds, token_features, token_weights, candidates=rerank_candidates
-        )
+        first = text_embeds @ video_embeds.t()
+        concepts = model.video_concepts_from_embeds(video_embeds)
+        reranked = reranked_scores(first, concepts, token_features, token_weights, candidates=rerank_candidates)
         metrics["text_to_video_reranked"] = retrieval_metrics(
             reranked, text_to_video, positives=positives, **metric_kwargs
         )["text_to_video"]
@@ -285,6 +293,7 @@ __all__ = [
     "evaluate_corpus",
     "evaluate_embeddings",
     "encode_text_tokens",
+    "pad_tokens",
     "reranked_scores",
     "processor_video_batches",
 ]

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from ..modeling_s2ca import late_interaction_score
 from . import share
 from .build import ENCODING_DTYPES, decode_for_index, load_model_and_processor
 from .errors import ModelMismatchError, VideoIndexError
@@ -318,8 +319,7 @@ class VideoIndex:
             psi = torch.from_numpy(self._mapped.gather(found.flatten().numpy())).view(*found.shape, -1)
         concepts = model.video_concepts_from_embeds(psi.flatten(0, 1).to(model.device, torch.float32)).cpu()
         concepts = concepts.view(*found.shape, *concepts.shape[1:])  # (Q, shortlist, K, D)
-        similarities = torch.einsum("qnd,qckd->qcnk", features, concepts).max(dim=-1).values
-        rescored = scores + (similarities * weights[:, None, :]).sum(dim=-1)
+        rescored = scores + late_interaction_score(features, weights, concepts)
         rescored = rescored.masked_fill(rows < 0, float("-inf"))  # a shortlist shorter than asked keeps its holes
         best = rescored.topk(min(k, shortlist), dim=1).indices
         return self._hits(rescored.gather(1, best), rows.gather(1, best))
