@@ -20,8 +20,8 @@ import statistics
 
 import accuracy  # the scripts next to this one: the same training runs, statistics and reports
 import model_diagnostics
-
 import runs
+
 from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 

@@ -27,6 +27,7 @@ from s2ca_hf.retrieval.store import write_vector_index
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from runs import RESULTS, save_report  # noqa: E402
+
 from s2ca_hf.utils import ArgumentParser, first_paragraph
 
 
