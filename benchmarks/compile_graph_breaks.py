@@ -40,15 +40,11 @@ RESULTS = Path(__file__).resolve().parent / "results"
 FUNCTIONS = ("training_forward", "get_video_features")
 VARIANTS = {
     "video_tokens=frames": {"video_tokens": "frames"},
-    "video_tokens=temporal_patches": {"video_tokens": "temporal_patches"},
     "allocation=soft": {"allocation": "soft"},
-    "allocation=relaxed": {"allocation": "relaxed"},
+    "allocation=expert_choice + late interaction": {"allocation": "expert_choice", "late_interaction_weight": 0.5},
     "concept_weighting=uniform": {"concept_weighting": "uniform"},
     "concept_tracks=True": {"concept_tracks": True},
-    "per-concept contrastive + routing agreement": {
-        "concept_contrastive_weight": 0.5,
-        "routing_agreement_weight": 0.5,
-    },
+    "per-concept contrastive": {"concept_contrastive_weight": 0.5},
     "use_concepts=False (CLIP4Clip seqTransf)": {"use_concepts": False},
 }
 

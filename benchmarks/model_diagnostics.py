@@ -150,7 +150,7 @@ def concept_statistics(model, encoded: dict) -> dict:
         stats[f"{side}_empty_concept_rate"] = float(part["empty"].mean())
         stats[f"{side}_top_concept_share"] = float((counts.max(1).values / counts.sum(1).clamp(min=1e-6)).mean())
         stats[f"{side}_logit_spread"] = float(part["spread"].mean())
-        noisy = model.config.allocation in ("gumbel", "relaxed")
+        noisy = model.config.allocation == "gumbel"
         stats[f"{side}_train_eval_agreement"] = float(part["agree"].mean()) if noisy else None
     text, video = encoded["text"], encoded["video"]
     shared = (1 - text["empty"]) @ (1 - video["empty"]).t()  # (T, V): concepts non-empty on both sides

@@ -47,7 +47,9 @@ ATR_ON = [
     "--reconstruct",
     "true",
 ]  # after NO_ATR, so that the last flag wins
-RELAXED_LATE = ["--allocation", "relaxed", "--gumbel_tau_min", "0.1", "--gumbel_anneal_start", "0.5"]
+# The variants of options since removed from the model (the relaxed and the annealed Gumbel allocation, temporal
+# patch tokens, the routing agreement loss: rounds 1-4, 7, 12-14) are no longer runnable; their results stay in
+# results/diagnosis/ and docs/research-log.md.
 VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR". Round 1: the old default, each new mechanism
     # alone, the lead (soft allocation + per-concept contrastive loss) and its combinations, and the no-concept
@@ -57,28 +59,20 @@ VARIANTS = {
     "soft allocation": SOFT,
     "per-concept contrastive loss (hard Gumbel)": [*UNIFORM, "--concept_contrastive_weight", "1"],
     "usage weights (hard Gumbel)": USAGE,
-    "relaxed Gumbel, tau 1 -> 0.1 from half-way": [*RELAXED_LATE, *UNIFORM],
     "lead: soft + per-concept contrastive": LEAD,
     "lead + usage weights": [*SOFT[:2], "--concept_contrastive_weight", "1", *USAGE],
-    "relaxed late + per-concept contrastive": [*RELAXED_LATE, *UNIFORM, "--concept_contrastive_weight", "1"],
-    "relaxed late + per-concept contrastive + usage": [*RELAXED_LATE, "--concept_contrastive_weight", "1", *USAGE],
     # Round 2: round 1's best discrete variant (usage weights) with one more switch each: motion is the attribute
     # every variant misses most, and the logits of hard allocation stay small next to the noise.
-    "usage + temporal patches": [*USAGE, "--video_tokens", "temporal_patches"],
     "usage + Gumbel noise x 0.25": [*USAGE, "--gumbel_noise_scale", "0.25"],
     "usage + per-concept contrastive": [*USAGE, "--concept_contrastive_weight", "1"],
     # Round 3: round 1's best S2CA on val (soft allocation, 56.5) with one switch each, and the best discrete one
     # (usage weights) without noise: straight-through on evaluation's own argmax.
-    "soft + temporal patches": [*SOFT, "--video_tokens", "temporal_patches"],
     "soft + frames as video tokens": [*SOFT, "--video_tokens", "frames"],
     "soft + K = 4": [*SOFT, "--num_concepts", "4"],
     "soft + K = 16": [*SOFT, "--num_concepts", "16"],
     "soft + combined loss NCE(s_inst + s_con)": [*SOFT, "--retrieval_loss", "combined"],
     "usage, no Gumbel noise (hard argmax, straight-through)": [*USAGE, "--gumbel_noise_scale", "0"],
-    # Round 4: two mechanisms new in round 4, each on the soft base and on the best discrete variant: the routing
-    # agreement (SwAV's swapped prediction of concept usage, Sinkhorn-balanced) and training the evaluated sum.
-    "soft + routing agreement": [*SOFT, "--routing_agreement_weight", "1"],
-    "usage + routing agreement": [*USAGE, "--routing_agreement_weight", "1"],
+    # Round 4: training the evaluated sum, on the soft base and on the best discrete variant.
     "soft + separate+combined loss": [*SOFT, "--retrieval_loss", "separate+combined"],
     "usage + separate+combined loss": [*USAGE, "--retrieval_loss", "separate+combined"],
     # Round 6 (another machine: rounds 1-5 re-baselined on seed 0 first): video concepts as tracks over the frames,
@@ -88,10 +82,9 @@ VARIANTS = {
     "usage + concept tracks": [*USAGE, "--concept_tracks", "true"],
     # Round 7: concept tracks did not reduce motion errors (round 6); the towers' learning rate (motion needs the
     # frame features to encode where things are, which still-image pretraining never asked for), on the reference
-    # and on the best S2CA, and discreteness reached late from the best S2CA (relaxed Gumbel annealed from half-way).
+    # and on the best S2CA.
     "seqTransf, towers lr x 0.3": ["--use_concepts", "false", "--clip_lr_scale", "0.3"],
     "soft + K = 16, towers lr x 0.3": [*SOFT, "--num_concepts", "16", "--clip_lr_scale", "0.3"],
-    "relaxed late, K = 16": [*RELAXED_LATE, *UNIFORM, "--num_concepts", "16"],
     # Round 8: round 7's towers' learning rate lifted seqTransf by 19 val points (0.1 -> 0.3): the towers at the
     # recipe's full rate, and the discrete default at 0.3.
     "seqTransf, towers lr x 1": ["--use_concepts", "false", "--clip_lr_scale", "1.0"],
@@ -136,33 +129,9 @@ VARIANTS = {
         "--concept_adapter_layers",
         "2",
     ],
-    # Round 12: round 10's best (detached towers + residual loss + 2 adapters: 75.0 val on seed 0) with discrete
-    # allocation at evaluation, as the abstract's "Discrete Concept Allocation Matrices" ask: the relaxed
-    # Gumbel-softmax annealed from half-way (training ends at the hard allocation evaluation uses).
-    "relaxed late + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers": [
-        *RELAXED_LATE,
-        *UNIFORM,
-        *K16_LR03,
-        *DETACHED_RESIDUAL,
-        "--concept_adapter_layers",
-        "2",
-    ],
     # Round 13: round 11's best (detached towers + residual loss + 2 adapters: 70.8 val over 3 seeds, seqTransf
-    # 70.5). Round 12's relaxed Gumbel-softmax never let the allocation logits grow (spread 0.09: the noise decided
-    # every allocation, the concept score alone reached 3 R@1), so discreteness is reached from soft allocation
-    # instead: no noise, the temperature annealed from 1 (soft) to 0.1 over the second half, the hard argmax at
-    # evaluation. And, one switch each, more capacity for the concept branch (4 adapter layers) and the per-concept
+    # 70.5) with, one switch each, more capacity for the concept branch (4 adapter layers) and the per-concept
     # contrastive loss of round 1's lead.
-    "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers": [
-        *RELAXED_LATE,
-        "--gumbel_noise_scale",
-        "0",
-        *UNIFORM,
-        *K16_LR03,
-        *DETACHED_RESIDUAL,
-        "--concept_adapter_layers",
-        "2",
-    ],
     "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 4 adapter layers": [
         *SOFT_K16_LR03,
         *DETACHED_RESIDUAL,
@@ -176,29 +145,6 @@ VARIANTS = {
         "2",
         "--concept_contrastive_weight",
         "1",
-    ],
-    # What the instance score still gets wrong is mostly motion (17 of 100 test queries): concept tokens that carry
-    # it, patches refined over time by the temporal transformer, give the residual concept score something to add.
-    "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, temporal patches": [
-        *SOFT_K16_LR03,
-        *DETACHED_RESIDUAL,
-        "--concept_adapter_layers",
-        "2",
-        "--video_tokens",
-        "temporal_patches",
-    ],
-    # Round 14: round 13's discrete variant with usage weights (the default weighting, chosen for discrete
-    # allocation in round 1) instead of uniform ones: with hard allocation most concepts are empty on one side, and
-    # usage weights score only what both sides use.
-    "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, usage": [
-        *RELAXED_LATE,
-        "--gumbel_noise_scale",
-        "0",
-        *USAGE,
-        *K16_LR03,
-        *DETACHED_RESIDUAL,
-        "--concept_adapter_layers",
-        "2",
     ],
     # Round 15: round 11's choice for the new default (detached towers + residual loss, 70.7 val over 3 seeds) with
     # ATR switched back on, all three terms and each alone: the rows of `accuracy.py` that carry ATR start from it,
@@ -252,7 +198,6 @@ VARIANTS = {
     "lead, per-concept weight 0.5": [*SOFT, "--concept_contrastive_weight", "0.5"],
     "lead, per-concept weight 2": [*SOFT, "--concept_contrastive_weight", "2"],
     # The first diagnosis (on the first corpus, uniform weights), kept runnable:
-    "tau annealed 1 -> 0.1": [*UNIFORM, "--gumbel_tau_min", "0.1"],
     "frames as video tokens": [*UNIFORM, "--video_tokens", "frames"],
     "K = 4": [*UNIFORM, "--num_concepts", "4"],
     "K = 16": [*UNIFORM, "--num_concepts", "16"],
@@ -270,19 +215,14 @@ ROUNDS = {
         "soft allocation",
         "per-concept contrastive loss (hard Gumbel)",
         "usage weights (hard Gumbel)",
-        "relaxed Gumbel, tau 1 -> 0.1 from half-way",
         "lead: soft + per-concept contrastive",
         "lead + usage weights",
-        "relaxed late + per-concept contrastive",
-        "relaxed late + per-concept contrastive + usage",
     ],
     2: [
-        "usage + temporal patches",
         "usage + Gumbel noise x 0.25",
         "usage + per-concept contrastive",
     ],
     3: [
-        "soft + temporal patches",
         "soft + frames as video tokens",
         "soft + K = 4",
         "soft + K = 16",
@@ -290,8 +230,6 @@ ROUNDS = {
         "usage, no Gumbel noise (hard argmax, straight-through)",
     ],
     4: [
-        "soft + routing agreement",
-        "usage + routing agreement",
         "soft + separate+combined loss",
         "usage + separate+combined loss",
     ],
@@ -312,7 +250,6 @@ ROUNDS = {
     7: [
         "seqTransf, towers lr x 0.3",
         "soft + K = 16, towers lr x 0.3",
-        "relaxed late, K = 16",
     ],
     8: [
         "seqTransf, towers lr x 1",
@@ -337,18 +274,9 @@ ROUNDS = {
         "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss",
         "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
     ],
-    12: [
-        "relaxed late + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
-    ],
     13: [
-        "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers",
         "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 4 adapter layers",
         "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, per-concept loss",
-        "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, temporal patches",
-    ],
-    14: [
-        "annealed soft -> hard + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, 2 adapter layers, "
-        "usage",
     ],
     15: [
         "soft + K = 16, towers lr x 0.3, concept gradient x 0, residual loss, ATR (all three terms)",

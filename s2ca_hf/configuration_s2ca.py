@@ -17,11 +17,20 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
+# Fields of earlier releases that only shaped training (a temperature anneal, a loss term): a saved model that has
+# them loads and runs as it did, so they are dropped without a word.
+_TRAINING_ONLY_REMOVED = (
+    "gumbel_tau_min",
+    "gumbel_anneal_start",
+    "routing_agreement_weight",
+    "routing_agreement_epsilon",
+)
+
 _CHOICES = {
     "temporal_module": ("mean", "transformer"),
-    "allocation": ("gumbel", "soft", "relaxed", "expert_choice"),
+    "allocation": ("gumbel", "soft", "expert_choice"),
     "concept_weighting": ("uniform", "usage"),
-    "video_tokens": ("patches", "frames", "temporal_patches"),
+    "video_tokens": ("patches", "frames"),
     "retrieval_loss": ("separate", "combined", "separate+combined", "residual"),
 }
 
@@ -79,22 +88,14 @@ class S2CAConfig(PretrainedConfig):
             evaluation and ranked 15-30 val R@1 points below it,
             `benchmarks/results/diagnosis/s2ca_diagnosis_round1{2,3,4}.md`).
             `"gumbel"` (the paper's abstract): Gumbel-softmax with a hard one-hot forward pass and a straight-through
-            gradient in training, argmax (no noise) in evaluation. `"relaxed"`: the relaxed Gumbel-softmax, the soft
-            sample softmax((Z + g) / tau) in the training forward pass (tau annealed by `gumbel_tau_min`), the hard
-            argmax one-hot in evaluation, so the allocation matrices are discrete where the model is used.
+            gradient in training, argmax (no noise) in evaluation.
             `"expert_choice"`: binary in training and evaluation alike, no noise. Each video concept picks its
             `tokens_per_concept` best tokens in every frame (expert-choice routing, so a video concept is never
             empty and its picks trace where it is frame by frame); each text token goes to its best concept (an
             empty text concept is one the caption does not mention, and the score ignores it). The gradient is the
             straight-through one of the softmax over the frame's tokens (video) or over the concepts (text).
         gumbel_tau (`float`, *optional*, defaults to 1.0):
-            Temperature of the Gumbel-softmax at the start of training.
-        gumbel_tau_min (`float`, *optional*):
-            Floor of an optional cosine anneal of the temperature from `gumbel_tau` over training (see
-            `S2CAModel.set_training_progress`). `None` keeps the temperature constant.
-        gumbel_anneal_start (`float`, *optional*, defaults to 0.0):
-            Fraction of training before the anneal starts: the temperature stays `gumbel_tau` until then (with
-            `allocation="relaxed"`, training is close to soft allocation at first and reaches the hard one late).
+            Temperature of the softmax whose gradient the hard allocations pass straight through.
         gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
             Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
             of the first reconstruction, docs/method.md §10). The hard forward pass is argmax(Z + scale * g), which
@@ -105,9 +106,7 @@ class S2CAConfig(PretrainedConfig):
         video_tokens (`str`, *optional*, defaults to `"patches"`):
             The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
             frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
-            refined frame features. `"temporal_patches"`: as `"patches"`, with every patch token also refined over
-            the frames by the temporal transformer (run along each patch position), so that patch tokens carry
-            motion; needs `temporal_module="transformer"`.
+            refined frame features.
         concept_tracks (`bool`, *optional*, defaults to `False`):
             Whether video concepts are tracks: aggregated frame by frame (each frame's concept feature plus its share
             of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
@@ -141,13 +140,6 @@ class S2CAConfig(PretrainedConfig):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
             the text and video features of that concept, among the items that use it; see
             `per_concept_contrastive_loss`). 0 leaves it out.
-        routing_agreement_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the routing agreement loss: each side of a pair predicts the other side's concept usage after
-            Sinkhorn balancing over the batch (SwAV's swapped prediction; see `routing_agreement_loss`). 0 leaves it
-            out.
-        routing_agreement_epsilon (`float`, *optional*, defaults to 0.5):
-            Sharpening of the Sinkhorn targets of the routing agreement loss (targets proportional to
-            usage^(1/epsilon) before balancing; 1 leaves the usage as it is).
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
             lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
         retrieval_loss (`str`, *optional*, defaults to `"residual"`):
@@ -217,9 +209,7 @@ class S2CAConfig(PretrainedConfig):
     concept_dim: int | None = None
     allocation: str = "soft"
     gumbel_tau: float | int = 1.0
-    gumbel_tau_min: float | int | None = None
     gumbel_noise_scale: float | int = 1.0
-    gumbel_anneal_start: float | int = 0.0
     video_tokens: str = "patches"
     concept_tracks: bool = False
     concept_gradient_scale: float | int = 0.0
@@ -232,8 +222,6 @@ class S2CAConfig(PretrainedConfig):
     concept_score_weight: float | int = 1.0
     concept_weighting: str = "usage"
     concept_contrastive_weight: float | int = 0.0
-    routing_agreement_weight: float | int = 0.0
-    routing_agreement_epsilon: float | int = 0.5
     concept_loss_weight: float | int = 1.0
     retrieval_loss: str = "residual"
     diversity_loss_weight: float | int = 1e-2
@@ -245,6 +233,8 @@ class S2CAConfig(PretrainedConfig):
     initializer_factor: float | int = 1.0
 
     def __post_init__(self, **kwargs):
+        for key in _TRAINING_ONLY_REMOVED:
+            kwargs.pop(key, None)
         self._check_unknown_keys(kwargs)
         if __name__.startswith("s2ca_hf."):
             # The installed package registers the pipeline itself, so `pipeline("video-text-retrieval", model=folder)`
@@ -326,7 +316,6 @@ class S2CAConfig(PretrainedConfig):
             raise ValueError(f"`concept_adapter_layers` must be an integer >= 0, got {self.concept_adapter_layers!r}.")
         for field in (
             "gumbel_tau",
-            "routing_agreement_epsilon",
             "concept_eps",
             "prototype_init_std",
             "initializer_range",
@@ -340,7 +329,6 @@ class S2CAConfig(PretrainedConfig):
             "concept_gradient_scale",
             "concept_score_weight",
             "concept_contrastive_weight",
-            "routing_agreement_weight",
             "concept_loss_weight",
             "diversity_loss_weight",
             "balance_loss_weight",
@@ -354,21 +342,11 @@ class S2CAConfig(PretrainedConfig):
         for field in ("logit_scale_init_value", "logit_scale_max"):
             if not _is_number(getattr(self, field)):
                 raise ValueError(f"`{field}` must be a number, got {getattr(self, field)!r}.")
-        if self.gumbel_tau_min is not None and (
-            not _is_number(self.gumbel_tau_min) or not 0 < self.gumbel_tau_min <= self.gumbel_tau
-        ):
-            raise ValueError(
-                f"`gumbel_tau_min` must be None or in (0, gumbel_tau={self.gumbel_tau}], got {self.gumbel_tau_min!r}."
-            )
-        if not _is_number(self.gumbel_anneal_start) or not 0 <= self.gumbel_anneal_start < 1:
-            raise ValueError(f"`gumbel_anneal_start` must be a number in [0, 1), got {self.gumbel_anneal_start!r}.")
         if self.concept_tracks and self.video_tokens == "frames":
             raise ValueError(
-                '`concept_tracks=True` needs patch tokens (`video_tokens="patches"` or "temporal_patches"): a track '
+                '`concept_tracks=True` needs patch tokens (`video_tokens="patches"`): a track '
                 "follows where a concept lies in each frame."
             )
-        if self.video_tokens == "temporal_patches" and self.temporal_module != "transformer":
-            raise ValueError('`video_tokens="temporal_patches"` needs `temporal_module="transformer"`.')
         if self.projection_dim % self.temporal_num_attention_heads:
             raise ValueError(
                 f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "

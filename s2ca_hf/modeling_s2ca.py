@@ -14,15 +14,16 @@ What the measurements changed from the first reconstruction (docs/method.md §10
   the first reconstruction trains on near-random groupings (its logits stay far below the noise) and, at evaluation,
   leaves most concepts empty; every route to a discrete allocation tried (noise scales, straight-through without
   noise, the relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage
-  weights) ranked 15-30 val R@1 points below soft allocation. `"gumbel"` and `"relaxed"` remain options.
+  weights) ranked 15-30 val R@1 points below soft allocation. `"gumbel"` remains an option.
 * The concept branch sends no gradient into the towers (`concept_gradient_scale=0`) and is trained by the residual
   loss (`retrieval_loss="residual"`: NCE of the stop-gradient instance score plus the concept score), so it learns
   what the instance score still gets wrong instead of pulling the shared towers away from it. This ties seqTransf on
   val over 3 seeds (round 11: 70.7 against 70.5), trails it by about 1 on test, and the concept score adds about
   1 point on val only: the concept branch does not yet earn its place.
 * The balance loss counts tokens by evaluation's noise-free argmax. Options that did not help on val: the
-  per-concept contrastive loss, the routing agreement loss (SwAV's swapped prediction of concept usage), the
-  `"separate+combined"` loss, temporally refined patch tokens, concept tracks over the frames, concept adapters.
+  per-concept contrastive loss, the routing agreement loss (SwAV's swapped prediction of concept usage; removed), the
+  `"separate+combined"` loss, temporally refined patch tokens (removed), concept tracks over the frames, concept
+  adapters.
 * ATR is a training-script option (`training/distill.py`), off in the synthetic recipe: with the small CLIP as the
   teacher every term and weight tried cost val R@1 (rounds 15 and 16).
 
@@ -318,37 +319,6 @@ def per_concept_contrastive_loss(
     return (losses * valid).sum() / valid.sum().clamp(min=1.0)
 
 
-def concept_usage(concepts: "S2CAConceptOutput") -> torch.Tensor:
-    """u `(B, K)`: the share of each item's valid tokens that each concept takes, from the noise-free softmax over
-    the allocation logits (differentiable, the same in training and evaluation; rows sum to 1)."""
-    probabilities = concepts.allocation_logits.softmax(dim=1) * concepts.token_mask.unsqueeze(1)
-    return probabilities.sum(dim=-1) / concepts.token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
-
-
-@torch.no_grad()
-def sinkhorn(usage: torch.Tensor, epsilon: float, iterations: int = 3) -> torch.Tensor:
-    """SwAV's equipartition: targets `(B, K)` proportional to usage^(1/epsilon), rescaled so that over the batch
-    every concept receives the same total and every item's row sums to 1. Without the balancing, the swapped
-    prediction below is won by routing every item to the same concepts."""
-    scores = usage.clamp(min=1e-12).log() / epsilon
-    targets = (scores - scores.max()).exp().t()  # (K, B)
-    num_concepts, batch = targets.shape
-    targets = targets / targets.sum()
-    for _ in range(iterations):
-        targets = targets / targets.sum(dim=1, keepdim=True) / num_concepts
-        targets = targets / targets.sum(dim=0, keepdim=True) / batch
-    return (targets * batch).t()
-
-
-def routing_agreement_loss(text_usage: torch.Tensor, video_usage: torch.Tensor, epsilon: float) -> torch.Tensor:
-    """Swapped prediction of concept usage (SwAV's loss, with text and video as the two views of a pair): each
-    side's usage predicts the other's Sinkhorn-balanced usage, -1/2 sum_k (q^v_k log u^t_k + q^t_k log u^v_k) averaged
-    over the pairs (text i describes video i). Nothing else in the loss asks a true pair to use the same concepts."""
-    text_targets, video_targets = sinkhorn(text_usage, epsilon), sinkhorn(video_usage, epsilon)
-    text_log, video_log = text_usage.clamp(min=1e-12).log(), video_usage.clamp(min=1e-12).log()
-    return -0.5 * ((video_targets * text_log).sum(dim=-1) + (text_targets * video_log).sum(dim=-1)).mean()
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Temporal module (CLIP4Clip seqTransf)
 # ---------------------------------------------------------------------------------------------------------------------
@@ -474,12 +444,6 @@ class S2CAConceptAllocator(nn.Module):
         if self.allocation == "soft":
             allocation = logits.softmax(dim=1)
             return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
-        if self.allocation == "relaxed" and self.training:
-            # The relaxed Gumbel-softmax: the soft sample itself in the forward pass, so every token's gradient is
-            # exact; as tau is annealed towards 0 the sample approaches the one-hot that evaluation uses.
-            gumbels = -torch.empty_like(logits).exponential_().log()
-            soft = ((logits + self.noise_scale * gumbels) / tau).softmax(dim=1)
-            return soft, F.one_hot(soft.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
         if self.training:
             gumbels = -torch.empty_like(logits).exponential_().log()
             noisy = logits + self.noise_scale * gumbels
@@ -553,7 +517,7 @@ class S2CAConceptAllocator(nn.Module):
             frame_mask = token_mask.view(batch, num_frames, -1)[:, :, 0]
             features = self.norm_out(tracks(states, per_frame, frame_mask))
         # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
-        if self.allocation == "soft" or (self.allocation == "relaxed" and self.training):
+        if self.allocation == "soft":
             empty = (token_counts.detach() == 0).to(tokens.dtype)
         else:
             empty = (hard.sum(dim=-1) == 0).to(tokens.dtype)
@@ -843,7 +807,6 @@ class S2CAModel(S2CAPreTrainedModel):
         self.logit_scale = nn.Parameter(torch.tensor(float(config.logit_scale_init_value)))
         self.temporal = S2CATemporalTransformer(config) if config.temporal_module == "transformer" else None
         self.concepts = S2CAConceptModule(config) if config.use_concepts else None
-        # The Gumbel temperature is training state, not a weight; `set_training_progress` anneals it.
         self.gumbel_tau = float(config.gumbel_tau)
         self.post_init()
 
@@ -890,22 +853,6 @@ class S2CAModel(S2CAPreTrainedModel):
         if dtype is not None:
             model = model.to(dtype)
         return model
-
-    def set_training_progress(self, progress: float) -> float:
-        """Anneals the Gumbel temperature on a cosine from `gumbel_tau` to `gumbel_tau_min` (progress 1), starting
-        at progress `gumbel_anneal_start` (the temperature stays `gumbel_tau` before it).
-
-        Call it from the training loop with `step / total_steps`; returns the temperature now in use. Without
-        `gumbel_tau_min` the temperature stays `gumbel_tau`.
-        """
-        start, floor = self.config.gumbel_tau, self.config.gumbel_tau_min
-        if floor is None:
-            self.gumbel_tau = float(start)
-        else:
-            begin = self.config.gumbel_anneal_start
-            progress = min(max((progress - begin) / (1.0 - begin), 0.0), 1.0)
-            self.gumbel_tau = float(floor + 0.5 * (start - floor) * (1.0 + math.cos(math.pi * progress)))
-        return self.gumbel_tau
 
     def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
         # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
@@ -1012,7 +959,7 @@ class S2CAModel(S2CAPreTrainedModel):
         else:
             frames = frames[real]
         outputs = self.vision_model(pixel_values=frames, return_dict=True, **kwargs)
-        want_patches = self.concepts is not None and self.config.video_tokens in ("patches", "temporal_patches")
+        want_patches = self.concepts is not None and self.config.video_tokens == "patches"
         if want_patches:
             hidden = self.vision_model.post_layernorm(outputs.last_hidden_state)
         else:
@@ -1033,16 +980,8 @@ class S2CAModel(S2CAPreTrainedModel):
         instance = F.normalize(masked_mean(F.normalize(frame_features, dim=-1), frame_mask), dim=-1)
 
         if want_patches:
-            # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own, or, with
-            # "temporal_patches", are refined over time too: the same temporal transformer runs along each patch
-            # position's frames, so that a patch token carries what happens there over the clip (motion), which a
-            # single frame's patch cannot show.
+            # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own.
             patches = frame_tokens[:, :, 1:]
-            if self.config.video_tokens == "temporal_patches":
-                num_patches, width = patches.shape[2], patches.shape[3]
-                along_time = patches.transpose(1, 2).reshape(batch * num_patches, num_frames, width)
-                refined = self.temporal(along_time, frame_mask.repeat_interleave(num_patches, dim=0))
-                patches = refined.view(batch, num_patches, num_frames, width).transpose(1, 2)
             tokens = torch.cat([frame_features.unsqueeze(2), patches], dim=2).flatten(1, 2)
             token_mask = frame_mask.unsqueeze(-1).expand(-1, -1, frame_tokens.shape[2]).flatten(1)
         else:
@@ -1258,11 +1197,6 @@ class S2CAModel(S2CAPreTrainedModel):
                     self.logit_scale_value(),
                 )
                 loss = loss + self.config.concept_contrastive_weight * per_concept
-            if self.concepts is not None and self.config.routing_agreement_weight > 0:
-                agreement = routing_agreement_loss(
-                    concept_usage(text.concepts), concept_usage(video.concepts), self.config.routing_agreement_epsilon
-                )
-                loss = loss + self.config.routing_agreement_weight * agreement
             if self.concepts is not None:
                 diversity = self.concepts.diversity_loss()
                 balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
@@ -1319,9 +1253,6 @@ __all__ = [
     "balance_loss_from_statistics",
     "balance_statistics",
     "concept_similarity",
-    "concept_usage",
     "contrastive_loss",
     "per_concept_contrastive_loss",
-    "routing_agreement_loss",
-    "sinkhorn",
 ]

@@ -23,14 +23,12 @@ from s2ca_hf.tiny import tiny_config  # noqa: E402
 GLOBAL_BATCH = 4
 
 
-# "soft+concepts": the per-concept contrastive loss, usage weights and the routing agreement (Sinkhorn over the global
-# batch), whose terms are gathered across processes too.
+# "soft+concepts": the per-concept contrastive loss and usage weights, whose terms are gathered across processes too.
 VARIANTS = {
     "soft+concepts": dict(
         allocation="soft",
         concept_contrastive_weight=1.0,
         concept_weighting="usage",
-        routing_agreement_weight=0.5,
         retrieval_loss="separate+combined",
     )
 }

@@ -1,4 +1,6 @@
+import json
 import math
+from unittest import mock
 
 import pytest
 from transformers import AutoConfig, CLIPTextConfig, CLIPVisionConfig
@@ -20,7 +22,7 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert config.num_frames == 12
     assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
     assert config.use_concepts and config.num_concepts == 16
-    assert config.allocation == "soft" and config.gumbel_tau == 1.0 and config.gumbel_tau_min is None
+    assert config.allocation == "soft" and config.gumbel_tau == 1.0
     assert config.retrieval_loss == "residual" and config.concept_gradient_scale == 0.0
     assert config.video_tokens == "patches" and config.share_concept_projections
     assert config.concept_eps == 1.0 and config.concept_score_weight == 1.0 and config.concept_loss_weight == 1.0
@@ -48,7 +50,7 @@ def test_sub_configs_accept_dicts_objects_and_none():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    config = tiny_config(num_concepts=16, allocation="soft", gumbel_tau_min=0.5, video_tokens="frames")
+    config = tiny_config(num_concepts=16, allocation="soft", gumbel_tau=0.5, video_tokens="frames")
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, S2CAConfig)
@@ -56,7 +58,25 @@ def test_save_and_load_round_trip(tmp_path):
     saved.pop("_name_or_path"), original.pop("_name_or_path")
     assert saved == original
     assert isinstance(loaded.text_config, CLIPTextConfig) and loaded.text_config.hidden_size == 32
-    assert (loaded.num_concepts, loaded.allocation, loaded.gumbel_tau_min) == (16, "soft", 0.5)
+    assert (loaded.num_concepts, loaded.allocation, loaded.gumbel_tau) == (16, "soft", 0.5)
+
+
+def test_fields_of_earlier_releases_that_only_shaped_training_are_dropped_quietly(tmp_path):
+    from s2ca_hf import configuration_s2ca
+
+    # A model saved with the temperature anneal or the routing agreement loss (since removed) loads as it ran.
+    config = tiny_config(num_concepts=8)
+    config.save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    saved = json.loads(path.read_text())
+    old = {"gumbel_tau_min": 0.1, "gumbel_anneal_start": 0.5, "routing_agreement_weight": 1.0}
+    path.write_text(json.dumps({**saved, **old, "routing_agreement_epsilon": 0.5}))
+    with mock.patch.object(configuration_s2ca.logger, "warning") as warning:
+        loaded = AutoConfig.from_pretrained(tmp_path)
+    assert not any(hasattr(loaded, key) for key in old) and loaded.num_concepts == 8
+    warning.assert_not_called()
+    with pytest.raises(ValueError, match="allocation"):  # an allocation that changed what evaluation computes
+        S2CAConfig(**{**saved, "allocation": "relaxed"})
 
 
 @pytest.mark.parametrize(
@@ -64,11 +84,10 @@ def test_save_and_load_round_trip(tmp_path):
     [
         ({"num_concepts": 0}, "num_concepts", ">= 1"),
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
-        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'relaxed', 'expert_choice')"),
-        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames', 'temporal_patches')"),
+        ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'expert_choice')"),
+        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames')"),
         ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined', 'separate+combined', 'residual')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
-        ({"gumbel_tau_min": 2.0}, "gumbel_tau_min", "gumbel_tau"),
         ({"gumbel_noise_scale": -0.1}, "gumbel_noise_scale", ">= 0"),
         ({"concept_eps": -1.0}, "concept_eps", "> 0"),
         ({"concept_score_weight": -0.5}, "concept_score_weight", ">= 0"),

@@ -32,7 +32,7 @@ def build_model(**overrides) -> S2CAModel:
     [
         {},
         {"concept_contrastive_weight": 0.5, "concept_weighting": "usage"},
-        {"routing_agreement_weight": 0.5, "retrieval_loss": "separate+combined"},
+        {"retrieval_loss": "separate+combined"},
         {"allocation": "expert_choice", "entropy_loss_weight": 0.5, "late_interaction_weight": 0.5},
     ],
 )
@@ -45,7 +45,6 @@ def test_one_process_equals_the_models_local_loss(overrides):
     assert torch.allclose(result.retrieval, outputs.retrieval_loss.detach(), atol=1e-6)
     assert torch.allclose(result.balance, outputs.balance_loss.detach(), atol=1e-6)
     assert (result.per_concept is None) == ("concept_contrastive_weight" not in overrides)
-    assert (result.routing_agreement is None) == ("routing_agreement_weight" not in overrides)
 
 
 @pytest.mark.slow

@@ -12,11 +12,8 @@ from s2ca_hf import S2CAConceptOutput, S2CAModel, S2CAOutput
 from s2ca_hf.modeling_s2ca import (
     S2CAConceptTracks,
     concept_similarity,
-    concept_usage,
     contrastive_loss,
     late_interaction_score,
-    routing_agreement_loss,
-    sinkhorn,
 )
 from s2ca_hf.tiny import NUM_FRAMES, text_config, tiny_config, vision_config
 
@@ -501,30 +498,6 @@ def test_usage_weights_factorise_and_ignore_one_sided_concepts(inputs):
     assert torch.allclose(out.concept_similarity, expected, atol=1e-5)
 
 
-def test_relaxed_allocation_is_soft_in_training_and_one_hot_in_evaluation(inputs):
-    model = seeded_model(tiny_config(allocation="relaxed", gumbel_tau_min=0.05, gumbel_anneal_start=0.5))
-    model.train()
-    out = model(**inputs, return_loss=True)
-    allocation = out.video_concepts.allocation.detach()
-    assert ((allocation > 0.01) & (allocation < 0.99)).any()  # the relaxed sample, not a one-hot
-    assert torch.allclose(allocation.sum(1), out.video_concepts.token_mask, atol=1e-5)
-    out.loss.backward()
-    assert model.concepts.prototypes.grad.abs().sum() > 0
-    model.eval()
-    with torch.no_grad():
-        evaluated = model(**inputs).video_concepts
-    hard = evaluated.allocation
-    assert torch.equal(
-        hard,
-        F.one_hot(evaluated.allocation_logits.argmax(1), hard.shape[1]).transpose(1, 2)
-        * evaluated.token_mask[:, None],
-    )
-    # the temperature stays at gumbel_tau until half-way, then follows the cosine to the floor
-    assert model.set_training_progress(0.4) == pytest.approx(1.0)
-    assert model.set_training_progress(0.75) == pytest.approx(0.05 + 0.5 * 0.95)
-    assert model.set_training_progress(1.0) == pytest.approx(0.05)
-
-
 def test_balance_counts_come_from_the_noise_free_argmax(inputs):
     from s2ca_hf.modeling_s2ca import balance_statistics
 
@@ -536,9 +509,8 @@ def test_balance_counts_come_from_the_noise_free_argmax(inputs):
     assert not torch.equal(counts, concepts.allocation.detach().sum(dim=(0, 2)))  # the noisy one differs
 
 
-@pytest.mark.parametrize("video_tokens", ["patches", "temporal_patches"])
-def test_temporal_patches_carry_other_frames_and_ignore_padding(video_tokens):
-    model = seeded_model(tiny_config(video_tokens=video_tokens, allocation="soft")).eval()
+def test_patch_tokens_are_their_own_frames_and_padding_changes_nothing():
+    model = seeded_model(tiny_config(allocation="soft")).eval()
     generator = torch.Generator().manual_seed(0)
     pixels = torch.randn(2, 4, 3, 32, 32, generator=generator)
     frame_mask = torch.tensor([[1, 1, 1, 0], [1, 1, 1, 1]])
@@ -553,10 +525,8 @@ def test_temporal_patches_carry_other_frames_and_ignore_padding(video_tokens):
     per_frame = tokens.shape[1] // 4
     last_frame_patches = slice(3 * per_frame + 1, 4 * per_frame)
     moved = not torch.allclose(tokens[1, last_frame_patches], other[1, last_frame_patches])
-    assert moved == (video_tokens == "temporal_patches")  # only refined patches see another frame
+    assert not moved  # a frame's patch tokens are that frame's alone
     assert torch.allclose(embeds, model.encode_video(pixels, frame_mask).embeds, atol=1e-5)
-    with pytest.raises(ValueError, match="temporal_patches"):
-        tiny_config(video_tokens="temporal_patches", temporal_module="mean")
 
 
 def test_concept_track_geometry_is_share_and_centroid_of_the_patch_grid():
@@ -599,15 +569,6 @@ def test_concept_tracks_see_frame_order_and_ignore_padding(inputs):
     assert model.concepts.tracks.geometry_proj.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="concept_tracks"):
         tiny_config(concept_tracks=True, video_tokens="frames")
-
-
-def test_gumbel_temperature_anneal():
-    model = seeded_model(tiny_config(gumbel_tau=1.0, gumbel_tau_min=0.25))
-    assert model.set_training_progress(0.0) == pytest.approx(1.0)
-    assert model.set_training_progress(0.5) == pytest.approx(0.625)
-    assert model.set_training_progress(1.0) == pytest.approx(0.25)
-    constant = seeded_model(tiny_config(gumbel_tau=0.7))
-    assert constant.set_training_progress(0.9) == pytest.approx(0.7)
 
 
 @pytest.mark.parametrize("noise_scale", [0.0, 1.0])
@@ -754,51 +715,6 @@ def test_separate_plus_combined_retrieval_loss_is_the_sum_of_both(inputs):
     assert losses["separate+combined"].item() == pytest.approx(
         (losses["separate"] + losses["combined"]).item(), rel=1e-5
     )
-
-
-def test_concept_usage_is_each_items_share_of_soft_token_mass(model, inputs):
-    with torch.no_grad():
-        concepts = model(**inputs).text_concepts
-    usage = concept_usage(concepts)
-    mask = concepts.token_mask.bool()
-    for item in range(usage.shape[0]):
-        expected = concepts.allocation_logits[item].softmax(dim=0)[:, mask[item]].mean(dim=-1)
-        assert torch.allclose(usage[item], expected, atol=1e-6)
-    assert torch.allclose(usage.sum(dim=-1), torch.ones(usage.shape[0]), atol=1e-6)
-
-
-def test_sinkhorn_balances_concepts_over_the_batch():
-    torch.manual_seed(0)
-    # Every item prefers concept 0: the balanced targets must still give each concept a K-th of the batch.
-    usage = torch.softmax(torch.randn(12, 4) + torch.tensor([3.0, 0.0, 0.0, 0.0]), dim=-1)
-    targets = sinkhorn(usage, epsilon=0.5, iterations=50)
-    assert torch.allclose(targets.sum(dim=-1), torch.ones(12), atol=1e-4)
-    assert torch.allclose(targets.sum(dim=0), torch.full((4,), 3.0), atol=1e-4)
-    # Only item and concept factors are applied: log q - log(u) / epsilon = a_i + b_k, so double-centring removes it.
-    residual = targets.log() - usage.log() / 0.5
-    residual = residual - residual.mean(dim=0, keepdim=True) - residual.mean(dim=1, keepdim=True) + residual.mean()
-    assert residual.abs().max() < 1e-3
-
-
-def test_routing_agreement_prefers_pairs_that_use_the_same_concepts():
-    agree = torch.eye(4).mul(6.0).softmax(dim=-1)
-    swapped = agree[[1, 0, 3, 2]]
-    same = routing_agreement_loss(agree, agree, epsilon=0.5)
-    crossed = routing_agreement_loss(agree, swapped, epsilon=0.5)
-    assert same < crossed
-
-
-def test_routing_agreement_weight_adds_its_loss(inputs):
-    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0, allocation="soft")
-    with torch.no_grad():
-        plain = seeded_model(tiny_config(**weights)).train()(**inputs, return_loss=True)
-        agreeing = seeded_model(tiny_config(routing_agreement_weight=2.0, **weights)).train()(
-            **inputs, return_loss=True
-        )
-    expected = 2.0 * routing_agreement_loss(
-        concept_usage(agreeing.text_concepts), concept_usage(agreeing.video_concepts), 0.5
-    )
-    assert agreeing.loss.item() == pytest.approx((plain.loss + expected).item(), rel=1e-5)
 
 
 def test_a_video_without_a_real_frame_is_refused_naming_it(model, inputs):

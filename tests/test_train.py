@@ -475,27 +475,27 @@ def test_command_line_overrides_the_recipe():
 def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_path):
     # S2CAConfig is the only list of model fields: every one of them can be set, typed by its annotation.
     model_args, *_ = train_arguments.parse_arguments(
-        ["--num_concepts", "4", "--allocation=relaxed", "--gumbel_tau_min", "0.1", "--concept_weighting", "usage"]
+        ["--num_concepts", "4", "--allocation=gumbel", "--gumbel_tau", "0.5", "--concept_weighting", "usage"]
         + ["--use_concepts", "true", "--temporal_intermediate_size", "none", "--prototype_init_std", "0.5"]
     )
     assert model_args.model_config == {
         "temporal_num_hidden_layers": 2,  # from the recipe
         "temporal_num_attention_heads": 4,
         "num_concepts": 4,
-        "allocation": "relaxed",
-        "gumbel_tau_min": 0.1,
+        "allocation": "gumbel",
+        "gumbel_tau": 0.5,
         "concept_weighting": "usage",
         "use_concepts": True,
         "temporal_intermediate_size": None,
         "prototype_init_std": 0.5,
     }
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("gumbel_anneal_start: 0.5\nconcept_contrastive_weight: 1\n")
-    model_args, *_ = train_arguments.parse_arguments(["--config", str(recipe), "--gumbel_anneal_start", "0.25"])
-    assert model_args.model_config == {"gumbel_anneal_start": 0.25, "concept_contrastive_weight": 1}
+    recipe.write_text("entropy_loss_weight: 0.5\nconcept_contrastive_weight: 1\n")
+    model_args, *_ = train_arguments.parse_arguments(["--config", str(recipe), "--entropy_loss_weight", "0.25"])
+    assert model_args.model_config == {"entropy_loss_weight": 0.25, "concept_contrastive_weight": 1}
     for flags, message in (
         (["--num_concepts", "0"], "num_concepts"),
-        (["--gumbel_anneal_start", "1.5"], "gumbel_anneal_start"),
+        (["--entropy_loss_weight", "-1"], "entropy_loss_weight"),
         (["--use_concepts", "maybe"], "use_concepts"),
         (["--num_concepts", "four"], "num_concepts"),
         (["--projection_dim", "64"], "--projection_dim"),  # comes from the CLIP checkpoint

@@ -24,13 +24,11 @@ from s2ca_hf.modeling_s2ca import (
     balance_loss_from_statistics,
     balance_statistics,
     concept_similarity,
-    concept_usage,
     contrastive_loss,
     entropy_loss_from_statistics,
     entropy_statistics,
     late_interaction_score,
     per_concept_contrastive_loss,
-    routing_agreement_loss,
 )
 
 
@@ -81,7 +79,6 @@ class S2CALossOutput:
     diversity: torch.Tensor | None
     balance: torch.Tensor | None
     per_concept: torch.Tensor | None
-    routing_agreement: torch.Tensor | None
     instance_similarity: torch.Tensor  # [global batch, global batch]
     concept_similarity: torch.Tensor | None
 
@@ -192,15 +189,6 @@ class S2CALoss(nn.Module):
                 also_correct,
             )
             per_process = per_process + config.concept_contrastive_weight * per_concept
-        agreement = None
-        if concept is not None and config.routing_agreement_weight > 0:
-            # Sinkhorn balances over the global batch, as SwAV's does over its gathered queue.
-            agreement = routing_agreement_loss(
-                self.gather(concept_usage(outputs.text_concepts)),
-                self.gather(concept_usage(outputs.video_concepts)),
-                config.routing_agreement_epsilon,
-            )
-            per_process = per_process + config.routing_agreement_weight * agreement
         diversity = balance = None
         if outputs.text_concepts is not None:
             balances = []
@@ -233,7 +221,6 @@ class S2CALoss(nn.Module):
             diversity=None if diversity is None else diversity.detach(),
             balance=None if balance is None else balance.detach(),
             per_concept=None if per_concept is None else per_concept.detach(),
-            routing_agreement=None if agreement is None else agreement.detach(),
             instance_similarity=instance[:batch].detach(),
             concept_similarity=None if concept is None else concept[:batch].detach(),
         )

@@ -468,7 +468,6 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
             torch.manual_seed(args.seed + 1_000_003 * (epoch * len(train_loader) + state["epoch_batches"]) + rank)
             state["epoch_batches"] += 1
             with accelerator.accumulate(module):
-                unwrapped.student.set_training_progress(global_step / total_steps)
                 video_index = batch.pop("video_index")
                 with accelerator.autocast():
                     total, value = training_loss(module, batch, video_index, s2ca_loss, teacher, atr_loss)
@@ -496,7 +495,6 @@ def run(accelerator, model_args, data_args, args, recipe_name: str, mixed_precis
                 "step": global_step,
                 "loss": sum(running) / len(running),
                 "lr": max(scheduler.get_last_lr()),
-                "tau": unwrapped.student.gumbel_tau,
             }
             running = []
             log_step(accelerator, history_path, record, report=global_step % args.logging_steps == 0)
