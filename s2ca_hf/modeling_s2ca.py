@@ -34,6 +34,7 @@ base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold th
 import math
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,6 +195,29 @@ class S2CAOutput(_NestedModelOutput):
     video_concepts: S2CAConceptOutput | None = None
     text_model_output: ModelOutput | None = None
     vision_model_output: ModelOutput | None = None
+
+
+@dataclass
+class S2CALossTerms:
+    """What `S2CAModel.compute_loss` returns: `per_process`, the terms computed from this process's features (a
+    data-parallel trainer scales it by the process count, so that averaging gradients sums them), and `shared`, the
+    terms of the parameters every process holds alike (the prototypes' diversity), so that the loss is `per_process +
+    shared`; then each term on its own, detached, for logging (`None` where the configuration leaves it out)."""
+
+    per_process: torch.Tensor
+    shared: torch.Tensor
+    retrieval: torch.Tensor
+    late_interaction: torch.Tensor | None = None
+    per_concept: torch.Tensor | None = None
+    balance: torch.Tensor | None = None
+    entropy: torch.Tensor | None = None
+    diversity: torch.Tensor | None = None
+    instance_similarity: torch.Tensor | None = None  # (texts, videos) of the batch, foils left out
+    concept_similarity: torch.Tensor | None = None
+
+
+def _unchanged(tensor: torch.Tensor) -> torch.Tensor:
+    return tensor
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1141,6 +1165,104 @@ class S2CAModel(S2CAPreTrainedModel):
         # "separate+combined": also train the sum that evaluation ranks by, not only its two parts.
         return separate + combined if kind == "separate+combined" else separate
 
+    def compute_loss(
+        self,
+        outputs: "S2CAOutput",
+        foils: S2CAEncoderOutput | None = None,
+        also_correct: torch.Tensor | None = None,
+        foil_mask: torch.Tensor | None = None,
+        scale: torch.Tensor | None = None,
+        gather: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
+        sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
+    ) -> S2CALossTerms:
+        """The training loss of a batch (text i describes video i), composed here and only here: L_ret
+        (`retrieval_loss`) + w_late x NCE of the late-interaction score + w_k L_k (per-concept contrastive) + w_bal
+        L_bal + w_ent L_ent + w_div L_div, each weight a config field, a term left out at weight 0.
+
+        `forward(return_loss=True)` calls it on the local batch. A data-parallel trainer passes `gather` (each
+        process's features concatenated over the processes, this process's slice differentiable) and
+        `sum_over_processes` (the allocation statistics of L_bal and L_ent summed over the processes), and its own
+        `scale` (`exp(logit_scale)`; default this model's). `foils` (encoded false captions, one per row, negatives
+        in the video-to-text softmaxes where `foil_mask` says so) and `also_correct` (texts that fit another video of
+        the batch: neither positive nor negative) follow `contrastive_loss`."""
+        config = self.config
+        scale = self.logit_scale_value() if scale is None else scale
+
+        def texts_then_foils(text: torch.Tensor | None, foil: torch.Tensor | None) -> torch.Tensor | None:
+            if text is None:
+                return None
+            text = gather(text)
+            return text if foil is None else torch.cat([text, gather(foil)])
+
+        def of_foils(part: str) -> torch.Tensor | None:  # a concept output of the foils, if any
+            return None if foils is None else getattr(foils.concepts, part)
+
+        text_concepts, video_concepts = outputs.text_concepts, outputs.video_concepts
+        text = texts_then_foils(outputs.text_instance_embeds, None if foils is None else foils.instance_embeds)
+        video = gather(outputs.video_instance_embeds)
+        batch = video.shape[0]
+        instance = text @ video.t()  # (B + F, B)
+        concept = None
+        if text_concepts is not None:
+            text_features = texts_then_foils(text_concepts.concept_features, of_foils("concept_features"))
+            video_features = gather(video_concepts.concept_features)
+            concept = concept_similarity(
+                text_features,
+                texts_then_foils(text_concepts.concept_weights, of_foils("concept_weights")),
+                video_features,
+                gather(video_concepts.concept_weights),
+                config.concept_weighting,
+            )
+        retrieval = self.retrieval_loss(instance, concept, scale, also_correct, foil_mask)
+        per_process, terms = retrieval, {}
+        if text_concepts is not None and config.late_interaction_weight > 0:
+            # Token rows padded to the longest text the model takes, so that batches of any length gather and stack.
+            length = config.text_config.max_position_embeddings
+
+            def padded(part: torch.Tensor | None) -> torch.Tensor | None:
+                return None if part is None else F.pad(part, (0, 0) * (part.dim() - 2) + (0, length - part.shape[1]))
+
+            late = late_interaction_score(
+                texts_then_foils(padded(text_concepts.token_features), padded(of_foils("token_features"))),
+                texts_then_foils(padded(text_concepts.token_weights), padded(of_foils("token_weights"))),
+                video_features,
+            )
+            terms["late_interaction"] = contrastive_loss(scale * late, also_correct, foil_mask)
+            per_process = per_process + config.late_interaction_weight * terms["late_interaction"]
+        if text_concepts is not None and config.concept_contrastive_weight > 0:
+            terms["per_concept"] = per_concept_contrastive_loss(
+                text_features[:batch],
+                gather(1.0 - text_concepts.empty_concepts),
+                video_features,
+                gather(1.0 - video_concepts.empty_concepts),
+                scale,
+                also_correct,
+            )
+            per_process = per_process + config.concept_contrastive_weight * terms["per_concept"]
+        shared = retrieval.new_zeros(())
+        if text_concepts is not None:
+            # Over the global batch's tokens: the statistics are sums, added up over the processes.
+            sides = (text_concepts, video_concepts)
+            terms["balance"] = 0.5 * sum(
+                balance_loss_from_statistics(*map(sum_over_processes, balance_statistics(side))) for side in sides
+            )
+            per_process = per_process + config.balance_loss_weight * terms["balance"]
+            if config.entropy_loss_weight > 0:
+                terms["entropy"] = 0.5 * sum(
+                    entropy_loss_from_statistics(*map(sum_over_processes, entropy_statistics(side))) for side in sides
+                )
+                per_process = per_process + config.entropy_loss_weight * terms["entropy"]
+            terms["diversity"] = self.concepts.diversity_loss()
+            shared = config.diversity_loss_weight * terms["diversity"]
+        return S2CALossTerms(
+            per_process=per_process,
+            shared=shared,
+            retrieval=retrieval,
+            instance_similarity=instance[:batch],
+            concept_similarity=None if concept is None else concept[:batch],
+            **terms,
+        )
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -1180,40 +1302,12 @@ class S2CAModel(S2CAPreTrainedModel):
         score = instance_sim if concept_sim is None else instance_sim + self.config.concept_score_weight * concept_sim
         logits_per_text = self.logit_scale_value() * score
 
-        loss = retrieval = diversity = balance = None
-        if return_loss:
-            if logits_per_text.shape[0] != logits_per_text.shape[1]:
-                raise ValueError(
-                    f"return_loss=True needs one text per video (text i describes video i); got "
-                    f"{logits_per_text.shape[0]} texts and {logits_per_text.shape[1]} videos."
-                )
-            loss = retrieval = self.retrieval_loss(instance_sim, concept_sim)
-            if self.concepts is not None and self.config.concept_contrastive_weight > 0:
-                per_concept = per_concept_contrastive_loss(
-                    text.concepts.concept_features,
-                    1.0 - text.concepts.empty_concepts,
-                    video.concepts.concept_features,
-                    1.0 - video.concepts.empty_concepts,
-                    self.logit_scale_value(),
-                )
-                loss = loss + self.config.concept_contrastive_weight * per_concept
-            if self.concepts is not None:
-                diversity = self.concepts.diversity_loss()
-                balance = 0.5 * (balance_loss(text.concepts) + balance_loss(video.concepts))
-                loss = loss + self.config.diversity_loss_weight * diversity + self.config.balance_loss_weight * balance
-                if self.config.late_interaction_weight > 0:
-                    late = self.late_interaction_scores(text.concepts, video.embeds)
-                    loss = loss + self.config.late_interaction_weight * contrastive_loss(
-                        self.logit_scale_value() * late
-                    )
-                if self.config.entropy_loss_weight > 0:
-                    entropy = 0.5 * sum(
-                        entropy_loss_from_statistics(*entropy_statistics(side.concepts)) for side in (text, video)
-                    )
-                    loss = loss + self.config.entropy_loss_weight * entropy
-
-        output = S2CAOutput(
-            loss=loss,
+        if return_loss and logits_per_text.shape[0] != logits_per_text.shape[1]:
+            raise ValueError(
+                f"return_loss=True needs one text per video (text i describes video i); got "
+                f"{logits_per_text.shape[0]} texts and {logits_per_text.shape[1]} videos."
+            )
+        fields = dict(
             logits_per_text=logits_per_text,
             logits_per_video=logits_per_text.t(),
             text_embeds=text.embeds,
@@ -1222,14 +1316,20 @@ class S2CAModel(S2CAPreTrainedModel):
             video_instance_embeds=video.instance_embeds,
             instance_similarity=instance_sim,
             concept_similarity=concept_sim,
-            retrieval_loss=retrieval,
-            diversity_loss=diversity,
-            balance_loss=balance,
             text_concepts=text.concepts,
             video_concepts=video.concepts,
             text_model_output=text.model_output,
             vision_model_output=video.model_output,
         )
+        if return_loss:
+            terms = self.compute_loss(S2CAOutput(**fields))
+            fields.update(
+                loss=terms.per_process + terms.shared,
+                retrieval_loss=terms.retrieval,
+                diversity_loss=terms.diversity,
+                balance_loss=terms.balance,
+            )
+        output = S2CAOutput(**fields)
         return output if return_dict else output.to_tuple()
 
 

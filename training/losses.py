@@ -15,21 +15,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 from torch import nn
 
-from s2ca_hf.modeling_s2ca import (
-    S2CAModel,
-    S2CAOutput,
-    balance_loss_from_statistics,
-    balance_statistics,
-    concept_similarity,
-    contrastive_loss,
-    entropy_loss_from_statistics,
-    entropy_statistics,
-    late_interaction_score,
-    per_concept_contrastive_loss,
-)
+from s2ca_hf.modeling_s2ca import S2CAModel, S2CAOutput
 
 
 # What the collator adds for the loss alone: which of the batch's videos each text fits, and the foils (with the
@@ -84,7 +72,7 @@ class S2CALossOutput:
 
 
 class S2CALoss(nn.Module):
-    """L = L_ret + w_div L_div + w_bal L_bal (docs/method.md §6) over the global batch.
+    """The model's loss (`S2CAModel.compute_loss`, which composes every term) over the global batch.
 
     Args:
         rank: this process's index (`accelerator.process_index`).
@@ -98,6 +86,9 @@ class S2CALoss(nn.Module):
 
     def gather(self, tensor: torch.Tensor) -> torch.Tensor:
         return gather_global_batch(tensor, self.rank, self.world_size)
+
+    def sum_over_processes(self, tensor: torch.Tensor) -> torch.Tensor:
+        return sum_with_grad(tensor, self.rank, self.world_size)
 
     def forward(
         self,
@@ -119,108 +110,36 @@ class S2CALoss(nn.Module):
         (`FOIL_KEYS`, one foil per row, `foil_mask` 1 for a real one, `foil_positive_video_index` the videos each
         foil is true of, which it is then no negative for): the foils are
         encoded here, with gradient, and scored against every video in both the instance and the concept score."""
-        config = model.config
-        also_correct = videos = None
+        also_correct = videos = foils = None
         if video_index is not None:
             videos = self.gather(video_index)
             also_correct = videos[:, None] == videos[None, :]
             if positive_video_index is not None:  # (B, W) video indices padded with -1
                 also_correct = also_correct | fits(self.gather(positive_video_index), videos)
-        foil_instance = foil_features = foil_weights = foil_tokens = foil_token_weights = None
         if foil_input_ids is not None:
             foils = model.encode_text(foil_input_ids, foil_attention_mask)
-            foil_instance, foil_mask = foils.instance_embeds, self.gather(foil_mask)
+            foil_mask = self.gather(foil_mask)
             if foil_positive_video_index is not None and videos is not None:
                 # A foil is no negative for a video it happens to be true of (the reversed motion of a group's twin).
                 foil_mask = foil_mask.bool()[:, None] & ~fits(self.gather(foil_positive_video_index), videos)
-            if foils.concepts is not None:
-                foil_features, foil_weights = foils.concepts.concept_features, foils.concepts.concept_weights
-                foil_tokens, foil_token_weights = foils.concepts.token_features, foils.concepts.token_weights
-
-        def texts_then_foils(text: torch.Tensor, foil: torch.Tensor | None) -> torch.Tensor:
-            # The global batch's texts first (text i describes video i), then the global batch's foils.
-            text = self.gather(text)
-            return text if foil is None else torch.cat([text, self.gather(foil)])
-
-        text = texts_then_foils(outputs.text_instance_embeds, foil_instance)
-        video = self.gather(outputs.video_instance_embeds)
-        batch = video.shape[0]
-        instance = text @ video.t()  # (B + F, B)
-        concept = per_concept = None
-        if outputs.text_concepts is not None:
-            text_features = texts_then_foils(outputs.text_concepts.concept_features, foil_features)
-            video_features = self.gather(outputs.video_concepts.concept_features)
-            concept = concept_similarity(
-                text_features,
-                texts_then_foils(outputs.text_concepts.concept_weights, foil_weights),
-                video_features,
-                self.gather(outputs.video_concepts.concept_weights),
-                config.concept_weighting,
-            )
-        scale = scale_for_global_loss(model.logit_scale_value(), self.world_size)
-        retrieval = model.retrieval_loss(
-            instance, concept, scale=scale, also_correct=also_correct, foil_mask=foil_mask
+        terms = model.compute_loss(
+            outputs,
+            foils,
+            also_correct,
+            foil_mask,
+            scale=scale_for_global_loss(model.logit_scale_value(), self.world_size),
+            gather=self.gather,
+            sum_over_processes=self.sum_over_processes,
         )
-        late = None
-        if config.late_interaction_weight > 0:
-            # The re-ranker learns the same contrast, texts then foils against the batch's videos. Token rows are
-            # padded to the longest text the model takes, so that batches of any length gather and stack.
-            length = config.text_config.max_position_embeddings
-
-            def tokens(part: torch.Tensor | None) -> torch.Tensor | None:
-                return None if part is None else F.pad(part, (0, 0) * (part.dim() - 2) + (0, length - part.shape[1]))
-
-            late = late_interaction_score(
-                texts_then_foils(tokens(outputs.text_concepts.token_features), tokens(foil_tokens)),
-                texts_then_foils(tokens(outputs.text_concepts.token_weights), tokens(foil_token_weights)),
-                video_features,
-            )
-            late = contrastive_loss(scale * late, also_correct, foil_mask)
-        # Terms that depend on this process's features: their gradient is summed over processes by the
-        # scaling below (DDP averages it).
-        per_process = retrieval if late is None else retrieval + config.late_interaction_weight * late
-        if concept is not None and config.concept_contrastive_weight > 0:
-            per_concept = per_concept_contrastive_loss(
-                text_features[:batch],
-                self.gather(1.0 - outputs.text_concepts.empty_concepts),
-                video_features,
-                self.gather(1.0 - outputs.video_concepts.empty_concepts),
-                scale,
-                also_correct,
-            )
-            per_process = per_process + config.concept_contrastive_weight * per_concept
-        diversity = balance = None
-        if outputs.text_concepts is not None:
-            balances = []
-            for concepts in (outputs.text_concepts, outputs.video_concepts):
-                counts, probability_sums, num_tokens = balance_statistics(concepts)
-                balances.append(
-                    balance_loss_from_statistics(
-                        sum_with_grad(counts, self.rank, self.world_size),
-                        sum_with_grad(probability_sums, self.rank, self.world_size),
-                        sum_with_grad(num_tokens, self.rank, self.world_size),
-                    )
-                )
-            balance = 0.5 * (balances[0] + balances[1])
-            per_process = per_process + config.balance_loss_weight * balance
-            if config.entropy_loss_weight > 0:
-                entropies = [
-                    entropy_loss_from_statistics(
-                        *(sum_with_grad(part, self.rank, self.world_size) for part in entropy_statistics(concepts))
-                    )
-                    for concepts in (outputs.text_concepts, outputs.video_concepts)
-                ]
-                per_process = per_process + config.entropy_loss_weight * 0.5 * (entropies[0] + entropies[1])
-            # The prototypes are the same on every process: their term needs no scaling.
-            diversity = model.concepts.diversity_loss()
-        shared = 0.0 if diversity is None else config.diversity_loss_weight * diversity
+        # The per-process terms' gradient is summed over processes by this scaling (DDP averages it); the prototypes
+        # are the same on every process, so their term needs none.
         return S2CALossOutput(
-            loss=self.world_size * per_process + shared,
-            value=(per_process + shared).detach(),
-            retrieval=retrieval.detach(),
-            diversity=None if diversity is None else diversity.detach(),
-            balance=None if balance is None else balance.detach(),
-            per_concept=None if per_concept is None else per_concept.detach(),
-            instance_similarity=instance[:batch].detach(),
-            concept_similarity=None if concept is None else concept[:batch].detach(),
+            loss=self.world_size * terms.per_process + terms.shared,
+            value=(terms.per_process + terms.shared).detach(),
+            retrieval=terms.retrieval.detach(),
+            diversity=None if terms.diversity is None else terms.diversity.detach(),
+            balance=None if terms.balance is None else terms.balance.detach(),
+            per_concept=None if terms.per_concept is None else terms.per_concept.detach(),
+            instance_similarity=terms.instance_similarity.detach(),
+            concept_similarity=None if terms.concept_similarity is None else terms.concept_similarity.detach(),
         )
