@@ -448,8 +448,6 @@ class S2CAConceptAllocator(nn.Module):
         self.k_proj = nn.Linear(width, width)
         self.v_proj = nn.Linear(width, concept_width)
         self.o_proj = nn.Linear(concept_width, concept_width)
-        # A concept feature starts from its prototype; at a narrower concept width, from its projection.
-        self.prototype_proj = nn.Linear(width, concept_width, bias=False) if concept_width != width else nn.Identity()
         self.norm_out = nn.LayerNorm(concept_width)
 
     def allocate(
@@ -528,7 +526,9 @@ class S2CAConceptAllocator(nn.Module):
         if tracks is None:
             aggregated = torch.einsum("bkn,bnd->bkd", allocation, values)
             aggregated = aggregated / (token_counts.unsqueeze(-1) + self.eps)
-            features = self.norm_out(self.prototype_proj(prototypes) + self.o_proj(aggregated))
+            # What the concept holds and nothing else: a static prototype added here would be the same for every
+            # item and drown the content (concept features of true pairs and of all others then agree alike).
+            features = self.norm_out(self.o_proj(aggregated))
         else:
             # Video tokens are frame-major (F frames of T tokens each): aggregate frame by frame into a track.
             batch, num_concepts = allocation.shape[:2]
@@ -537,10 +537,11 @@ class S2CAConceptAllocator(nn.Module):
                 "bkft,bftd->bkfd", per_frame, values.view(batch, num_frames, -1, values.shape[-1])
             )
             aggregated = aggregated / (per_frame.sum(dim=-1, keepdim=True) + self.eps)
-            states = self.prototype_proj(prototypes)[:, None] + self.o_proj(aggregated)
+            states = self.o_proj(aggregated)
             frame_mask = token_mask.view(batch, num_frames, -1)[:, :, 0]
             features = self.norm_out(tracks(states, per_frame, frame_mask))
-        # An empty concept would equal its prototype on both sides and score a spurious cosine of 1: zero it.
+        # An empty concept would be the same vector on both sides (from biases alone) and score a spurious cosine of 1:
+        # zero it.
         if self.allocation == "soft":
             empty = (token_counts.detach() == 0).to(tokens.dtype)
         else:
@@ -550,7 +551,7 @@ class S2CAConceptAllocator(nn.Module):
         token_features = None
         if with_token_features:
             # Each token aggregated alone into the concept it went to (the same value and output maps as above).
-            own = self.prototype_proj(prototypes)[hard.argmax(dim=1)] + self.o_proj(values / (1.0 + self.eps))
+            own = self.o_proj(values / (1.0 + self.eps))
             token_features = token_mask.unsqueeze(-1) * F.normalize(self.norm_out(own), dim=-1)
         if self.weighting == "usage":
             # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.

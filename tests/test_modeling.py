@@ -249,11 +249,11 @@ def test_allocation_logits_follow_the_definition(model, inputs):
 
 
 def test_concept_features_recomputed_from_weights(model, inputs):
-    """c_k = LN(Pi_k + W_o sum_n A_kn V_n / (n_k + eps)), V = LN(X) W_v: recomputed token by token for one video."""
+    """c_k = LN(W_o sum_n A_kn V_n / (n_k + eps)), V = LN(X) W_v: recomputed token by token for one video (what the
+    concept holds and nothing else: no prototype term)."""
     with torch.no_grad():
         video = model.encode_video(inputs["pixel_values_videos"], inputs["frame_mask"])
     allocator = model.concepts.allocators[0]
-    prototypes = model.concepts.prototypes
     tokens, allocation = video.tokens[1], video.concepts.allocation[1]
     with torch.no_grad():
         for k in range(K):
@@ -262,7 +262,7 @@ def test_concept_features_recomputed_from_weights(model, inputs):
                 if allocation[k, n] > 0:
                     total += allocator.v_proj(allocator.norm_tokens(tokens[n]))
                     count += 1
-            feature = allocator.norm_out(prototypes[k] + allocator.o_proj(total / (count + 1.0)))
+            feature = allocator.norm_out(allocator.o_proj(total / (count + 1.0)))
             expected = F.normalize(feature, dim=0) if count else torch.zeros(D)
             assert torch.allclose(video.concepts.concept_features[1, k], expected, atol=1e-5), k
 
