@@ -46,7 +46,7 @@ class S2CAConfig(PretrainedConfig):
 
     The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
     a 4-layer temporal transformer, and 16 shared concepts over patch tokens with the concept branch chosen on the
-    built-in corpus's val split (docs/research-log.md): soft allocation, no concept gradient into the towers, and the
+    val split of the package's built-in corpus: soft allocation, no concept gradient into the towers, and the
     residual retrieval loss. The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
 
     Args:
@@ -78,15 +78,14 @@ class S2CAConfig(PretrainedConfig):
             Whether the shared concept prototypes are used. `False` gives the CLIP4Clip baseline (meanP or seqTransf
             by `temporal_module`): the score is the instance score alone.
         num_concepts (`int`, *optional*, defaults to 16):
-            K, the number of shared concept prototypes (16 ranked above 4 and 8 on val; diagnosis rounds 3 and 5).
+            K, the number of shared concept prototypes (16 ranked above 4 and 8 on val).
         concept_dim (`int`, *optional*):
             d_c, the width of the concept features (at most `projection_dim`; default `projection_dim`). psi stores
             D + K d_c numbers per video (with usage weights), so a narrower concept width shrinks every index.
         allocation (`str`, *optional*, defaults to `"soft"`):
             How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
-            (the default since the diagnosis rounds: every discrete allocation tried left most concepts empty at
-            evaluation and ranked 15-30 val R@1 points below it,
-            `benchmarks/results/diagnosis/s2ca_diagnosis_round1{2,3,4}.md`).
+            (the default: every Gumbel-based discrete allocation tried left most concepts empty at evaluation and
+            ranked 15-30 val R@1 points below it).
             `"gumbel"` (the paper's abstract): Gumbel-softmax with a hard one-hot forward pass and a straight-through
             gradient in training, argmax (no noise) in evaluation.
             `"expert_choice"`: binary in training and evaluation alike, no noise. Each video concept picks its
@@ -98,11 +97,11 @@ class S2CAConfig(PretrainedConfig):
             Temperature of the softmax whose gradient the hard allocations pass straight through.
         gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
             Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
-            of the first reconstruction, docs/method.md §10). The hard forward pass is argmax(Z + scale * g), which
+            of the abstract's allocation). The hard forward pass is argmax(Z + scale * g), which
             the temperature does not change:
             while the logits' spread over the concepts is small next to the noise (std 1.28 at scale 1), training
-            allocates tokens almost at random and evaluation's noise-free argmax sees other groupings
-            (`benchmarks/s2ca_diagnosis.py` measures this). 0 trains on the evaluation's allocation.
+            allocates tokens almost at random and evaluation's noise-free argmax sees other groupings. 0 trains on
+            the evaluation's allocation.
         video_tokens (`str`, *optional*, defaults to `"patches"`):
             The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
             frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
@@ -116,9 +115,8 @@ class S2CAConfig(PretrainedConfig):
             Scales the gradient that the concept branch sends back into the CLIP towers, projections and temporal
             module through the tokens it allocates (the forward pass is unchanged). 1: the towers learn from every
             loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
-            the towers at a higher learning rate, the concept branch weakened S2CA's own instance score
-            (`benchmarks/results/diagnosis/s2ca_diagnosis_round7.md`); detached, with the residual loss, S2CA ranked
-            best on val (round 11).
+            the towers at a higher learning rate, the concept branch weakened S2CA's own instance score; detached,
+            with the residual loss, S2CA ranked best on val.
         concept_adapter_layers (`int`, *optional*, defaults to 0):
             Residual MLP blocks (one stack per modality, each starting as the identity) on the tokens before they are
             allocated: capacity of the concept branch's own, which it keeps when `concept_gradient_scale=0` stops it
@@ -134,8 +132,8 @@ class S2CAConfig(PretrainedConfig):
             How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
             / (non-empty concepts), phi and psi of size D + 2 K d_c. `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
             sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
-            size D + K d_c. The default since the diagnosis rounds: of the discrete allocations tried it ranked best on
-            the built-in corpus's val split (`benchmarks/results/diagnosis/s2ca_diagnosis_round1.md`).
+            size D + K d_c. The default: of the discrete allocations tried it ranked best on val, and with soft
+            allocation it tied uniform weights at half the vector size.
         concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
             lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
             the text and video features of that concept, among the items that use it; see
@@ -148,7 +146,7 @@ class S2CAConfig(PretrainedConfig):
             ranks by is trained as well as its parts. `"residual"`: `NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e
             * S_con)`, sg a stop-gradient: the instance score is trained alone, and the concept score is trained on
             what the instance score still gets wrong (boosting), so that it adds to it rather than copying it (the
-            default since rounds 10 and 11 of `benchmarks/s2ca_diagnosis.py`).
+            default: it ranked best on val).
         tokens_per_concept (`int`, *optional*, defaults to 4):
             With `allocation="expert_choice"`: how many tokens of each frame every video concept picks.
         entropy_loss_weight (`float`, *optional*, defaults to 0.0):

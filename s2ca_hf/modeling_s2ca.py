@@ -7,8 +7,7 @@ Only the abstract is public; what it leaves open is reconstructed from GroupViT 
 learnable groups), GLSCL and DiCoSA (concepts shared by both modalities, compared concept by concept) and CLIP4Clip
 (backbone, temporal module, loss). Every such choice is a field of `S2CAConfig`.
 
-What the measurements changed from the first reconstruction (docs/method.md §10, docs/research-log.md,
-`benchmarks/results/diagnosis/`; every choice read on the val split of the built-in corpus):
+The defaults, and what was measured against them on the val split of the package's built-in concept-video corpus:
 
 * Allocation is soft by default (`allocation="soft"`, a softmax over the K = 16 concepts). The hard Gumbel-softmax of
   the first reconstruction trains on near-random groupings (its logits stay far below the noise) and, at evaluation,
@@ -17,15 +16,15 @@ What the measurements changed from the first reconstruction (docs/method.md §10
   weights) ranked 15-30 val R@1 points below soft allocation. `"gumbel"` remains an option.
 * The concept branch sends no gradient into the towers (`concept_gradient_scale=0`) and is trained by the residual
   loss (`retrieval_loss="residual"`: NCE of the stop-gradient instance score plus the concept score), so it learns
-  what the instance score still gets wrong instead of pulling the shared towers away from it. This ties seqTransf on
-  val over 3 seeds (round 11: 70.7 against 70.5), trails it by about 1 on test, and the concept score adds about
-  1 point on val only: the concept branch does not yet earn its place.
+  what the instance score still gets wrong instead of pulling the shared towers away from it. On the corpus's earlier
+  version this tied seqTransf on val over 3 seeds (70.7 against 70.5 R@1), trailed it by about 1 on test, and the
+  concept score added about 1 point on val only.
+* A concept's feature is what it aggregates and nothing else; the prototypes only route. With the prototype added
+  to it, every concept feature stayed a copy of its prototype (cosine 0.998 between true pairs and all others alike).
 * The balance loss counts tokens by evaluation's noise-free argmax. Options that did not help on val: the
-  per-concept contrastive loss, the routing agreement loss (SwAV's swapped prediction of concept usage; removed), the
-  `"separate+combined"` loss, temporally refined patch tokens (removed), concept tracks over the frames, concept
-  adapters.
-* ATR is a training-script option (`training/distill.py`), off in the synthetic recipe: with the small CLIP as the
-  teacher every term and weight tried cost val R@1 (rounds 15 and 16).
+  per-concept contrastive loss, the `"separate+combined"` loss, concept tracks over the frames, concept adapters.
+* ATR (Align, Transform, Reconstruct) is a training-script option, off in the built-in corpus's recipe: with a
+  teacher that knew no more than the students, every term and weight tried cost val R@1.
 
 The file reads from leaves to root: outputs, the temporal transformer, the concept allocation, the pretrained-model
 base, then `S2CAModel`, whose `encode_text` / `encode_video` / `forward` hold the whole forward pass.
@@ -72,7 +71,7 @@ HANDLER_FILE = "handler.py"  # the Inference Endpoints handler every saved model
 class S2CAConceptOutput(_NestedModelOutput):
     r"""
     How one modality's tokens were allocated to the K shared concepts, and what the concepts became
-    (docs/method.md §3-4). B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
+    B is the batch, K `num_concepts`, N the number of tokens, D `projection_dim`.
 
     concept_features (`torch.FloatTensor` of shape `(B, K, D)`):
         The normalised conceptual aggregated features c-hat; an empty concept is all zeros.
@@ -113,7 +112,7 @@ class S2CAEncoderOutput(_NestedModelOutput):
     Everything one tower produces for a batch of texts or of videos. E is `config.embedding_dim`, D `projection_dim`.
 
     embeds (`torch.FloatTensor` of shape `(B, E)`):
-        The retrieval vector: phi(text) or psi(video) of docs/method.md §5, so that `phi @ psi.T` is the score.
+        The retrieval vector: phi(text) or psi(video), so that `phi @ psi.T` is the score.
     instance_embeds (`torch.FloatTensor` of shape `(B, D)`):
         The L2-normalised instance feature t (end-of-text state) or v (masked mean of the refined frames).
     concepts ([`S2CAConceptOutput`], *optional*):
@@ -145,7 +144,7 @@ class S2CAOutput(_NestedModelOutput):
     D `projection_dim`.
 
     loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-        The local-batch training loss: retrieval loss plus the weighted concept regularisers (docs/method.md §6).
+        The local-batch training loss (`S2CAModel.compute_loss`): retrieval loss plus the weighted concept terms.
     logits_per_text (`torch.FloatTensor` of shape `(T, V)`):
         `exp(logit_scale) * (s_inst + concept_score_weight * s_con)`, the scaled retrieval score.
     logits_per_video (`torch.FloatTensor` of shape `(V, T)`):
@@ -280,7 +279,7 @@ def concept_similarity(
 ) -> torch.Tensor:
     """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`.
 
-    `weighting="uniform"` (docs/method.md §5): s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>,
+    `weighting="uniform"`: s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>,
     alpha = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where
     the weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
     much as both sides use it, and one that only one side uses adds nothing. Matrix products only, so that the
@@ -320,7 +319,7 @@ def per_concept_contrastive_loss(
     Takes the normalised concept features `(B, K, D)` of texts and videos (text i describes video i), their
     non-empty masks `(B, K)` and the logit scale. An item that does not use k is never a negative for k. Without it,
     nothing asks a concept to tell one item from another on its own: s_con alone only has to rank well in sum, and
-    the concepts drift into weaker copies of the instance features (`benchmarks/s2ca_diagnosis.py`). `also_correct`
+    the concepts drift into weaker copies of the instance features. `also_correct`
     `(B, B)` follows `contrastive_loss`'s rule: a text is neither positive nor negative for another video it fits.
     """
     batch = text_features.shape[0]
@@ -426,7 +425,7 @@ class S2CATemporalTransformer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Shared concept prototypes: allocation (docs/method.md §3) and conceptual aggregated features (§4)
+# Shared concept prototypes: allocation and conceptual aggregated features
 # ---------------------------------------------------------------------------------------------------------------------
 
 
@@ -578,7 +577,7 @@ class S2CAConceptTracks(nn.Module):
 
     A concept pooled over the whole clip keeps what its object looks like but loses where it goes and how its size
     changes, so the concept score cannot tell "moves left" from "moves right"; motion was the attribute every variant
-    missed most (`benchmarks/results/diagnosis/s2ca_diagnosis_round5.md`).
+    missed most.
     """
 
     def __init__(self, config: S2CAConfig):
@@ -686,8 +685,8 @@ def balance_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch
     the token count.
 
     The counts come from argmax(Z), not from training's noisy allocation: with small logits the noisy one is close to
-    uniform whatever Z does, and L_bal could not see the collapse that evaluation shows (`benchmarks/
-    s2ca_diagnosis.py`: two thirds of an item's tokens in one concept at evaluation). Sums rather than means, so that
+    uniform whatever Z does, and L_bal could not see the collapse that evaluation shows
+    (two thirds of an item's tokens in one concept at evaluation, measured). Sums rather than means, so that
     the training loss can add them up across processes and get the global value.
     """
     logits, mask = concepts.allocation_logits, concepts.token_mask
@@ -881,7 +880,7 @@ class S2CAModel(S2CAPreTrainedModel):
 
     def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
         # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
-        # product is s_inst + lambda_e * s_con exactly (docs/method.md §5). With usage weights both sides are
+        # product is s_inst + lambda_e * s_con exactly. With usage weights both sides are
         # [t ; sqrt(lambda_e) a*c]: half the size.
         if concepts is None:
             return instance
