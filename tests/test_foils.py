@@ -226,7 +226,12 @@ def two_process_worker(rank: int, port: int, output: str) -> None:
             "loss": float(result.value),
             "expected_loss": float(expected.value),
             "same_keys": sorted(ours) == sorted(theirs),
-            "max_grad_diff": max(float((ours[name] - theirs[name]).abs().max()) for name in theirs),
+            # Relative to each gradient's size: some are in the hundreds, where float32 sums in another order differ
+            # in the fifth decimal.
+            "max_grad_diff": max(
+                float((ours[name] - theirs[name]).abs().max() / theirs[name].abs().max().clamp(min=1.0))
+                for name in theirs
+            ),
         }
         with open(output, "w") as f:
             json.dump(report, f)
@@ -241,7 +246,7 @@ def test_two_processes_with_foils_and_repeated_videos_equal_one_process(tmp_path
     mp.spawn(two_process_worker, args=(free_port(), str(output)), nprocs=2)
     report = json.loads(output.read_text())
     assert abs(report["loss"] - report["expected_loss"]) < 1e-5 and report["same_keys"]
-    assert report["max_grad_diff"] < 5e-5, report
+    assert report["max_grad_diff"] < 5e-6, report
 
 
 def test_the_collator_gives_the_videos_each_text_and_its_drawn_foil_fit(processor):

@@ -64,7 +64,7 @@ def test_two_processes_equal_one_process_over_the_global_batch(tmp_path, allocat
     assert report["same_keys"] and report["num_grads"] > 50
     # float32 sums in another order on two processes: 1.05e-5 measured for soft+concepts on an AMD EPYC machine (and
     # under 1e-5 on an Intel Xeon); a missing gradient scaling or gather would differ by the gradients' own size.
-    assert report["max_grad_diff"] < 5e-5, report
+    assert report["max_grad_diff"] < 5e-6, report
 
 
 # --- captions of one video ---------------------------------------------------------------------------------------
