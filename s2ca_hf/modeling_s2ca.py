@@ -201,7 +201,7 @@ class S2CALossTerms:
     """What `S2CAModel.compute_loss` returns: `per_process`, the terms computed from this process's features (a
     data-parallel trainer scales it by the process count, so that averaging gradients sums them), and `shared`, the
     terms of the parameters every process holds alike (the prototypes' diversity), so that the loss is `per_process +
-    shared`; then each term on its own, detached, for logging (`None` where the configuration leaves it out)."""
+    shared`; then each term on its own, unweighted (`None` where the configuration leaves it out)."""
 
     per_process: torch.Tensor
     shared: torch.Tensor
@@ -700,6 +700,9 @@ def balance_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch
 def balance_loss_from_statistics(
     counts: torch.Tensor, probability_sums: torch.Tensor, num_tokens: torch.Tensor
 ) -> torch.Tensor:
+    """L_bal = K sum_k f_k P_k (Switch Transformer's load-balancing loss) from `balance_statistics`' sums: f_k the
+    fraction of tokens hard-allocated to concept k, P_k the mean noise-free softmax probability of k; smallest when
+    the allocation is uniform over the concepts."""
     num_tokens = num_tokens.clamp(min=1.0)
     return counts.shape[0] * ((counts / num_tokens) * (probability_sums / num_tokens)).sum()
 
@@ -721,15 +724,6 @@ def entropy_loss_from_statistics(
     num_tokens = num_tokens.clamp(min=1.0)
     mean = probability_sums / num_tokens
     return entropy_sum / num_tokens + (mean * mean.clamp(min=1e-12).log()).sum()
-
-
-def balance_loss(concepts: S2CAConceptOutput) -> torch.Tensor:
-    """L_bal = K sum_k f_k P_k over the valid tokens of a batch (Switch Transformer's load-balancing loss).
-
-    f_k is the fraction of tokens hard-allocated to concept k (no gradient), P_k the mean noise-free softmax
-    probability of k; the loss is smallest when the allocation is uniform over the concepts.
-    """
-    return balance_loss_from_statistics(*balance_statistics(concepts))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -1349,7 +1343,6 @@ __all__ = [
     "S2CAModel",
     "S2CAOutput",
     "S2CAPreTrainedModel",
-    "balance_loss",
     "balance_loss_from_statistics",
     "balance_statistics",
     "concept_similarity",
