@@ -39,12 +39,9 @@ from s2ca_hf.utils import ArgumentParser, first_paragraph
 RESULTS = Path(__file__).resolve().parent / "results"
 FUNCTIONS = ("training_forward", "get_video_features")
 VARIANTS = {
-    "video_tokens=frames": {"video_tokens": "frames"},
     "allocation=soft": {"allocation": "soft"},
     "allocation=expert_choice + late interaction": {"allocation": "expert_choice", "late_interaction_weight": 0.5},
-    "concept_weighting=uniform": {"concept_weighting": "uniform"},
     "concept_tracks=True": {"concept_tracks": True},
-    "per-concept contrastive": {"concept_contrastive_weight": 0.5},
     "use_concepts=False (CLIP4Clip seqTransf)": {"use_concepts": False},
 }
 

@@ -211,7 +211,11 @@ VARIANTS = {
     "s2ca-patches+compile": {},
     "s2ca-patches+eager-attention": {},
     "s2ca-patches+atr": {},
-    "s2ca-frames": {"video_tokens": "frames"},
+    "s2ca-expert-choice+tracks+late": {
+        "allocation": "expert_choice",
+        "concept_tracks": True,
+        "late_interaction_weight": 0.5,
+    },
 }
 
 

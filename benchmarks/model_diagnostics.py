@@ -38,7 +38,7 @@ def encode_split(model, processor, data_dir: str, split: str) -> dict:
                 concepts = out.concepts
                 logits, valid = concepts.allocation_logits, concepts.token_mask.bool()
                 noise = -torch.empty(logits.shape).exponential_(generator=generator).log()
-                noisy = logits + model.config.gumbel_noise_scale * noise
+                noisy = logits + noise  # the training-time allocation of `allocation="gumbel"`
                 part.update(
                     token_concepts=list(token_concepts(concepts)),  # each token's concept, for the purity measures
                     features=concepts.concept_features,
@@ -75,10 +75,7 @@ def scores(model, encoded: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
     instance = text["instance"] @ video["instance"].t()
     if "features" not in text:
         return instance, None
-    concept = concept_similarity(
-        text["features"], text["weights"], video["features"], video["weights"], model.config.concept_weighting
-    )
-    return instance, concept
+    return instance, concept_similarity(text["features"], text["weights"], video["features"], video["weights"])
 
 
 def t2v_r1(scores_: torch.Tensor, positives: list[list[int]], rows: list[int] | None = None) -> float | None:
@@ -235,8 +232,6 @@ def purity_statistics(model, processor, encoded: dict, clips: dict, data_dir: st
         words.append((owners, labels))
     stats = {}
     stats["text_attribute_purity"], stats["text_attribute_purity_chance"] = _purity(words, rng, per_group=False)
-    if model.config.video_tokens != "patches":
-        return stats
     vision = model.config.vision_config
     side = vision.image_size // vision.patch_size
     with open(os.path.join(data_dir, "synthetic.json"), encoding="utf-8") as f:

@@ -17,21 +17,31 @@ from transformers.utils import logging
 logger = logging.get_logger(__name__)
 
 
-# Fields of earlier releases that only shaped training (a temperature anneal, a loss term): a saved model that has
-# them loads and runs as it did, so they are dropped without a word.
+# Fields of earlier releases that only shaped training (a temperature anneal, a loss term, the noise or the gradient
+# of the concept branch): a saved model that has them computes what it computed, so they are dropped without a word.
 _TRAINING_ONLY_REMOVED = (
     "gumbel_tau_min",
     "gumbel_anneal_start",
     "routing_agreement_weight",
     "routing_agreement_epsilon",
+    "gumbel_noise_scale",
+    "concept_gradient_scale",
+    "concept_contrastive_weight",
+    "entropy_loss_weight",
+    "retrieval_loss",
 )
+# Fields of earlier releases that shaped the model itself, with the one value this release computes: a saved config at
+# that value loads as it was; any other value is refused, since these weights would compute something else.
+_ARCHITECTURE_REMOVED = {
+    "concept_weighting": "usage",
+    "video_tokens": "patches",
+    "share_concept_projections": True,
+    "concept_adapter_layers": 0,
+}
 
 _CHOICES = {
     "temporal_module": ("mean", "transformer"),
     "allocation": ("gumbel", "soft", "expert_choice"),
-    "concept_weighting": ("uniform", "usage"),
-    "video_tokens": ("patches", "frames"),
-    "retrieval_loss": ("separate", "combined", "separate+combined", "residual"),
 }
 
 
@@ -45,9 +55,12 @@ class S2CAConfig(PretrainedConfig):
     Configuration of an [`S2CAModel`]: two CLIP towers, a temporal module and the shared concept prototypes.
 
     The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
-    a 4-layer temporal transformer, and 16 shared concepts over patch tokens with the concept branch chosen on the
-    val split of the package's built-in corpus: soft allocation, no concept gradient into the towers, and the
-    residual retrieval loss. The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
+    a 4-layer temporal transformer, and 16 shared concepts over the words of a caption and the patch tokens of every
+    frame, allocated softly. The concept branch reads the towers' tokens without sending a gradient back into them,
+    and is trained by the residual loss `L_ret = NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e * S_con)` (sg a
+    stop-gradient): the instance score is trained alone and the concept score on what it still gets wrong. Concepts
+    are weighted by usage, so that phi and psi have D + K d_c numbers. The hard Gumbel-softmax allocation of the
+    paper's abstract is `allocation="gumbel"`.
 
     Args:
         text_config (`dict` or `CLIPTextConfig`, *optional*):
@@ -81,13 +94,13 @@ class S2CAConfig(PretrainedConfig):
             K, the number of shared concept prototypes (16 ranked above 4 and 8 on val).
         concept_dim (`int`, *optional*):
             d_c, the width of the concept features (at most `projection_dim`; default `projection_dim`). psi stores
-            D + K d_c numbers per video (with usage weights), so a narrower concept width shrinks every index.
+            D + K d_c numbers per video, so a narrower concept width shrinks every index.
         allocation (`str`, *optional*, defaults to `"soft"`):
             How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
             (the default: every Gumbel-based discrete allocation tried left most concepts empty at evaluation and
             ranked 15-30 val R@1 points below it).
-            `"gumbel"` (the paper's abstract): Gumbel-softmax with a hard one-hot forward pass and a straight-through
-            gradient in training, argmax (no noise) in evaluation.
+            `"gumbel"` (the paper's abstract): Gumbel-softmax (standard Gumbel noise) with a hard one-hot forward
+            pass and a straight-through gradient in training, argmax (no noise) in evaluation.
             `"expert_choice"`: binary in training and evaluation alike, no noise. Each video concept picks its
             `tokens_per_concept` best tokens in every frame (expert-choice routing, so a video concept is never
             empty and its picks trace where it is frame by frame); each text token goes to its best concept (an
@@ -95,64 +108,20 @@ class S2CAConfig(PretrainedConfig):
             straight-through one of the softmax over the frame's tokens (video) or over the concepts (text).
         gumbel_tau (`float`, *optional*, defaults to 1.0):
             Temperature of the softmax whose gradient the hard allocations pass straight through.
-        gumbel_noise_scale (`float`, *optional*, defaults to 1.0):
-            Multiplies the Gumbel noise added to the allocation logits in training (1: the standard Gumbel-softmax
-            of the abstract's allocation). The hard forward pass is argmax(Z + scale * g), which
-            the temperature does not change:
-            while the logits' spread over the concepts is small next to the noise (std 1.28 at scale 1), training
-            allocates tokens almost at random and evaluation's noise-free argmax sees other groupings. 0 trains on
-            the evaluation's allocation.
-        video_tokens (`str`, *optional*, defaults to `"patches"`):
-            The video tokens allocated to concepts. `"patches"`: the [CLS] and patch tokens of every frame, with each
-            frame's [CLS] replaced by its temporally refined feature (F x (1 + P) tokens). `"frames"`: only the F
-            refined frame features.
         concept_tracks (`bool`, *optional*, defaults to `False`):
             Whether video concepts are tracks: aggregated frame by frame (each frame's concept feature plus its share
             of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
             own (`temporal_*` sizes) and averaged over the real frames, so that a concept can carry its object's
-            motion. `False`: each concept pools its tokens over the whole clip. Needs patch tokens.
-        concept_gradient_scale (`float`, *optional*, defaults to 0.0):
-            Scales the gradient that the concept branch sends back into the CLIP towers, projections and temporal
-            module through the tokens it allocates (the forward pass is unchanged). 1: the towers learn from every
-            loss term; 0: they learn from the instance score alone and the concept branch sits on top of them. With
-            the towers at a higher learning rate, the concept branch weakened S2CA's own instance score; detached,
-            with the residual loss, S2CA ranked best on val.
-        concept_adapter_layers (`int`, *optional*, defaults to 0):
-            Residual MLP blocks (one stack per modality, each starting as the identity) on the tokens before they are
-            allocated: capacity of the concept branch's own, which it keeps when `concept_gradient_scale=0` stops it
-            from reshaping the towers. 0: the concept branch sees the projected tokens as they are.
-        share_concept_projections (`bool`, *optional*, defaults to `True`):
-            Whether text and video share the allocation projections (W_q, W_k, W_v, W_o) and layer norms. The
-            prototypes themselves are always shared.
+            motion. `False`: each concept pools its tokens over the whole clip.
         concept_eps (`float`, *optional*, defaults to 1.0):
             epsilon in the aggregation `sum_n A_kn V_n / (n_k + epsilon)` (GroupViT's smoothing).
         concept_score_weight (`float`, *optional*, defaults to 1.0):
             lambda_e, the weight of the concept similarity in the retrieval score `s = s_inst + lambda_e * s_con`.
-        concept_weighting (`str`, *optional*, defaults to `"usage"`):
-            How concepts are weighted in s_con. `"uniform"`: `1/2 sum_k (alpha^t_k + alpha^v_k) cos_k` with alpha = 1
-            / (non-empty concepts), phi and psi of size D + 2 K d_c. `"usage"`: `sum_k a^t_k a^v_k cos_k` with a_k =
-            sqrt(share of the item's tokens in k), so a concept weighs as much as both sides use it; phi and psi of
-            size D + K d_c. The default: of the discrete allocations tried it ranked best on val, and with soft
-            allocation it tied uniform weights at half the vector size.
-        concept_contrastive_weight (`float`, *optional*, defaults to 0.0):
-            lambda_k, the weight of the per-concept contrastive loss (for each concept, an InfoNCE over the batch on
-            the text and video features of that concept, among the items that use it; see
-            `per_concept_contrastive_loss`). 0 leaves it out.
         concept_loss_weight (`float`, *optional*, defaults to 1.0):
-            lambda_c, the weight of the concept contrastive term in `L_ret = NCE(S_inst) + lambda_c * NCE(S_con)`.
-        retrieval_loss (`str`, *optional*, defaults to `"residual"`):
-            `"separate"`: `NCE(S_inst) + lambda_c * NCE(S_con)`. `"combined"` (ablation):
-            `NCE(S_inst + lambda_e * S_con)`. `"separate+combined"`: the sum of the two, so that the score evaluation
-            ranks by is trained as well as its parts. `"residual"`: `NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e
-            * S_con)`, sg a stop-gradient: the instance score is trained alone, and the concept score is trained on
-            what the instance score still gets wrong (boosting), so that it adds to it rather than copying it (the
-            default: it ranked best on val).
+            lambda_c, the weight of the concept term in the residual loss `L_ret = NCE(S_inst) + lambda_c *
+            NCE(sg(S_inst) + lambda_e * S_con)`.
         tokens_per_concept (`int`, *optional*, defaults to 4):
             With `allocation="expert_choice"`: how many tokens of each frame every video concept picks.
-        entropy_loss_weight (`float`, *optional*, defaults to 0.0):
-            Weight of the entropy regulariser of lookup-free quantisation on each token's softmax over the
-            concepts: the mean per-token entropy (each token sure of its concept) minus the entropy of the batch's
-            mean distribution (every concept used), averaged over the two modalities.
         late_interaction_weight (`float`, *optional*, defaults to 0.0):
             Weight of the contrastive loss of the late-interaction re-ranker; above 0 the model has one
             (`S2CAModel.late_interaction_scores`): the second stage of a search scores each caption token against the
@@ -207,21 +176,12 @@ class S2CAConfig(PretrainedConfig):
     concept_dim: int | None = None
     allocation: str = "soft"
     gumbel_tau: float | int = 1.0
-    gumbel_noise_scale: float | int = 1.0
-    video_tokens: str = "patches"
     concept_tracks: bool = False
-    concept_gradient_scale: float | int = 0.0
-    concept_adapter_layers: int = 0
-    share_concept_projections: bool = True
     tokens_per_concept: int = 4
-    entropy_loss_weight: float | int = 0.0
     late_interaction_weight: float | int = 0.0
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
-    concept_weighting: str = "usage"
-    concept_contrastive_weight: float | int = 0.0
     concept_loss_weight: float | int = 1.0
-    retrieval_loss: str = "residual"
     diversity_loss_weight: float | int = 1e-2
     balance_loss_weight: float | int = 1e-2
     prototype_init_std: float | int = 0.02
@@ -233,6 +193,13 @@ class S2CAConfig(PretrainedConfig):
     def __post_init__(self, **kwargs):
         for key in _TRAINING_ONLY_REMOVED:
             kwargs.pop(key, None)
+        for key, kept in _ARCHITECTURE_REMOVED.items():
+            if key in kwargs and kwargs.pop(key) != kept:
+                raise ValueError(
+                    f"This config sets `{key}`, an option this release of s2ca-hf no longer has (it computes "
+                    f"`{key}={kept!r}` only; the method documentation says what was removed and why): a model saved "
+                    "with it cannot be loaded by this release."
+                )
         self._check_unknown_keys(kwargs)
         if __name__.startswith("s2ca_hf."):
             # The installed package registers the pipeline itself, so `pipeline("video-text-retrieval", model=folder)`
@@ -292,7 +259,7 @@ class S2CAConfig(PretrainedConfig):
         for field, allowed in _CHOICES.items():
             if getattr(self, field) not in allowed:
                 raise ValueError(f"`{field}` must be one of {allowed}, got {getattr(self, field)!r}.")
-        for field in ("use_concepts", "concept_tracks", "share_concept_projections"):
+        for field in ("use_concepts", "concept_tracks"):
             if not isinstance(getattr(self, field), bool):
                 raise ValueError(f"`{field}` must be True or False, got {getattr(self, field)!r}.")
         positive_ints = (
@@ -310,8 +277,6 @@ class S2CAConfig(PretrainedConfig):
             value = getattr(self, field)
             if not _is_number(value, integer=True) or value < 1:
                 raise ValueError(f"`{field}` must be an integer >= 1, got {value!r}.")
-        if not _is_number(self.concept_adapter_layers, integer=True) or self.concept_adapter_layers < 0:
-            raise ValueError(f"`concept_adapter_layers` must be an integer >= 0, got {self.concept_adapter_layers!r}.")
         for field in (
             "gumbel_tau",
             "concept_eps",
@@ -323,14 +288,10 @@ class S2CAConfig(PretrainedConfig):
             if not _is_number(value) or not value > 0:
                 raise ValueError(f"`{field}` must be a number > 0, got {value!r}.")
         non_negative = (
-            "gumbel_noise_scale",
-            "concept_gradient_scale",
             "concept_score_weight",
-            "concept_contrastive_weight",
             "concept_loss_weight",
             "diversity_loss_weight",
             "balance_loss_weight",
-            "entropy_loss_weight",
             "late_interaction_weight",
         )
         for field in non_negative:
@@ -340,11 +301,6 @@ class S2CAConfig(PretrainedConfig):
         for field in ("logit_scale_init_value", "logit_scale_max"):
             if not _is_number(getattr(self, field)):
                 raise ValueError(f"`{field}` must be a number, got {getattr(self, field)!r}.")
-        if self.concept_tracks and self.video_tokens == "frames":
-            raise ValueError(
-                '`concept_tracks=True` needs patch tokens (`video_tokens="patches"`): a track '
-                "follows where a concept lies in each frame."
-            )
         if self.projection_dim % self.temporal_num_attention_heads:
             raise ValueError(
                 f"`temporal_num_attention_heads` ({self.temporal_num_attention_heads}) must divide "
@@ -367,12 +323,11 @@ class S2CAConfig(PretrainedConfig):
 
     @property
     def embedding_dim(self) -> int:
-        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D + 2 K d_c, or
-        D + K d_c with `concept_weighting="usage"` (d_c = `concept_dim`)."""
+        """Size of the retrieval vectors returned by `get_text_features` / `get_video_features`: D + K d_c (d_c =
+        `concept_dim`), D without concepts."""
         if not self.use_concepts:
             return self.projection_dim
-        blocks = 1 if self.concept_weighting == "usage" else 2
-        return self.projection_dim + blocks * self.num_concepts * self.concept_dim
+        return self.projection_dim + self.num_concepts * self.concept_dim
 
 
 __all__ = ["S2CAConfig"]

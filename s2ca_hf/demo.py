@@ -59,8 +59,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"caption {args.caption!r} -> {int(inputs['attention_mask'].sum())} tokens")
     print(
         f"phi(text) {tuple(phi.shape)}, psi(video) {tuple(psi.shape)}: "
-        f"D (1 + {'K' if config.concept_weighting == 'usage' else '2K'}) with D = {config.projection_dim}, "
-        f"K = {config.num_concepts} shared concepts"
+        f"D + K d_c with D = {config.projection_dim}, K = {config.num_concepts} shared concepts of width "
+        f"d_c = {config.concept_dim}"
     )
     print(
         f"concepts used: text {int((out.text_concepts.token_counts > 0).sum())}/{config.num_concepts}, "

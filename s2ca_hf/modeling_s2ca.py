@@ -14,15 +14,19 @@ The defaults, and what was measured against them on the val split of the package
   leaves most concepts empty; every route to a discrete allocation tried (noise scales, straight-through without
   noise, the relaxed Gumbel-softmax annealed late, a noise-free anneal from soft to hard, with uniform or usage
   weights) ranked 15-30 val R@1 points below soft allocation. `"gumbel"` remains an option.
-* The concept branch sends no gradient into the towers (`concept_gradient_scale=0`) and is trained by the residual
-  loss (`retrieval_loss="residual"`: NCE of the stop-gradient instance score plus the concept score), so it learns
-  what the instance score still gets wrong instead of pulling the shared towers away from it. On the corpus's earlier
-  version this tied seqTransf on val over 3 seeds (70.7 against 70.5 R@1), trailed it by about 1 on test, and the
-  concept score added about 1 point on val only.
+* The concept branch reads the towers' tokens but sends no gradient back into them, and is trained by the residual
+  loss (NCE of the stop-gradient instance score plus the concept score), so it learns what the instance score still
+  gets wrong instead of pulling the shared towers away from it. On the corpus's earlier version this tied seqTransf
+  on val over 3 seeds (70.7 against 70.5 R@1), trailed it by about 1 on test, and the concept score added about 1
+  point on val only. Training the sum NCE(s_inst + s_con), with or without its parts, a tenth of the concept gradient
+  into the towers and adapter layers of the concept branch's own did not beat it on val.
 * A concept's feature is what it aggregates and nothing else; the prototypes only route. With the prototype added
   to it, every concept feature stayed a copy of its prototype (cosine 0.998 between true pairs and all others alike).
-* The balance loss counts tokens by evaluation's noise-free argmax. Options that did not help on val: the
-  per-concept contrastive loss, the `"separate+combined"` loss, concept tracks over the frames, concept adapters.
+* Concepts are weighted by how much both sides use them (a_k = sqrt(share of the item's tokens)): this tied
+  weights 1 / (non-empty concepts) on val at half the size of phi and psi.
+* The balance loss counts tokens by evaluation's noise-free argmax. A per-concept contrastive loss, an entropy
+  regulariser on the allocation, frame features instead of patches as video tokens and one set of allocation
+  projections per modality did not help on val.
 * ATR (Align, Transform, Reconstruct) is a training-script option, off in the built-in corpus's recipe: with a
   teacher that knew no more than the students, every term and weight tried cost val R@1.
 
@@ -76,14 +80,16 @@ class S2CAConceptOutput(_NestedModelOutput):
     concept_features (`torch.FloatTensor` of shape `(B, K, D)`):
         The normalised conceptual aggregated features c-hat; an empty concept is all zeros.
     concept_weights (`torch.FloatTensor` of shape `(B, K)`):
-        alpha: 1 / (number of non-empty concepts) for each non-empty concept, 0 for an empty one.
+        a: the square root of the share of the item's tokens in each concept, 0 for an empty one.
     empty_concepts (`torch.FloatTensor` of shape `(B, K)`):
         e: 1.0 where no token was allocated to the concept.
     token_counts (`torch.FloatTensor` of shape `(B, K)`):
         n: how many (valid) tokens were allocated to each concept.
     allocation (`torch.FloatTensor` of shape `(B, K, N)`):
-        A: the allocation matrix, one-hot over K for every valid token (soft under `allocation="soft"`), zero for
-        padding. In training with Gumbel allocation it carries the straight-through gradient.
+        A: the allocation matrix, zero for padding: a softmax over K for every valid token (`allocation="soft"`), a
+        one-hot over K (`"gumbel"`, and text under `"expert_choice"`), or, for video under `"expert_choice"`, 1 where
+        a concept picked the token (a token may be picked by several concepts or none). Discrete allocations carry
+        the straight-through gradient in training.
     allocation_logits (`torch.FloatTensor` of shape `(B, K, N)`):
         Z: the cross-attention logits between the prototypes and the tokens, before noise.
     token_mask (`torch.FloatTensor` of shape `(B, N)`):
@@ -207,9 +213,7 @@ class S2CALossTerms:
     shared: torch.Tensor
     retrieval: torch.Tensor
     late_interaction: torch.Tensor | None = None
-    per_concept: torch.Tensor | None = None
     balance: torch.Tensor | None = None
-    entropy: torch.Tensor | None = None
     diversity: torch.Tensor | None = None
     instance_similarity: torch.Tensor | None = None  # (texts, videos) of the batch, foils left out
     concept_similarity: torch.Tensor | None = None
@@ -275,21 +279,15 @@ def concept_similarity(
     text_weights: torch.Tensor,
     video_features: torch.Tensor,
     video_weights: torch.Tensor,
-    weighting: str = "uniform",
 ) -> torch.Tensor:
-    """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`.
-
-    `weighting="uniform"`: s_con(i, j) = 1/2 sum_k (alpha^t_ik + alpha^v_jk) <c^t_ik, c^v_jk>,
-    alpha = 1 / (number of non-empty concepts). `"usage"`: s_con(i, j) = sum_k a^t_ik a^v_jk <c^t_ik, c^v_jk>, where
-    the weights a = sqrt(share of the item's tokens in k) are what `S2CAConceptAllocator` returns: a concept counts as
-    much as both sides use it, and one that only one side uses adds nothing. Matrix products only, so that the
-    training loss can call it on features gathered from every process.
+    """The concept score s_con `(T, V)` from `(T, K, D)`, `(T, K)`, `(V, K, D)`, `(V, K)`: s_con(i, j) = sum_k
+    a^t_ik a^v_jk <c^t_ik, c^v_jk>, where the weights a = sqrt(share of the item's tokens in k) are what
+    `S2CAConceptAllocator` returns: a concept counts as much as both sides use it, and one that only one side uses
+    adds nothing. A matrix product, so that the training loss can call it on features gathered from every process.
     """
     text_weighted = (text_weights.unsqueeze(-1) * text_features).flatten(1)
     video_weighted = (video_weights.unsqueeze(-1) * video_features).flatten(1)
-    if weighting == "usage":
-        return text_weighted @ video_weighted.t()
-    return 0.5 * (text_weighted @ video_features.flatten(1).t() + text_features.flatten(1) @ video_weighted.t())
+    return text_weighted @ video_weighted.t()
 
 
 def late_interaction_score(
@@ -303,43 +301,6 @@ def late_interaction_score(
     pattern = "tnd,vkd->tvnk" if video_concepts.dim() == 3 else "tnd,tvkd->tvnk"
     similarities = torch.einsum(pattern, token_features, video_concepts)
     return (similarities.max(dim=-1).values * token_weights[:, None, :]).sum(dim=-1)
-
-
-def per_concept_contrastive_loss(
-    text_features: torch.Tensor,
-    text_present: torch.Tensor,
-    video_features: torch.Tensor,
-    video_present: torch.Tensor,
-    scale: torch.Tensor,
-    also_correct: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """L_k: for each concept k, a symmetric InfoNCE over the batch on cos(c^t_ik, c^v_jk), text i and video i the
-    positive pair, averaged over the (k, i) for which both sides of pair i use k.
-
-    Takes the normalised concept features `(B, K, D)` of texts and videos (text i describes video i), their
-    non-empty masks `(B, K)` and the logit scale. An item that does not use k is never a negative for k. Without it,
-    nothing asks a concept to tell one item from another on its own: s_con alone only has to rank well in sum, and
-    the concepts drift into weaker copies of the instance features. `also_correct`
-    `(B, B)` follows `contrastive_loss`'s rule: a text is neither positive nor negative for another video it fits.
-    """
-    batch = text_features.shape[0]
-    logits = scale * torch.einsum("ikd,jkd->kij", text_features, video_features)  # (K, texts, videos)
-    lowest = torch.finfo(logits.dtype).min  # finite, so that rows without any candidate stay finite
-    text_to_video = logits.masked_fill(~video_present.t().bool()[:, None, :], lowest)
-    video_to_text = logits.transpose(1, 2).masked_fill(~text_present.t().bool()[:, None, :], lowest)
-    if also_correct is not None:
-        repeats = also_correct.bool() & ~torch.eye(batch, dtype=torch.bool, device=also_correct.device)
-        text_to_video = text_to_video.masked_fill(repeats, lowest)
-        video_to_text = video_to_text.masked_fill(repeats.t(), lowest)
-    labels = torch.arange(batch, device=logits.device).repeat(logits.shape[0])
-    losses = 0.5 * (
-        F.cross_entropy(text_to_video.flatten(0, 1), labels, reduction="none")
-        + F.cross_entropy(video_to_text.flatten(0, 1), labels, reduction="none")
-    )
-    # A masked mean rather than `losses[valid].mean()` behind `if valid.any()`: no host read and no data-dependent
-    # shape, which would break a torch.compile graph. It is 0 when no pair shares a concept.
-    valid = (text_present * video_present).t().flatten().to(losses.dtype)
-    return (losses * valid).sum() / valid.sum().clamp(min=1.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -436,9 +397,7 @@ class S2CAConceptAllocator(nn.Module):
         super().__init__()
         width, concept_width = config.projection_dim, config.concept_dim
         self.allocation = config.allocation
-        self.weighting = config.concept_weighting
         self.eps = config.concept_eps
-        self.noise_scale = config.gumbel_noise_scale
         self.tokens_per_concept = config.tokens_per_concept
         self.scale = width**-0.5
         self.norm_prototypes = nn.LayerNorm(width)
@@ -467,7 +426,7 @@ class S2CAConceptAllocator(nn.Module):
             return allocation, F.one_hot(allocation.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
         if self.training:
             gumbels = -torch.empty_like(logits).exponential_().log()
-            noisy = logits + self.noise_scale * gumbels
+            noisy = logits + gumbels
             soft = (noisy / tau).softmax(dim=1)
             hard = F.one_hot(noisy.argmax(dim=1), num_concepts).transpose(1, 2).to(logits.dtype)
             # Straight-through: the forward pass sees the one-hot, the backward pass the softmax's gradient.
@@ -552,12 +511,9 @@ class S2CAConceptAllocator(nn.Module):
             # Each token aggregated alone into the concept it went to (the same value and output maps as above).
             own = self.o_proj(values / (1.0 + self.eps))
             token_features = token_mask.unsqueeze(-1) * F.normalize(self.norm_out(own), dim=-1)
-        if self.weighting == "usage":
-            # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.
-            share = token_counts / token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
-            weights = present * share.clamp(min=1e-6).sqrt()
-        else:
-            weights = present / present.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        # a_k = sqrt(n_k / N): the clamp keeps the root's gradient finite for a concept that gets almost nothing.
+        share = token_counts / token_mask.sum(dim=-1, keepdim=True).clamp(min=1.0)
+        weights = present * share.clamp(min=1e-6).sqrt()
         return S2CAConceptOutput(
             concept_features=features,
             concept_weights=weights,
@@ -612,40 +568,14 @@ class S2CAConceptTracks(nn.Module):
         return masked_mean(refined, mask).view(batch, num_concepts, width)
 
 
-class S2CAConceptAdapterLayer(nn.Module):
-    """One residual MLP block on the tokens of the concept branch (`concept_adapter_layers`). Its output layer starts
-    at zero (`starts_at_zero`, read by `S2CAPreTrainedModel._init_weights`), so the block starts as the identity."""
-
-    def __init__(self, config: S2CAConfig):
-        super().__init__()
-        self.norm = nn.LayerNorm(config.projection_dim)
-        self.mlp = S2CATemporalMLP(config.projection_dim, 4 * config.projection_dim, config.temporal_hidden_act)
-        self.mlp.fc2.starts_at_zero = True
-
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        return tokens + self.mlp(self.norm(tokens))
-
-
 class S2CAConceptModule(nn.Module):
-    """The K prototypes shared by text and video, the allocators (one shared, or one per modality), the token
-    adapters (one stack per modality, with `concept_adapter_layers`) and, with `concept_tracks`, the video concepts'
-    temporal module."""
+    """The K prototypes and the allocator, both shared by text and video, and, with `concept_tracks`, the video
+    concepts' temporal module."""
 
     def __init__(self, config: S2CAConfig):
         super().__init__()
         self.prototypes = nn.Parameter(torch.empty(config.num_concepts, config.projection_dim))
-        num_allocators = 1 if config.share_concept_projections else 2
-        self.allocators = nn.ModuleList([S2CAConceptAllocator(config) for _ in range(num_allocators)])
-        self.adapters = None
-        if config.concept_adapter_layers:
-            self.adapters = nn.ModuleDict(
-                {
-                    modality: nn.Sequential(
-                        *[S2CAConceptAdapterLayer(config) for _ in range(config.concept_adapter_layers)]
-                    )
-                    for modality in ("text", "video")
-                }
-            )
+        self.allocator = S2CAConceptAllocator(config)
         self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
         # The late-interaction re-ranker's token weights (DRL's text weight branch): a linear map of each token.
         self.token_weights = nn.Linear(config.concept_dim, 1) if config.late_interaction_weight > 0 else None
@@ -653,10 +583,8 @@ class S2CAConceptModule(nn.Module):
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
     ) -> S2CAConceptOutput:
-        """`num_frames`: video tokens come as that many frames of equally many tokens (needed by `concept_tracks`)."""
-        if self.adapters is not None:
-            tokens = self.adapters[modality](tokens)
-        allocator = self.allocators[0] if modality == "text" else self.allocators[-1]
+        """`num_frames`: video tokens come as that many frames of equally many tokens each."""
+        allocator = self.allocator
         if modality == "video":
             return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
         if self.token_weights is None:
@@ -707,25 +635,6 @@ def balance_loss_from_statistics(
     return counts.shape[0] * ((counts / num_tokens) * (probability_sums / num_tokens)).sum()
 
 
-def entropy_statistics(concepts: S2CAConceptOutput) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The sums behind the entropy regulariser over a batch's valid tokens: the entropy of each token's softmax over
-    the concepts, summed `()`; that softmax summed over the tokens `(K,)`; the token count. Sums, as for L_bal."""
-    log_probabilities = concepts.allocation_logits.log_softmax(dim=1)
-    probabilities = log_probabilities.exp() * concepts.token_mask.unsqueeze(1)
-    entropy_sum = -(probabilities * log_probabilities).sum()
-    return entropy_sum, probabilities.sum(dim=(0, 2)), concepts.token_mask.sum()
-
-
-def entropy_loss_from_statistics(
-    entropy_sum: torch.Tensor, probability_sums: torch.Tensor, num_tokens: torch.Tensor
-) -> torch.Tensor:
-    """L_ent = mean per-token entropy - entropy of the mean distribution (lookup-free quantisation's entropy loss):
-    low when each token is sure of one concept and the batch uses every concept alike."""
-    num_tokens = num_tokens.clamp(min=1.0)
-    mean = probability_sums / num_tokens
-    return entropy_sum / num_tokens + (mean * mean.clamp(min=1e-12).log()).sum()
-
-
 # ---------------------------------------------------------------------------------------------------------------------
 # Pretrained-model base
 # ---------------------------------------------------------------------------------------------------------------------
@@ -772,10 +681,6 @@ class S2CAPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module: nn.Module):
         # The CLIP towers are sub-models and are initialised by CLIP's own `_init_weights`.
-        if getattr(module, "starts_at_zero", False):  # a residual branch that starts as the identity
-            init.zeros_(module.weight)
-            init.zeros_(module.bias)
-            return
         super()._init_weights(module)
         config = self.config
         if isinstance(module, S2CAModel):
@@ -872,25 +777,13 @@ class S2CAModel(S2CAPreTrainedModel):
             model = model.to(dtype)
         return model
 
-    def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None, modality: str):
-        # phi(text) = [t ; r alpha*c ; r c], psi(video) = [v ; r c ; r alpha*c], r = sqrt(lambda_e / 2): their dot
-        # product is s_inst + lambda_e * s_con exactly. With usage weights both sides are
-        # [t ; sqrt(lambda_e) a*c]: half the size.
+    def _retrieval_vector(self, instance: torch.Tensor, concepts: S2CAConceptOutput | None):
+        # phi(text) = [t ; sqrt(lambda_e) a*c], psi(video) = [v ; sqrt(lambda_e) a*c]: their dot product is
+        # s_inst + lambda_e * s_con exactly.
         if concepts is None:
             return instance
-        plain = concepts.concept_features
-        weighted = concepts.concept_weights.unsqueeze(-1) * plain
-        if self.config.concept_weighting == "usage":
-            return torch.cat([instance, math.sqrt(self.config.concept_score_weight) * weighted.flatten(1)], dim=-1)
-        root = math.sqrt(self.config.concept_score_weight / 2.0)
-        first, second = (weighted, plain) if modality == "text" else (plain, weighted)
-        return torch.cat([instance, root * first.flatten(1), root * second.flatten(1)], dim=-1)
-
-    def _concept_input(self, tokens: torch.Tensor) -> torch.Tensor:
-        # The same values; the gradient the concept branch sends back into the towers is scaled by
-        # `concept_gradient_scale` (0: the towers learn from the instance score alone).
-        scale = self.config.concept_gradient_scale
-        return tokens if scale == 1 else scale * tokens + (1.0 - scale) * tokens.detach()
+        weighted = concepts.concept_weights.unsqueeze(-1) * concepts.concept_features
+        return torch.cat([instance, math.sqrt(self.config.concept_score_weight) * weighted.flatten(1)], dim=-1)
 
     def encode_text(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **kwargs
@@ -924,9 +817,10 @@ class S2CAModel(S2CAPreTrainedModel):
 
         concepts = None
         if self.concepts is not None:
-            concepts = self.concepts(self._concept_input(tokens), token_mask, "text", self.gumbel_tau)
+            # Detached: the concept branch learns on top of the towers and never pulls them from the instance score.
+            concepts = self.concepts(tokens.detach(), token_mask, "text", self.gumbel_tau)
         return S2CAEncoderOutput(
-            embeds=self._retrieval_vector(instance, concepts, "text"),
+            embeds=self._retrieval_vector(instance, concepts),
             instance_embeds=instance,
             concepts=concepts,
             tokens=tokens,
@@ -977,7 +871,7 @@ class S2CAModel(S2CAPreTrainedModel):
         else:
             frames = frames[real]
         outputs = self.vision_model(pixel_values=frames, return_dict=True, **kwargs)
-        want_patches = self.concepts is not None and self.config.video_tokens == "patches"
+        want_patches = self.concepts is not None  # the concept branch reads every patch; the instance feature does not
         if want_patches:
             hidden = self.vision_model.post_layernorm(outputs.last_hidden_state)
         else:
@@ -997,21 +891,18 @@ class S2CAModel(S2CAPreTrainedModel):
             frame_features = self.temporal(frame_features, frame_mask)
         instance = F.normalize(masked_mean(F.normalize(frame_features, dim=-1), frame_mask), dim=-1)
 
+        tokens, token_mask = frame_features, frame_mask
         if want_patches:
             # Each frame's [CLS] is replaced by its temporally refined feature; patches keep their own.
             patches = frame_tokens[:, :, 1:]
             tokens = torch.cat([frame_features.unsqueeze(2), patches], dim=2).flatten(1, 2)
             token_mask = frame_mask.unsqueeze(-1).expand(-1, -1, frame_tokens.shape[2]).flatten(1)
-        else:
-            tokens, token_mask = frame_features, frame_mask
 
         concepts = None
         if self.concepts is not None:
-            concepts = self.concepts(
-                self._concept_input(tokens), token_mask, "video", self.gumbel_tau, num_frames=num_frames
-            )
+            concepts = self.concepts(tokens.detach(), token_mask, "video", self.gumbel_tau, num_frames=num_frames)
         return S2CAEncoderOutput(
-            embeds=self._retrieval_vector(instance, concepts, "video"),
+            embeds=self._retrieval_vector(instance, concepts),
             instance_embeds=instance,
             concepts=concepts,
             tokens=tokens,
@@ -1026,14 +917,13 @@ class S2CAModel(S2CAPreTrainedModel):
         r"""
         Returns a [`BaseModelOutputWithPooling`] whose `pooler_output` is phi(text), `(T, E)` with E =
         `config.embedding_dim` (the transformers v5 convention of `CLIPModel.get_text_features`); `last_hidden_state`,
-        `hidden_states` and `attentions` are the CLIP text tower's. E is D + K d_c with usage weights (the default),
-        D + 2 K d_c with uniform weights, D without concepts (d_c = `concept_dim`, D unless set).
+        `hidden_states` and `attentions` are the CLIP text tower's. E is D + K d_c, D without concepts (d_c =
+        `concept_dim`, D unless set).
 
         Layout (D = `projection_dim`, K = `num_concepts`), t the normalised instance feature, c_k the normalised
-        concept features (zero if empty): with `concept_weighting="usage"`, `[t (D) ; sqrt(lambda_e) * a_k * c_k for
-        k = 1..K (K*d_c)]`, a_k = sqrt(share of the text's tokens in k); with `"uniform"`, r = sqrt(lambda_e / 2),
-        `[t ; r * alpha_k * c_k for k = 1..K ; r * c_k for k = 1..K]`. `phi @ psi.T` (both
-        `pooler_output`s) is the retrieval score (unscaled). The vector is not unit-norm: compare with a
+        concept features (zero if empty): `[t (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K (K*d_c)]`, a_k =
+        sqrt(share of the text's tokens in k). `phi @ psi.T` (both `pooler_output`s) is the retrieval score
+        (unscaled). The vector is not unit-norm: compare with a
         plain inner product, never a cosine.
 
         Example:
@@ -1050,10 +940,8 @@ class S2CAModel(S2CAPreTrainedModel):
         r"""
         Returns a [`BaseModelOutputWithPooling`] whose `pooler_output` is psi(video), `(V, E)` (`last_hidden_state`
         and the rest: the vision tower's, over the real frames of the batch). psi is
-        `[v (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K]` with usage weights;
-        `[v ; r * c_k for k = 1..K ; r * alpha_k * c_k for k = 1..K]` with uniform ones, whose two concept blocks are
-        in the opposite order to `get_text_features`, so that the dot product pairs the text's weighted concepts with
-        the video's plain ones and the reverse. Store it once per video.
+        `[v (D) ; sqrt(lambda_e) * a_k * c_k for k = 1..K]`, laid out as `get_text_features`. Store it once per
+        video.
 
         Example:
 
@@ -1075,10 +963,9 @@ class S2CAModel(S2CAPreTrainedModel):
         instance = text_embeds[:, :width] @ video_embeds[:, :width].t()
         if self.concepts is None:
             return instance, instance.new_zeros(*instance.shape, 0)
-        blocks = 1 if self.config.concept_weighting == "usage" else 2
-        text_blocks = text_embeds[:, width:].view(-1, blocks, num_concepts, self.config.concept_dim)
-        video_blocks = video_embeds[:, width:].view(-1, blocks, num_concepts, self.config.concept_dim)
-        return instance, torch.einsum("tbkd,vbkd->tvk", text_blocks, video_blocks)
+        text_blocks = text_embeds[:, width:].view(-1, num_concepts, self.config.concept_dim)
+        video_blocks = video_embeds[:, width:].view(-1, num_concepts, self.config.concept_dim)
+        return instance, torch.einsum("tkd,vkd->tvk", text_blocks, video_blocks)
 
     def similarities(
         self, text: S2CAEncoderOutput, video: S2CAEncoderOutput
@@ -1092,13 +979,13 @@ class S2CAModel(S2CAPreTrainedModel):
             text.concepts.concept_weights,
             video.concepts.concept_features,
             video.concepts.concept_weights,
-            self.config.concept_weighting,
         )
         return instance, concept
 
     def video_concepts_from_embeds(self, video_embeds: torch.Tensor) -> torch.Tensor:
-        """The normalised video concept features `(V, K, D)` that psi `(V, E)` stores (the block after the instance
-        feature, whatever the concept weights; an empty concept stays zero): what a search index holds already."""
+        """The normalised video concept features `(V, K, d_c)` that psi `(V, E)` stores (the block after the instance
+        feature, normalised again to undo the concept weights; an empty concept stays zero): what a search index
+        holds already."""
         width, num_concepts, concept_width = (
             self.config.projection_dim,
             self.config.num_concepts,
@@ -1131,12 +1018,14 @@ class S2CAModel(S2CAPreTrainedModel):
         also_correct: torch.Tensor | None = None,
         foil_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """L_ret over the similarities `(B + F, B)` of B texts and F foils against B videos (`contrastive_loss`, whose
-        `also_correct` and `foil_mask` it passes on to every term; without them, F = 0 and the matrices are square).
+        """L_ret = NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e * S_con) over the similarities `(B + F, B)` of B
+        texts and F foils against B videos (`contrastive_loss`, whose `also_correct` and `foil_mask` it passes on to
+        both terms; without them, F = 0 and the matrices are square). sg is a stop-gradient: the concept score learns
+        on top of a fixed instance score, so what moves it is the pairs the instance score still confuses, not the
+        evidence it already has (training the sum or the concept score alone ranked lower on val).
 
         Local here; the training script passes gathered matrices and its own `scale`, `exp(logit_scale)` with the
-        gradient scaling its distribution needs. Every `retrieval_loss` kind treats foils alike, since each of its
-        terms scores the foils as it scores the texts."""
+        gradient scaling its distribution needs."""
         scale = self.logit_scale_value() if scale is None else scale
 
         def contrastive(similarity: torch.Tensor) -> torch.Tensor:
@@ -1145,19 +1034,8 @@ class S2CAModel(S2CAPreTrainedModel):
         instance = contrastive(instance_similarity)
         if concept_similarity is None:
             return instance
-        weight = self.config.concept_score_weight
-        kind = self.config.retrieval_loss
-        if kind == "residual":
-            # The concept score learns on top of a fixed instance score: what moves it is the pairs the instance
-            # score still confuses, not the evidence it already has.
-            residual = contrastive(instance_similarity.detach() + weight * concept_similarity)
-            return instance + self.config.concept_loss_weight * residual
-        combined = contrastive(instance_similarity + weight * concept_similarity)
-        if kind == "combined":
-            return combined
-        separate = instance + self.config.concept_loss_weight * contrastive(concept_similarity)
-        # "separate+combined": also train the sum that evaluation ranks by, not only its two parts.
-        return separate + combined if kind == "separate+combined" else separate
+        residual = contrastive(instance_similarity.detach() + self.config.concept_score_weight * concept_similarity)
+        return instance + self.config.concept_loss_weight * residual
 
     def compute_loss(
         self,
@@ -1170,12 +1048,12 @@ class S2CAModel(S2CAPreTrainedModel):
         sum_over_processes: Callable[[torch.Tensor], torch.Tensor] = _unchanged,
     ) -> S2CALossTerms:
         """The training loss of a batch (text i describes video i), composed here and only here: L_ret
-        (`retrieval_loss`) + w_late x NCE of the late-interaction score + w_k L_k (per-concept contrastive) + w_bal
-        L_bal + w_ent L_ent + w_div L_div, each weight a config field, a term left out at weight 0.
+        (`retrieval_loss`) + w_late x NCE of the late-interaction score + w_bal L_bal + w_div L_div, each weight a
+        config field, a term left out at weight 0.
 
         `forward(return_loss=True)` calls it on the local batch. A data-parallel trainer passes `gather` (each
         process's features concatenated over the processes, this process's slice differentiable) and
-        `sum_over_processes` (the allocation statistics of L_bal and L_ent summed over the processes), and its own
+        `sum_over_processes` (the allocation statistics of L_bal summed over the processes), and its own
         `scale` (`exp(logit_scale)`; default this model's). `foils` (encoded false captions, one per row, negatives
         in the video-to-text softmaxes where `foil_mask` says so) and `also_correct` (texts that fit another video of
         the batch: neither positive nor negative) follow `contrastive_loss`."""
@@ -1205,7 +1083,6 @@ class S2CAModel(S2CAPreTrainedModel):
                 texts_then_foils(text_concepts.concept_weights, of_foils("concept_weights")),
                 video_features,
                 gather(video_concepts.concept_weights),
-                config.concept_weighting,
             )
         retrieval = self.retrieval_loss(instance, concept, scale, also_correct, foil_mask)
         per_process, terms = retrieval, {}
@@ -1223,16 +1100,6 @@ class S2CAModel(S2CAPreTrainedModel):
             )
             terms["late_interaction"] = contrastive_loss(scale * late, also_correct, foil_mask)
             per_process = per_process + config.late_interaction_weight * terms["late_interaction"]
-        if text_concepts is not None and config.concept_contrastive_weight > 0:
-            terms["per_concept"] = per_concept_contrastive_loss(
-                text_features[:batch],
-                gather(1.0 - text_concepts.empty_concepts),
-                video_features,
-                gather(1.0 - video_concepts.empty_concepts),
-                scale,
-                also_correct,
-            )
-            per_process = per_process + config.concept_contrastive_weight * terms["per_concept"]
         shared = retrieval.new_zeros(())
         if text_concepts is not None:
             # Over the global batch's tokens: the statistics are sums, added up over the processes.
@@ -1241,11 +1108,6 @@ class S2CAModel(S2CAPreTrainedModel):
                 balance_loss_from_statistics(*map(sum_over_processes, balance_statistics(side))) for side in sides
             )
             per_process = per_process + config.balance_loss_weight * terms["balance"]
-            if config.entropy_loss_weight > 0:
-                terms["entropy"] = 0.5 * sum(
-                    entropy_loss_from_statistics(*map(sum_over_processes, entropy_statistics(side))) for side in sides
-                )
-                per_process = per_process + config.entropy_loss_weight * terms["entropy"]
             terms["diversity"] = self.concepts.diversity_loss()
             shared = config.diversity_loss_weight * terms["diversity"]
         return S2CALossTerms(
@@ -1347,5 +1209,4 @@ __all__ = [
     "balance_statistics",
     "concept_similarity",
     "contrastive_loss",
-    "per_concept_contrastive_loss",
 ]

@@ -32,7 +32,7 @@ class ConceptMap:
     ends_word: list[bool]  # whether a token ends a word (a BPE piece inside a word is drawn joined to the next)
     frames: np.ndarray  # (F, H, W, 3) uint8: the frames the model saw, normalisation undone
     frame_concepts: np.ndarray  # (F,): the concept of each frame's refined [CLS] token
-    patch_concepts: np.ndarray | None  # (F, side, side): the concept of each patch; None with video_tokens="frames"
+    patch_concepts: np.ndarray  # (F, side, side): the concept of each patch
     instance_score: float  # s_inst
     concept_scores: np.ndarray  # (K,): each concept's share of lambda_e * s_con; they sum to it
     num_concepts: int
@@ -90,10 +90,9 @@ def concept_map(model, processor, video, text: str) -> ConceptMap:
     real = inputs["frame_mask"][0].bool()
     num_frames = real.shape[0]
     video_concepts = token_concepts(encoded_video.concepts)[0].view(num_frames, -1)[real]
-    patch_concepts = None
-    if video_concepts.shape[1] > 1:  # [CLS] then the patch grid, row-major, in every frame
-        side = model.config.vision_config.image_size // model.config.vision_config.patch_size
-        patch_concepts = video_concepts[:, 1:].reshape(-1, side, side).cpu().numpy()
+    # [CLS] then the patch grid, row-major, in every frame
+    side = model.config.vision_config.image_size // model.config.vision_config.patch_size
+    patch_concepts = video_concepts[:, 1:].reshape(-1, side, side).cpu().numpy()
 
     instance, per_concept = model.score_parts(encoded_text.embeds, encoded_video.embeds)
     return ConceptMap(
@@ -143,10 +142,9 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
         axis = figure.add_subplot(grid[0, f])
         height, width = frame.shape[:2]
         axis.imshow(frame)
-        if concepts.patch_concepts is not None:
-            tint = colours[concepts.patch_concepts[f]].copy()
-            tint[..., 3] = 0.45
-            axis.imshow(tint, extent=(0, width, height, 0), interpolation="nearest")
+        tint = colours[concepts.patch_concepts[f]].copy()
+        tint[..., 3] = 0.45
+        axis.imshow(tint, extent=(0, width, height, 0), interpolation="nearest")
         for spine in axis.spines.values():
             spine.set_edgecolor(colours[concepts.frame_concepts[f]])
             spine.set_linewidth(4)

@@ -23,14 +23,10 @@ from s2ca_hf.tiny import tiny_config  # noqa: E402
 GLOBAL_BATCH = 4
 
 
-# "soft+concepts": the per-concept contrastive loss and usage weights, whose terms are gathered across processes too.
+# "expert_choice+late": binary allocation, concept tracks and the late-interaction re-ranker, whose token features are
+# gathered across processes too.
 VARIANTS = {
-    "soft+concepts": dict(
-        allocation="soft",
-        concept_contrastive_weight=1.0,
-        concept_weighting="usage",
-        retrieval_loss="separate+combined",
-    )
+    "expert_choice+late": dict(allocation="expert_choice", concept_tracks=True, late_interaction_weight=0.5),
 }
 
 
@@ -39,9 +35,9 @@ def build_model(allocation: str) -> S2CAModel:
     fields = VARIANTS.get(allocation, dict(allocation=allocation))
     model = S2CAModel(tiny_config(prototype_init_std=1.0, **fields))
     allocation = fields["allocation"]
-    # Soft allocation keeps training mode noise-free; Gumbel allocation is compared in eval mode (argmax), so that two
-    # runs over the same data can be compared exactly.
-    return model.train() if allocation == "soft" else model.eval()
+    # Soft and expert-choice allocation are noise-free in training; Gumbel allocation is compared in eval mode
+    # (argmax), so that two runs over the same data can be compared exactly.
+    return model.eval() if allocation == "gumbel" else model.train()
 
 
 def gradients(model) -> dict:

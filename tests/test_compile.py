@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 from compile_graph_breaks import FUNCTIONS, count_graph_breaks, example_inputs
-from conftest import FIRST_RECONSTRUCTION
+from conftest import HARD_GUMBEL
 
 from s2ca_hf import S2CAModel
 from s2ca_hf.tiny import tiny_config
@@ -85,8 +85,8 @@ def check_compiled_equals_eager(backend, **config):
 def test_compiled_training_forward_and_video_features_equal_eager(allocation):
     # aot_eager traces exactly what inductor compiles (dynamo + AOTAutograd, forward and backward) without its
     # C++ build, so this is faster than the inductor run below. Soft allocation is the default; hard
-    # Gumbel allocation (with the concept gradient reaching the towers) runs the straight-through path.
-    check_compiled_equals_eager("aot_eager", **({} if allocation == "soft" else FIRST_RECONSTRUCTION))
+    # Gumbel allocation runs the straight-through path.
+    check_compiled_equals_eager("aot_eager", **({} if allocation == "soft" else HARD_GUMBEL))
 
 
 @pytest.mark.slow

@@ -23,18 +23,14 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
     assert config.use_concepts and config.num_concepts == 16
     assert config.allocation == "soft" and config.gumbel_tau == 1.0
-    assert config.retrieval_loss == "residual" and config.concept_gradient_scale == 0.0
-    assert config.video_tokens == "patches" and config.share_concept_projections
+    assert not config.concept_tracks and config.late_interaction_weight == 0.0
     assert config.concept_eps == 1.0 and config.concept_score_weight == 1.0 and config.concept_loss_weight == 1.0
     assert config.diversity_loss_weight == 0.01 and config.balance_loss_weight == 0.01
     assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)
     assert config.logit_scale_max == pytest.approx(math.log(100))
-    assert config.concept_contrastive_weight == 0.0
-    # Usage weights: phi and psi have D (1 + K) = 8,704 dimensions; the uniform weights (docs/method.md §5) need
-    # D (1 + 2K) = 16,896.
-    assert config.concept_weighting == "usage"
+    # Usage weights: phi and psi have D + K d_c = D (1 + K) = 8,704 dimensions; half as many with d_c = D / 2.
     assert config.embedding_dim == 8704
-    assert S2CAConfig(concept_weighting="uniform").embedding_dim == 16896
+    assert S2CAConfig(concept_dim=256).embedding_dim == 512 + 16 * 256
     assert S2CAConfig(use_concepts=False).embedding_dim == 512
 
 
@@ -50,7 +46,7 @@ def test_sub_configs_accept_dicts_objects_and_none():
 
 
 def test_save_and_load_round_trip(tmp_path):
-    config = tiny_config(num_concepts=16, allocation="soft", gumbel_tau=0.5, video_tokens="frames")
+    config = tiny_config(num_concepts=16, allocation="soft", gumbel_tau=0.5, concept_tracks=True)
     config.save_pretrained(tmp_path)
     loaded = AutoConfig.from_pretrained(tmp_path)
     assert isinstance(loaded, S2CAConfig)
@@ -64,19 +60,38 @@ def test_save_and_load_round_trip(tmp_path):
 def test_fields_of_earlier_releases_that_only_shaped_training_are_dropped_quietly(tmp_path):
     from s2ca_hf import configuration_s2ca
 
-    # A model saved with the temperature anneal or the routing agreement loss (since removed) loads as it ran.
+    # A model saved with the temperature anneal, the routing agreement loss, the Gumbel noise scale, the concept
+    # gradient scale, the per-concept or entropy loss or another retrieval loss (since removed) loads as it ran, and
+    # so does one saved with a removed architecture option at the value this release computes.
     config = tiny_config(num_concepts=8)
     config.save_pretrained(tmp_path)
     path = tmp_path / "config.json"
     saved = json.loads(path.read_text())
     old = {"gumbel_tau_min": 0.1, "gumbel_anneal_start": 0.5, "routing_agreement_weight": 1.0}
-    path.write_text(json.dumps({**saved, **old, "routing_agreement_epsilon": 0.5}))
+    old.update(gumbel_noise_scale=0.25, concept_gradient_scale=0.1, concept_contrastive_weight=1.0)
+    old.update(entropy_loss_weight=0.1, retrieval_loss="separate", routing_agreement_epsilon=0.5)
+    kept = {"concept_weighting": "usage", "video_tokens": "patches", "share_concept_projections": True}
+    path.write_text(json.dumps({**saved, **old, **kept, "concept_adapter_layers": 0}))
     with mock.patch.object(configuration_s2ca.logger, "warning") as warning:
         loaded = AutoConfig.from_pretrained(tmp_path)
-    assert not any(hasattr(loaded, key) for key in old) and loaded.num_concepts == 8
+    assert not any(hasattr(loaded, key) for key in [*old, *kept]) and loaded.num_concepts == 8
     warning.assert_not_called()
     with pytest.raises(ValueError, match="allocation"):  # an allocation that changed what evaluation computes
         S2CAConfig(**{**saved, "allocation": "relaxed"})
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("concept_weighting", "uniform"), ("video_tokens", "frames"), ("share_concept_projections", False),
+     ("concept_adapter_layers", 2)],
+)  # fmt: skip
+def test_a_removed_architecture_option_at_another_value_is_refused_by_name(tmp_path, field, value):
+    # These weights would compute something else than they were trained to: refused, not loaded silently wrong.
+    tiny_config().save_pretrained(tmp_path)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), field: value}))
+    with pytest.raises(ValueError, match=f"`{field}`, an option this release"):
+        AutoConfig.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize(
@@ -85,10 +100,8 @@ def test_fields_of_earlier_releases_that_only_shaped_training_are_dropped_quietl
         ({"num_concepts": 0}, "num_concepts", ">= 1"),
         ({"temporal_module": "lstm"}, "temporal_module", "('mean', 'transformer')"),
         ({"allocation": "sparsemax"}, "allocation", "('gumbel', 'soft', 'expert_choice')"),
-        ({"video_tokens": "clips"}, "video_tokens", "('patches', 'frames')"),
-        ({"retrieval_loss": "sum"}, "retrieval_loss", "('separate', 'combined', 'separate+combined', 'residual')"),
         ({"gumbel_tau": 0.0}, "gumbel_tau", "> 0"),
-        ({"gumbel_noise_scale": -0.1}, "gumbel_noise_scale", ">= 0"),
+        ({"late_interaction_weight": -0.1}, "late_interaction_weight", ">= 0"),
         ({"concept_eps": -1.0}, "concept_eps", "> 0"),
         ({"concept_score_weight": -0.5}, "concept_score_weight", ">= 0"),
         ({"balance_loss_weight": -1.0}, "balance_loss_weight", ">= 0"),

@@ -8,7 +8,16 @@ import gpu_throughput
 def test_tiny_cpu_check_writes_results(tmp_path):
     script = gpu_throughput
     args = ["--tiny", "--device", "cpu", "--batch_sizes", "2", "--steps", "1", "--warmup", "1", "--frames", "2"]
-    args += ["--words", "5", "--encode_batch", "2", "--variants", "clip4clip-meanP", "s2ca-patches", "s2ca-frames"]
+    args += [
+        "--words",
+        "5",
+        "--encode_batch",
+        "2",
+        "--variants",
+        "clip4clip-meanP",
+        "s2ca-patches",
+        "s2ca-expert-choice+tracks+late",
+    ]
     args += ["s2ca-patches+atr"]
     report = script.main([*args, "--out", str(tmp_path)])
     [json_file] = tmp_path.glob("gpu_throughput-*-tiny-check.json")
@@ -16,7 +25,7 @@ def test_tiny_cpu_check_writes_results(tmp_path):
     assert saved["tiny"] and [row["variant"] for row in saved["training"]] == [
         "clip4clip-meanP",
         "s2ca-patches",
-        "s2ca-frames",
+        "s2ca-expert-choice+tracks+late",
         "s2ca-patches+atr",
     ]
     assert saved["training"][0]["ratio_to_meanp"] == 1.0

@@ -475,7 +475,7 @@ def test_command_line_overrides_the_recipe():
 def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_path):
     # S2CAConfig is the only list of model fields: every one of them can be set, typed by its annotation.
     model_args, *_ = train_arguments.parse_arguments(
-        ["--num_concepts", "4", "--allocation=gumbel", "--gumbel_tau", "0.5", "--concept_weighting", "usage"]
+        ["--num_concepts", "4", "--allocation=gumbel", "--gumbel_tau", "0.5", "--concept_tracks", "true"]
         + ["--use_concepts", "true", "--temporal_intermediate_size", "none", "--prototype_init_std", "0.5"]
     )
     assert model_args.model_config == {
@@ -484,18 +484,18 @@ def test_any_config_field_is_a_recipe_key_and_a_flag_checked_by_the_config(tmp_p
         "num_concepts": 4,
         "allocation": "gumbel",
         "gumbel_tau": 0.5,
-        "concept_weighting": "usage",
+        "concept_tracks": True,
         "use_concepts": True,
         "temporal_intermediate_size": None,
         "prototype_init_std": 0.5,
     }
     recipe = tmp_path / "r.yaml"
-    recipe.write_text("entropy_loss_weight: 0.5\nconcept_contrastive_weight: 1\n")
-    model_args, *_ = train_arguments.parse_arguments(["--config", str(recipe), "--entropy_loss_weight", "0.25"])
-    assert model_args.model_config == {"entropy_loss_weight": 0.25, "concept_contrastive_weight": 1}
+    recipe.write_text("late_interaction_weight: 0.5\ntokens_per_concept: 2\n")
+    model_args, *_ = train_arguments.parse_arguments(["--config", str(recipe), "--late_interaction_weight", "0.25"])
+    assert model_args.model_config == {"late_interaction_weight": 0.25, "tokens_per_concept": 2}
     for flags, message in (
         (["--num_concepts", "0"], "num_concepts"),
-        (["--entropy_loss_weight", "-1"], "entropy_loss_weight"),
+        (["--late_interaction_weight", "-1"], "late_interaction_weight"),
         (["--use_concepts", "maybe"], "use_concepts"),
         (["--num_concepts", "four"], "num_concepts"),
         (["--projection_dim", "64"], "--projection_dim"),  # comes from the CLIP checkpoint

@@ -24,10 +24,10 @@ def frames(num_frames: int = NUM_FRAMES) -> np.ndarray:
     return generator.integers(0, 256, (num_frames, IMAGE_SIZE, IMAGE_SIZE, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("weighting", ["usage", "uniform"])
-def test_concept_map_is_read_from_the_models_own_outputs(processor, weighting):
+@pytest.mark.parametrize("allocation", ["soft", "expert_choice"])
+def test_concept_map_is_read_from_the_models_own_outputs(processor, allocation):
     assert len(processor.tokenizer) == VOCAB_SIZE
-    model = seeded(concept_weighting=weighting, concept_score_weight=0.5)
+    model = seeded(allocation=allocation, concept_score_weight=0.5)
     video, text = frames(), "the red dog"
     concepts = concept_map(model, processor, video, text)
 
@@ -47,8 +47,16 @@ def test_concept_map_is_read_from_the_models_own_outputs(processor, weighting):
     assert len(concepts.words) == int(mask.sum()) and concepts.words[-1] == "[end]"
     assert "".join(concepts.words[:-1]) == text.replace(" ", "")
     assert concepts.word_concepts == encoded_text.concepts.allocation[0].argmax(0)[mask].tolist()
-    # Frames: [CLS] then a row-major patch grid per frame.
-    tokens = encoded_video.concepts.allocation[0].argmax(0).view(NUM_FRAMES, -1)
+    # Frames: [CLS] then a row-major patch grid per frame; each token in the concept that took it (of several that
+    # did under expert choice, the one with the highest logit; -1 if none did).
+    taken, logits = encoded_video.concepts.allocation[0], encoded_video.concepts.allocation_logits[0]
+    tokens = torch.full((taken.shape[1],), -1)
+    for n in range(taken.shape[1]):
+        takers = [k for k in range(taken.shape[0]) if taken[k, n] > 0]
+        if takers:
+            tokens[n] = max(takers, key=lambda k: float(logits[k, n]))
+    assert bool((tokens == -1).any()) == (allocation == "expert_choice")
+    tokens = tokens.view(NUM_FRAMES, -1)
     side = IMAGE_SIZE // model.config.vision_config.patch_size
     assert concepts.patch_concepts.shape == (NUM_FRAMES, side, side)
     assert np.array_equal(concepts.patch_concepts, tokens[:, 1:].reshape(-1, side, side).numpy())
@@ -64,8 +72,7 @@ def test_concept_map_keeps_only_real_frames_and_refuses_a_model_without_concepts
     assert len(concepts.frames) == 2 and concepts.patch_concepts.shape[0] == 2
     with pytest.raises(ValueError, match="no concepts"):
         concept_map(seeded(use_concepts=False), processor, short, "a cat")
-    frame_tokens = concept_map(seeded(video_tokens="frames"), processor, short, "a cat")
-    assert frame_tokens.patch_concepts is None and frame_tokens.frame_concepts.shape == (2,)
+    assert concepts.frame_concepts.shape == (2,)
 
 
 def test_plot_draws_every_frame_word_and_concept(processor, tmp_path):

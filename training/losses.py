@@ -66,7 +66,6 @@ class S2CALossOutput:
     retrieval: torch.Tensor
     diversity: torch.Tensor | None
     balance: torch.Tensor | None
-    per_concept: torch.Tensor | None
     instance_similarity: torch.Tensor  # [global batch, global batch]
     concept_similarity: torch.Tensor | None
 
@@ -139,7 +138,6 @@ class S2CALoss(nn.Module):
             retrieval=terms.retrieval.detach(),
             diversity=None if terms.diversity is None else terms.diversity.detach(),
             balance=None if terms.balance is None else terms.balance.detach(),
-            per_concept=None if terms.per_concept is None else terms.per_concept.detach(),
             instance_similarity=terms.instance_similarity.detach(),
             concept_similarity=None if terms.concept_similarity is None else terms.concept_similarity.detach(),
         )

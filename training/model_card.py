@@ -165,17 +165,18 @@ def architecture_rows(model: S2CAModel, processor: S2CAProcessor) -> list[tuple[
             (
                 "allocation",
                 f"`{config.allocation}` "
-                + (
-                    "(a softmax over the concepts, not discrete: deterministic)"
-                    if config.allocation == "soft"
-                    else "(discrete: argmax at inference, deterministic)"
-                ),
+                + {
+                    "soft": "(a softmax over the concepts, not discrete: deterministic)",
+                    "gumbel": "(discrete: argmax at inference, deterministic)",
+                    "expert_choice": "(discrete: each video concept takes its best patches of every frame, each word "
+                    "its best concept; deterministic)",
+                }[config.allocation],
             ),
+            ("concept tracks over the frames", "yes" if config.concept_tracks else "no"),
             (
-                "retrieval loss",
-                f"`{config.retrieval_loss}`, concept gradient into the towers x {config.concept_gradient_scale}",
+                "late-interaction re-ranker",
+                f"weight {config.late_interaction_weight}" if config.late_interaction_weight else "no",
             ),
-            ("video tokens allocated", f"`{config.video_tokens}`"),
             ("concept score weight λ", str(config.concept_score_weight)),
         ]
     rows.append(("retrieval vector size", str(config.embedding_dim)))
