@@ -4,7 +4,7 @@
     PYTHONPATH=<checkout of an older commit> python benchmarks/compile_graph_breaks.py --record before
 
 What is counted: `torch._dynamo.explain` (which traces without compiling) of the two functions a user compiles, on
-the tiny model of `s2ca_hf.tiny.tiny_config()` (the default config: Gumbel allocation, patch tokens, usage weights)
+the tiny model of `s2ca_hf.tiny.tiny_config()` (the default config: soft allocation, patch tokens, usage weights)
 with 3 videos of 4 frame slots, two of them padded:
 
 * `training_forward`: `model(**inputs, return_loss=True).loss` in train mode (Gumbel noise, every loss term);
