@@ -7,7 +7,7 @@ What is counted: `torch._dynamo.explain` (which traces without compiling) of the
 the tiny model of `s2ca_hf.tiny.tiny_config()` (the default config: soft allocation, patch tokens, usage weights)
 with 3 videos of 4 frame slots, two of them padded:
 
-* `training_forward`: `model(**inputs, return_loss=True).loss` in train mode (Gumbel noise, every loss term);
+* `training_forward`: `model(**inputs, return_loss=True).loss` in train mode (every loss term);
 * `get_video_features`: `model.get_video_features(pixel_values_videos, frame_mask).pooler_output` in eval mode.
 
 `graph_break_count` is dynamo's own (graphs - 1); each break's reason and the line of s2ca_hf it came from are kept.
@@ -143,10 +143,11 @@ def source_revision() -> dict:
 def markdown(report: dict) -> str:
     lines = ["# torch.compile graph breaks (`benchmarks/compile_graph_breaks.py`)", ""]
     lines.append(
-        "`torch._dynamo.explain` on the CPU, tiny model from `s2ca_hf.tiny.tiny_config()` (default config: Gumbel "
-        "allocation, patch tokens), 3 videos of 4 frame slots with 4, 2 and 1 real frames. `training_forward` is "
-        "`model(**inputs, return_loss=True)` in train mode; `get_video_features` runs in eval mode. A graph break "
-        "count is dynamo's (graphs - 1), so it also counts the empty graphs dynamo opens when it resumes after a "
+        "`torch._dynamo.explain` on the CPU, tiny model from `s2ca_hf.tiny.tiny_config()` (the default config of "
+        'the s2ca_hf measured: Gumbel allocation at the commit of "before", soft allocation since), 3 videos of 4 '
+        "frame slots with 4, 2 and 1 real frames. `training_forward` is `model(**inputs, return_loss=True)` in "
+        "train mode; `get_video_features` runs in eval mode. A graph break count is dynamo's (graphs - 1), so it "
+        "also counts the empty graphs dynamo opens when it resumes after a "
         "break; each reason is listed once per break it caused."
     )
     lines.append("")
