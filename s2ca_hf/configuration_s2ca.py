@@ -329,5 +329,10 @@ class S2CAConfig(PretrainedConfig):
             return self.projection_dim
         return self.projection_dim + self.num_concepts * self.concept_dim
 
+    @property
+    def has_late_interaction(self) -> bool:
+        """Whether the model has the late-interaction re-ranker: concepts on and `late_interaction_weight > 0`."""
+        return self.use_concepts and self.late_interaction_weight > 0
+
 
 __all__ = ["S2CAConfig"]

@@ -48,7 +48,7 @@ class EndpointHandler:
         rerank = (data.get("parameters") or {}).get("rerank", False)
         if not isinstance(rerank, bool):
             raise ValueError(f'"parameters.rerank" must be true or false, got {rerank!r}.')
-        if rerank and self.model.config.late_interaction_weight <= 0:
+        if rerank and not self.model.config.has_late_interaction:
             raise ValueError('"parameters.rerank": this model has no late-interaction re-ranker.')
         with torch.inference_mode():
             encoded = self.processor(text=texts, return_tensors="pt")

@@ -578,7 +578,7 @@ class S2CAConceptModule(nn.Module):
         self.allocator = S2CAConceptAllocator(config)
         self.tracks = S2CAConceptTracks(config) if config.concept_tracks else None
         # The late-interaction re-ranker's token weights (DRL's text weight branch): a linear map of each token.
-        self.token_weights = nn.Linear(config.concept_dim, 1) if config.late_interaction_weight > 0 else None
+        self.token_weights = nn.Linear(config.concept_dim, 1) if config.has_late_interaction else None
 
     def forward(
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
@@ -998,8 +998,11 @@ class S2CAModel(S2CAPreTrainedModel):
         """The second-stage score `(T, V)` of encoded texts (`encode_text(...).concepts`) against psi `(V, E)`
         (`late_interaction_score`); needs `late_interaction_weight > 0`. A search re-ranks the first stage's top
         candidates by `score + late_interaction_scores`."""
-        if self.config.late_interaction_weight <= 0:
-            raise ValueError("This model has no late-interaction re-ranker (config.late_interaction_weight is 0).")
+        if not self.config.has_late_interaction:
+            raise ValueError(
+                "This model has no late-interaction re-ranker (config.late_interaction_weight is 0, or it has no "
+                "concepts)."
+            )
         if text_concepts is None or text_concepts.token_weights is None:
             raise ValueError("The texts were not encoded by a model with the late-interaction re-ranker.")
         return late_interaction_score(
@@ -1086,7 +1089,7 @@ class S2CAModel(S2CAPreTrainedModel):
             )
         retrieval = self.retrieval_loss(instance, concept, scale, also_correct, foil_mask)
         per_process, terms = retrieval, {}
-        if text_concepts is not None and config.late_interaction_weight > 0:
+        if text_concepts is not None and config.has_late_interaction:
             # Token rows padded to the longest text the model takes, so that batches of any length gather and stack.
             length = config.text_config.max_position_embeddings
 

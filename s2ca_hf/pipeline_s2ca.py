@@ -122,7 +122,7 @@ class VideoTextRetrievalPipeline(ChunkPipeline):
         if rerank is not None:
             if not isinstance(rerank, bool):
                 raise ValueError(f"`rerank` must be True or False, got {rerank!r}.")
-            if rerank and self.model.config.late_interaction_weight <= 0:
+            if rerank and not self.model.config.has_late_interaction:
                 raise ValueError("`rerank=True` needs a model with the late-interaction re-ranker; this one has none.")
             forward_params["rerank"] = rerank
         return preprocess_params, forward_params, postprocess_params

@@ -430,5 +430,10 @@ def test_evaluate_corpus_reports_the_reranked_two_stage_search(tiny_model):
     result = evaluate_corpus(model, processor, dataset, batch_size=2, progress=False, rerank_candidates=2)
     expected = retrieval_metrics(two, TEXT_VIDEOS, positives=TEXT_POSITIVES)["text_to_video"]
     assert result["metrics"]["text_to_video_reranked"] == pytest.approx(expected)
-    plain = evaluate_corpus(tiny_model[1], processor, dataset, batch_size=2, progress=False)
+    plain = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), late_interaction_weight=0.0)).eval()
+    plain = evaluate_corpus(plain, processor, dataset, batch_size=2, progress=False)
     assert "text_to_video_reranked" not in plain["metrics"]  # no re-ranker, no second stage
+    baseline = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), use_concepts=False)).eval()
+    baseline.config.late_interaction_weight = 0.5  # a weight without concepts gives no re-ranker either
+    baseline = evaluate_corpus(baseline, processor, dataset, batch_size=2, progress=False)
+    assert "text_to_video_reranked" not in baseline["metrics"]

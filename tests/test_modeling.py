@@ -393,6 +393,13 @@ def test_late_interaction_scores_each_word_against_its_best_video_concept(inputs
     assert model.concepts.token_weights.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="no late-interaction"):
         seeded_model(tiny_config()).late_interaction_scores(text, video.embeds)
+    # Without concepts there is nothing to re-rank with, whatever the weight says: no re-ranker, no late loss term.
+    baseline = seeded_model(tiny_config(use_concepts=False, late_interaction_weight=0.5))
+    assert baseline.concepts is None and not baseline.config.has_late_interaction
+    baseline.train()
+    assert torch.isfinite(baseline(**inputs, return_loss=True).loss)
+    with pytest.raises(ValueError, match="no late-interaction"):
+        baseline.late_interaction_scores(text, video.embeds)
 
 
 def test_soft_allocation_ablation():

@@ -175,7 +175,7 @@ def architecture_rows(model: S2CAModel, processor: S2CAProcessor) -> list[tuple[
             ("concept tracks over the frames", "yes" if config.concept_tracks else "no"),
             (
                 "late-interaction re-ranker",
-                f"weight {config.late_interaction_weight}" if config.late_interaction_weight else "no",
+                f"weight {config.late_interaction_weight}" if config.has_late_interaction else "no",
             ),
             ("concept score weight λ", str(config.concept_score_weight)),
         ]

@@ -246,7 +246,7 @@ def evaluate_corpus(
 
     result = evaluate_embeddings(text_embeds, video_embeds, text_to_video, positives, **metric_kwargs)
     metrics = {"text_to_video": result["text_to_video"], "video_to_text": result["video_to_text"]}
-    if getattr(model.config, "late_interaction_weight", 0) > 0:
+    if getattr(model.config, "has_late_interaction", False):
         token_features, token_weights = encode_text_tokens(model, processor, texts, batch_size=text_batch_size)
         first = text_embeds @ video_embeds.t()
         concepts = model.video_concepts_from_embeds(video_embeds)

@@ -303,7 +303,7 @@ class VideoIndex:
         if isinstance(queries, torch.Tensor):
             raise ValueError("rerank needs text queries: the re-ranker reads each caption's tokens.")
         model, processor = self._require_model()
-        if model.config.late_interaction_weight <= 0:
+        if not model.config.has_late_interaction:
             raise ValueError(f"rerank: the model of {self.path} has no late-interaction re-ranker to re-rank with.")
         shortlist = min(max(int(rerank), k), len(self))
         scores, rows = self.search_vectors(vectors, shortlist, backend, faiss_factory, nprobe, candidates)
