@@ -143,7 +143,7 @@ def plot_concept_map(concepts: ConceptMap, path: str | None = None, title: str |
         height, width = frame.shape[:2]
         axis.imshow(frame)
         tint = colours[concepts.patch_concepts[f]].copy()
-        tint[..., 3] = 0.45
+        tint[..., 3] = np.where(concepts.patch_concepts[f] >= 0, 0.45, 0.0)  # an untaken patch stays untinted
         axis.imshow(tint, extent=(0, width, height, 0), interpolation="nearest")
         for spine in axis.spines.values():
             spine.set_edgecolor(colours[concepts.frame_concepts[f]])

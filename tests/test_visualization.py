@@ -75,16 +75,21 @@ def test_concept_map_keeps_only_real_frames_and_refuses_a_model_without_concepts
     assert concepts.frame_concepts.shape == (2,)
 
 
-def test_plot_draws_every_frame_word_and_concept(processor, tmp_path):
-    concepts = concept_map(seeded(), processor, frames(), "a red circle moves left")
+@pytest.mark.parametrize("allocation", ["soft", "expert_choice"])
+def test_plot_draws_every_frame_word_and_concept(processor, tmp_path, allocation):
+    concepts = concept_map(seeded(allocation=allocation), processor, frames(), "a red circle moves left")
     path = tmp_path / "map.png"
     figure = plot_concept_map(concepts, str(path))
     frame_axes, words_axis, bars_axis = figure.axes[:NUM_FRAMES], figure.axes[NUM_FRAMES], figure.axes[-1]
     assert len(figure.axes) == NUM_FRAMES + 2
     colours = concept_colours(concepts.num_concepts)
-    # Each patch is tinted with its concept's colour; each frame's border has its frame token's.
+    # Each patch is tinted with its concept's colour, and one no concept took (expert choice) not at all; each
+    # frame's border has its frame token's colour.
     tint = frame_axes[0].images[1].get_array()
-    assert np.allclose(tint[..., :3], colours[concepts.patch_concepts[0]][..., :3])
+    taken = concepts.patch_concepts[0] >= 0
+    assert taken.all() == (allocation == "soft")
+    assert np.allclose(tint[taken][..., :3], colours[concepts.patch_concepts[0][taken]][..., :3])
+    assert np.allclose(tint[..., 3], np.where(taken, 0.45, 0.0))
     assert np.allclose(frame_axes[1].spines["top"].get_edgecolor(), colours[concepts.frame_concepts[1]])
     texts = words_axis.texts
     assert [t.get_text() for t in texts] == concepts.words
@@ -100,7 +105,9 @@ def test_plot_draws_every_frame_word_and_concept(processor, tmp_path):
     total = len("the reddog [end] ")  # each word takes its length and one space
     assert np.allclose(starts, [0, 4 / total, 5 / total, 6 / total, 7 / total, 11 / total])
     again = tmp_path / "again.png"
-    plot_concept_map(concept_map(seeded(), processor, frames(), "a red circle moves left"), str(again))
+    plot_concept_map(
+        concept_map(seeded(allocation=allocation), processor, frames(), "a red circle moves left"), str(again)
+    )
     assert again.read_bytes() == path.read_bytes()  # deterministic
 
 
