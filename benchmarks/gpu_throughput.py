@@ -211,11 +211,7 @@ VARIANTS = {
     "s2ca-patches+compile": {},
     "s2ca-patches+eager-attention": {},
     "s2ca-patches+atr": {},
-    "s2ca-expert-choice+tracks+late": {
-        "allocation": "expert_choice",
-        "concept_tracks": True,
-        "late_interaction_weight": 0.5,
-    },
+    "s2ca-soft": {"allocation": "soft", "concept_tracks": False, "late_interaction_weight": 0.0},
 }
 
 

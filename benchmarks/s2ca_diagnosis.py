@@ -33,9 +33,6 @@ ATR_ON = [
     "--reconstruct",
     "true",
 ]  # after NO_ATR, so that the last flag wins
-EXPERT_CHOICE = ["--allocation", "expert_choice", "--tokens_per_concept", "4"]
-TRACKS = ["--concept_tracks", "true"]
-LATE = ["--late_interaction_weight", "0.5"]
 # Variants of options since removed from the model (uniform concept weights, the per-concept and the combined losses,
 # adapters, frame tokens, the relaxed and annealed Gumbel allocations, ...) are no longer runnable; their results stay
 # in results/diagnosis/ and docs/research-log.md.
@@ -43,27 +40,34 @@ VARIANTS = {
     # name: train.py overrides on top of "S2CA without ATR" at the model's defaults
     "seqTransf (no concepts, reference)": ["--use_concepts", "false"],
     "S2CA default": [],
+    "soft allocation": ["--allocation", "soft"],
     "hard Gumbel allocation": ["--allocation", "gumbel"],
+    "no concept tracks": ["--concept_tracks", "false"],
+    "no late-interaction re-ranker": ["--late_interaction_weight", "0"],
+    "soft allocation, no tracks, no re-ranker (the previous default)": [
+        "--allocation",
+        "soft",
+        "--concept_tracks",
+        "false",
+        "--late_interaction_weight",
+        "0",
+    ],
     "K = 8": ["--num_concepts", "8"],
-    "expert choice": EXPERT_CHOICE,
-    "expert choice + concept tracks": [*EXPERT_CHOICE, *TRACKS],
-    "expert choice + late interaction 0.5": [*EXPERT_CHOICE, *LATE],
-    "expert choice + concept tracks + late interaction 0.5": [*EXPERT_CHOICE, *TRACKS, *LATE],
     "ATR (all three terms)": ATR_ON,
     **{
         f"ATR {term.capitalize()} only x 0.1": [f"--{term}", "true", f"--{term}_weight", "0.1"]
         for term in ("align", "transform", "reconstruct")
     },  # fmt: skip
 }
-# What runs without --variants: the reference, the default and the concept branch's switches, one at a time, then
-# combined.
+# What runs without --variants: the reference, the default, and the default with each of its concept switches
+# undone, one at a time, then all together.
 DEFAULT_VARIANTS = [
     "seqTransf (no concepts, reference)",
     "S2CA default",
-    "expert choice",
-    "expert choice + concept tracks",
-    "expert choice + late interaction 0.5",
-    "expert choice + concept tracks + late interaction 0.5",
+    "soft allocation",
+    "no concept tracks",
+    "no late-interaction re-ranker",
+    "soft allocation, no tracks, no re-ranker (the previous default)",
 ]
 
 

@@ -56,7 +56,10 @@ class S2CAConfig(PretrainedConfig):
 
     The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
     a 4-layer temporal transformer, and 16 shared concepts over the words of a caption and the patch tokens of every
-    frame, allocated softly. The concept branch reads the towers' tokens without sending a gradient back into them,
+    frame, allocated discretely by expert choice: each video concept takes its 4 best patches in every frame and
+    follows them over the frames as a track, each word goes to its best concept, and a late-interaction re-ranker
+    (each word against its best video concept) is trained beside. The concept branch reads the towers' tokens
+    without sending a gradient back into them,
     and is trained by the residual loss `L_ret = NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e * S_con)` (sg a
     stop-gradient): the instance score is trained alone and the concept score on what it still gets wrong. Concepts
     are weighted by usage, so that phi and psi have D + K d_c numbers. The hard Gumbel-softmax allocation of the
@@ -95,20 +98,21 @@ class S2CAConfig(PretrainedConfig):
         concept_dim (`int`, *optional*):
             d_c, the width of the concept features (at most `projection_dim`; default `projection_dim`). psi stores
             D + K d_c numbers per video, so a narrower concept width shrinks every index.
-        allocation (`str`, *optional*, defaults to `"soft"`):
-            How tokens are allocated to concepts. `"soft"`: a plain softmax over the concepts, no noise, no one-hot
-            (the default: every Gumbel-based discrete allocation tried left most concepts empty at evaluation and
-            ranked 15-30 val R@1 points below it).
+        allocation (`str`, *optional*, defaults to `"expert_choice"`):
+            How tokens are allocated to concepts. `"expert_choice"` (the default): binary in training and evaluation
+            alike, no noise. Each video concept picks its `tokens_per_concept` best tokens in every frame
+            (expert-choice routing, so a video concept is never empty and its picks trace where it is frame by
+            frame); each text token goes to its best concept (an empty text concept is one the caption does not
+            mention, and the score ignores it). The gradient is the straight-through one of the softmax over the
+            frame's tokens (video) or over the concepts (text).
+            `"soft"`: a plain softmax over the concepts, no noise, no one-hot: every concept takes a near-uniform
+            share of every token, and the concept features become one mean pool.
             `"gumbel"` (the paper's abstract): Gumbel-softmax (standard Gumbel noise) with a hard one-hot forward
-            pass and a straight-through gradient in training, argmax (no noise) in evaluation.
-            `"expert_choice"`: binary in training and evaluation alike, no noise. Each video concept picks its
-            `tokens_per_concept` best tokens in every frame (expert-choice routing, so a video concept is never
-            empty and its picks trace where it is frame by frame); each text token goes to its best concept (an
-            empty text concept is one the caption does not mention, and the score ignores it). The gradient is the
-            straight-through one of the softmax over the frame's tokens (video) or over the concepts (text).
+            pass and a straight-through gradient in training, argmax (no noise) in evaluation; it left most concepts
+            empty at evaluation and ranked 15-30 val R@1 points below soft allocation.
         gumbel_tau (`float`, *optional*, defaults to 1.0):
             Temperature of the softmax whose gradient the hard allocations pass straight through.
-        concept_tracks (`bool`, *optional*, defaults to `False`):
+        concept_tracks (`bool`, *optional*, defaults to `True`):
             Whether video concepts are tracks: aggregated frame by frame (each frame's concept feature plus its share
             of the frame's patches and their centroid), refined over the frames by a temporal transformer of their
             own (`temporal_*` sizes) and averaged over the real frames, so that a concept can carry its object's
@@ -122,7 +126,7 @@ class S2CAConfig(PretrainedConfig):
             NCE(sg(S_inst) + lambda_e * S_con)`.
         tokens_per_concept (`int`, *optional*, defaults to 4):
             With `allocation="expert_choice"`: how many tokens of each frame every video concept picks.
-        late_interaction_weight (`float`, *optional*, defaults to 0.0):
+        late_interaction_weight (`float`, *optional*, defaults to 0.5):
             Weight of the contrastive loss of the late-interaction re-ranker; above 0 the model has one
             (`S2CAModel.late_interaction_scores`): the second stage of a search scores each caption token against the
             video's best-matching concept, read from psi, with learned token weights, and re-ranks the first
@@ -174,11 +178,11 @@ class S2CAConfig(PretrainedConfig):
     use_concepts: bool = True
     num_concepts: int = 16
     concept_dim: int | None = None
-    allocation: str = "soft"
+    allocation: str = "expert_choice"
     gumbel_tau: float | int = 1.0
-    concept_tracks: bool = False
+    concept_tracks: bool = True
     tokens_per_concept: int = 4
-    late_interaction_weight: float | int = 0.0
+    late_interaction_weight: float | int = 0.5
     concept_eps: float | int = 1.0
     concept_score_weight: float | int = 1.0
     concept_loss_weight: float | int = 1.0

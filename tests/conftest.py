@@ -9,9 +9,10 @@ from s2ca_hf.tiny import IMAGE_SIZE, NUM_FRAMES, tiny_config, tiny_processor
 pytest.register_assert_rewrite("index_helpers")
 
 
-# The hard allocation of the paper's abstract (docs/method.md §3), whose one-hot allocations and empty concepts the
-# reference computations of test_modeling.py check; the default's soft allocation has tests of its own.
-HARD_GUMBEL = dict(allocation="gumbel")
+# The hard allocation of the paper's abstract (docs/method.md §3) with concepts pooled over the clip and no
+# re-ranker: the one-hot allocations, empty concepts and loss terms the reference computations of test_modeling.py
+# check. The default's expert choice, tracks and re-ranker have tests of their own.
+HARD_GUMBEL = dict(allocation="gumbel", concept_tracks=False, late_interaction_weight=0.0)
 
 
 @pytest.fixture

@@ -43,12 +43,18 @@ def add_videos(folder, indices) -> None:
         write_noise_video(path, num_frames=12 + 7 * i, seed=i)
 
 
+def index_model_config(vocab_size: int, **overrides):
+    """The config of the index tests' models: no re-ranker, since these tests are of the first stage (the
+    re-ranker's tests build their own model)."""
+    return tiny_config(vocab_size=vocab_size, prototype_init_std=1.0, late_interaction_weight=0.0, **overrides)
+
+
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     processor = tiny_processor(str(folder))
-    model = S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).eval()
+    model = S2CAModel(index_model_config(len(processor.tokenizer))).eval()
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)

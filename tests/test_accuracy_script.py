@@ -122,7 +122,7 @@ def test_accuracy_benchmark_at_tiny_size(tmp_path, tiny_corpus_and_clip):
 @pytest.mark.slow
 def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     corpus, clip = tiny_corpus_and_clip
-    variants = ["hard Gumbel allocation", "S2CA default"]
+    variants = ["hard Gumbel allocation", "soft allocation"]
     report = diagnosis.main(
         ["--seeds", "0", "--variants", *variants, "--data_dir", str(corpus), "--pretrained_clip_dir", clip]
         + ["--max_steps", "2", "--work_dir", str(tmp_path / "runs"), "--out", str(tmp_path / "results")]
@@ -131,7 +131,7 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     saved = json.loads((tmp_path / "results" / "s2ca_diagnosis.json").read_text())
     assert [row["variant"] for row in saved["rows"]] == variants == [row["variant"] for row in report["rows"]]
     hard, soft = saved["rows"]
-    assert hard["overrides"] == ["--allocation", "gumbel"] and soft["overrides"] == []
+    assert hard["overrides"] == ["--allocation", "gumbel"] and soft["overrides"] == ["--allocation", "soft"]
     # Soft allocation gives every concept some weight on both sides and has no training noise to agree with.
     assert soft["runs"][0]["diagnostics"]["val"]["text_empty_concept_rate"] == 0
     assert soft["runs"][0]["diagnostics"]["val"]["text_train_eval_agreement"] is None
@@ -140,7 +140,7 @@ def test_s2ca_diagnosis_at_tiny_size(tmp_path, tiny_corpus_and_clip):
     assert run["diagnostics"]["test"]["t2v_R@1_combined"] == run["metrics"]["test"]["text_to_video"]["R@1"]
     assert "clip_zero_shot" in saved
     table = (tmp_path / "results" / "s2ca_diagnosis.md").read_text()
-    assert "| S2CA default |" in table and "| – / – |" in table  # soft: no agreement to report
+    assert "| soft allocation |" in table and "| – / – |" in table  # soft: no agreement to report
 
     # --reuse: runs recorded on this machine with the same CLIP and length are taken over, not trained again
     def no_training(arguments):

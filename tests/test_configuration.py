@@ -22,8 +22,8 @@ def test_defaults_reproduce_vit_b32_with_s2ca():
     assert config.num_frames == 12
     assert config.temporal_module == "transformer" and config.temporal_num_hidden_layers == 4
     assert config.use_concepts and config.num_concepts == 16
-    assert config.allocation == "soft" and config.gumbel_tau == 1.0
-    assert not config.concept_tracks and config.late_interaction_weight == 0.0
+    assert config.allocation == "expert_choice" and config.tokens_per_concept == 4 and config.gumbel_tau == 1.0
+    assert config.concept_tracks and config.late_interaction_weight == 0.5 and config.has_late_interaction
     assert config.concept_eps == 1.0 and config.concept_score_weight == 1.0 and config.concept_loss_weight == 1.0
     assert config.diversity_loss_weight == 0.01 and config.balance_loss_weight == 0.01
     assert config.logit_scale_init_value == pytest.approx(math.log(1 / 0.07), abs=1e-4)

@@ -16,7 +16,7 @@ def test_tiny_cpu_check_writes_results(tmp_path):
         "--variants",
         "clip4clip-meanP",
         "s2ca-patches",
-        "s2ca-expert-choice+tracks+late",
+        "s2ca-soft",
     ]
     args += ["s2ca-patches+atr"]
     report = script.main([*args, "--out", str(tmp_path)])
@@ -25,7 +25,7 @@ def test_tiny_cpu_check_writes_results(tmp_path):
     assert saved["tiny"] and [row["variant"] for row in saved["training"]] == [
         "clip4clip-meanP",
         "s2ca-patches",
-        "s2ca-expert-choice+tracks+late",
+        "s2ca-soft",
         "s2ca-patches+atr",
     ]
     assert saved["training"][0]["ratio_to_meanp"] == 1.0

@@ -16,6 +16,7 @@ from index_helpers import (
     assert_same_index,
     direct_scores,
     index_by_id,
+    index_model_config,
     video_name,
     write_noise_video,
 )
@@ -289,11 +290,11 @@ def test_a_model_that_does_not_match_is_refused(built, saved_model, tmp_path, ca
     other_dimension = S2CAModel(tiny_config(vocab_size=vocab, num_concepts=2)).eval()
     with pytest.raises(ModelMismatchError, match="dimensional vectors"):
         index.set_model(other_dimension, processor)
-    other_config = S2CAModel(tiny_config(vocab_size=vocab, prototype_init_std=1.0, concept_eps=0.5)).eval()
+    other_config = S2CAModel(index_model_config(vocab, concept_eps=0.5)).eval()
     other_config.load_state_dict(model.state_dict())  # same weights and dimension, another config
     with pytest.raises(ModelMismatchError, match="config"):
         index.set_model(other_config, processor)
-    other_weights = S2CAModel(tiny_config(vocab_size=vocab, prototype_init_std=1.0)).eval()
+    other_weights = S2CAModel(index_model_config(vocab)).eval()
     with pytest.raises(ModelMismatchError, match="weights"):
         index.set_model(other_weights, processor)
     with pytest.raises(ModelMismatchError, match="dimension"):

@@ -10,7 +10,7 @@ import textwrap
 
 import pytest
 import torch
-from index_helpers import NUM_VIDEOS, TEXTS, assert_same_index
+from index_helpers import NUM_VIDEOS, TEXTS, assert_same_index, index_model_config
 from test_hub_server import olah_cli  # noqa: F401  (a fixture)
 
 from s2ca_hf import S2CAModel
@@ -18,7 +18,7 @@ from s2ca_hf.retrieval import share
 from s2ca_hf.retrieval.errors import ModelMismatchError, VideoIndexError
 from s2ca_hf.retrieval.index import VideoIndex
 from s2ca_hf.retrieval.store import read_manifest
-from s2ca_hf.tiny import tiny_config, tiny_processor
+from s2ca_hf.tiny import tiny_processor
 
 
 # The fixtures saved_model, video_folder and built, shared with the other index test modules.
@@ -41,7 +41,7 @@ def other_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("other-model")
     torch.manual_seed(1)
     processor = tiny_processor(str(folder))
-    S2CAModel(tiny_config(vocab_size=len(processor.tokenizer), prototype_init_std=1.0)).save_pretrained(folder)
+    S2CAModel(index_model_config(len(processor.tokenizer))).save_pretrained(folder)
     processor.save_pretrained(folder)
     return str(folder)
 

@@ -392,7 +392,7 @@ def test_late_interaction_scores_each_word_against_its_best_video_concept(inputs
     model(**inputs, return_loss=True).loss.backward()
     assert model.concepts.token_weights.weight.grad.abs().sum() > 0
     with pytest.raises(ValueError, match="no late-interaction"):
-        seeded_model(tiny_config()).late_interaction_scores(text, video.embeds)
+        seeded_model(tiny_config(late_interaction_weight=0.0)).late_interaction_scores(text, video.embeds)
     # Without concepts there is nothing to re-rank with, whatever the weight says: no re-ranker, no late loss term.
     baseline = seeded_model(tiny_config(use_concepts=False, late_interaction_weight=0.5))
     assert baseline.concepts is None and not baseline.config.has_late_interaction
@@ -760,7 +760,8 @@ def test_the_concept_branch_sends_no_gradient_into_the_towers(inputs):
 
 
 def test_residual_retrieval_loss_trains_the_concepts_on_top_of_a_fixed_instance_score(inputs):
-    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0, allocation="soft", prototype_init_std=1.0)
+    weights = dict(diversity_loss_weight=0.0, balance_loss_weight=0.0, late_interaction_weight=0.0)
+    weights.update(prototype_init_std=1.0)
     model = seeded_model(tiny_config(**weights))
     out = model(**inputs, return_loss=True)
     scale = model.logit_scale_value()
