@@ -56,14 +56,13 @@ class S2CAConfig(PretrainedConfig):
 
     The defaults are S2CA on OpenAI CLIP ViT-B/32 (`openai/clip-vit-base-patch32`): joint dimension 512, 12 frames,
     a 4-layer temporal transformer, and 16 shared concepts over the words of a caption and the patch tokens of every
-    frame, allocated discretely by expert choice: each video concept takes its 4 best patches in every frame and
+    frame, allocated discretely by expert choice: each video concept takes its 4 best tokens in every frame and
     follows them over the frames as a track, each word goes to its best concept, and a late-interaction re-ranker
     (each word against its best video concept) is trained beside. The concept branch reads the towers' tokens
-    without sending a gradient back into them,
-    and is trained by the residual loss `L_ret = NCE(S_inst) + lambda_c * NCE(sg(S_inst) + lambda_e * S_con)` (sg a
-    stop-gradient): the instance score is trained alone and the concept score on what it still gets wrong. Concepts
-    are weighted by usage, so that phi and psi have D + K d_c numbers. The hard Gumbel-softmax allocation of the
-    paper's abstract is `allocation="gumbel"`.
+    without sending a gradient back into them, and is trained by the residual loss `L_ret = NCE(S_inst) + lambda_c *
+    NCE(sg(S_inst) + lambda_e * S_con)` (sg a stop-gradient): the instance score is trained alone and the concept
+    score on what it still gets wrong. Concepts are weighted by usage, so that phi and psi have D + K d_c numbers.
+    The hard Gumbel-softmax allocation of the paper's abstract is `allocation="gumbel"`.
 
     Args:
         text_config (`dict` or `CLIPTextConfig`, *optional*):

@@ -591,12 +591,11 @@ class S2CAConceptModule(nn.Module):
         self, tokens: torch.Tensor, token_mask: torch.Tensor, modality: str, tau: float, num_frames: int | None = None
     ) -> S2CAConceptOutput:
         """`num_frames`: video tokens come as that many frames of equally many tokens each."""
-        allocator = self.allocator
         if modality == "video":
-            return allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
+            return self.allocator(self.prototypes, tokens, token_mask, tau, tracks=self.tracks, num_frames=num_frames)
         if self.token_weights is None:
-            return allocator(self.prototypes, tokens, token_mask, tau)
-        concepts = allocator(self.prototypes, tokens, token_mask, tau, with_token_features=True)
+            return self.allocator(self.prototypes, tokens, token_mask, tau)
+        concepts = self.allocator(self.prototypes, tokens, token_mask, tau, with_token_features=True)
         weight_logits = self.token_weights(concepts.token_features).squeeze(-1)
         lowest = torch.finfo(weight_logits.dtype).min
         concepts.token_weights = weight_logits.masked_fill(~token_mask.bool(), lowest).softmax(dim=-1)

@@ -168,7 +168,7 @@ def architecture_rows(model: S2CAModel, processor: S2CAProcessor) -> list[tuple[
                 + {
                     "soft": "(a softmax over the concepts, not discrete: deterministic)",
                     "gumbel": "(discrete: argmax at inference, deterministic)",
-                    "expert_choice": "(discrete: each video concept takes its best patches of every frame, each word "
+                    "expert_choice": "(discrete: each video concept takes its best tokens of every frame, each word "
                     "its best concept; deterministic)",
                 }[config.allocation],
             ),
